@@ -1,0 +1,267 @@
+"""Command-line commands of the collector: ``ingest``, ``formats`` and the ``kb`` group.
+
+Exit codes (stable, for scripts):
+
+* 0 — done; every record read was stored or was already there.
+* 1 — error: bad usage, an unreadable input, a refused query, a busy or missing knowledge base. Nothing further was
+  written after the error.
+* 2 — done, but some records were rejected (listed, with the rejects report written to a file).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import click
+
+from collector.errors import CollectorError
+from collector.formats import FORMATS, available_formats, get_format
+from collector.formats.canonical import write_jsonl
+from collector.ingest import DEFAULT_CHUNK_SIZE, IngestReport, ingest_path
+from collector.schema import arrow_schema, columns, duckdb_ddl, json_schema
+from collector.store import KnowledgeBase
+
+DEFAULT_KB = Path("metaml-data") / "kb.duckdb"
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ERROR = 1
+    REJECTS = 2
+
+
+def kb_option(f: Any) -> Any:
+    """``--kb PATH`` (env ``METAML_KB``), shared by every command that opens the knowledge base."""
+    return click.option(
+        "--kb",
+        "kb_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="METAML_KB",
+        default=DEFAULT_KB,
+        show_default=True,
+        show_envvar=True,
+        help="The knowledge base (a DuckDB file; created on first ingest).",
+    )(f)
+
+
+def fail(message: str) -> click.exceptions.Exit:
+    """Print ``message`` on stderr and return the exception that exits with code 1."""
+    click.secho(f"error: {message}", fg="red", err=True)
+    return click.exceptions.Exit(ExitCode.ERROR)
+
+
+def _emit_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, default=str))
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=None,
+              help="Read PATHS in this format instead of detecting it (see `metaml formats`).")
+@kb_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (every reject included).")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write rejected records (uri, locator, field, reason) to this JSONL file. "
+                   "Default: <kb dir>/rejects/<time>.jsonl when there are any.")
+@click.option("--uploader", default=None, help="Recorded as provenance.uploader on records that lack one.")
+@click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, show_default=True, type=click.IntRange(1),
+              help="Records per transaction.")
+def ingest(paths: tuple[Path, ...], fmt: str | None, kb_path: Path, as_json: bool, rejects_path: Path | None,
+           uploader: str | None, chunk_size: int) -> None:
+    """Validate, normalize, deduplicate and store the runs found in PATHS.
+
+    PATHS are files, directories or archives in any format of `metaml formats`; a directory holding several
+    sources is walked and each part read with its own format. Every record is accounted for: ingested,
+    duplicate (same content id as a stored run) or rejected (with its place and reason). Re-running the same
+    ingest adds nothing.
+
+    Exit code 0: all stored or duplicate; 2: some records rejected; 1: an input could not be read at all.
+    """
+    kb = KnowledgeBase(kb_path)
+    reports: list[IngestReport] = []
+    for path in paths:
+        try:
+            reports.extend(ingest_path(kb, path, fmt, uploader=uploader, chunk_size=chunk_size,
+                                       progress=not as_json))
+        except CollectorError as e:
+            reports.append(IngestReport(uri=str(path), format=fmt, error=str(e)))
+    rejects = [r for rep in reports for r in rep.rejects]
+    if rejects:
+        rejects_path = rejects_path or kb_path.parent / "rejects" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}.jsonl"
+        rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(rejects_path, "w", encoding="utf-8") as f:
+            for r in rejects:
+                f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+    totals = {k: sum(getattr(r, k) for r in reports) for k in ("read", "ingested", "duplicates", "rejected")}
+    errors = [r for r in reports if r.error]
+    if as_json:
+        _emit_json({"kb": str(kb_path), **totals, "errors": len(errors),
+                    "rejects_file": str(rejects_path) if rejects else None,
+                    "inputs": [r.to_dict() for r in reports]})
+    else:
+        _print_ingest_summary(reports, totals, rejects_path if rejects else None, kb_path)
+    if errors:
+        raise click.exceptions.Exit(ExitCode.ERROR)
+    if rejects:
+        raise click.exceptions.Exit(ExitCode.REJECTS)
+
+
+def _print_ingest_summary(reports: list[IngestReport], totals: dict[str, int], rejects_path: Path | None,
+                          kb_path: Path) -> None:
+    shown = [r for r in reports if not r.skipped]
+    width = min(max([len(r.uri) for r in shown] + [10]), 70)
+    click.echo(f"{'input':<{width}}  {'format':<15}{'read':>9}{'ingested':>10}{'dupes':>8}{'rejected':>10}{'time':>8}")
+    for r in shown:
+        uri = r.uri if len(r.uri) <= width else "…" + r.uri[-(width - 1):]
+        click.echo(f"{uri:<{width}}  {r.format or '-':<15}{r.read:>9,}{r.ingested:>10,}{r.duplicates:>8,}"
+                   f"{r.rejected:>10,}{r.seconds:>7.1f}s")
+        for reason, n in r.top_reasons(3):
+            click.echo(f"{'':<{width}}    {n:>6,} x {reason[:110]}")
+        if r.error:
+            click.secho(f"{'':<{width}}    error: {r.error}", fg="red")
+    if len(shown) > 1:
+        click.echo(f"{'total':<{width}}  {'':<15}{totals['read']:>9,}{totals['ingested']:>10,}"
+                   f"{totals['duplicates']:>8,}{totals['rejected']:>10,}")
+    skipped = [r.uri for r in reports if r.skipped]
+    if skipped:
+        click.echo(f"skipped {len(skipped)} documentation file(s): {', '.join(Path(s).name for s in skipped[:5])}")
+    if rejects_path:
+        click.echo(f"rejects report: {rejects_path}")
+    click.echo(f"knowledge base: {kb_path}")
+
+
+@click.command("formats")
+@click.option("--json", "as_json", is_flag=True)
+def formats_cmd(as_json: bool) -> None:
+    """List the input formats `metaml ingest` reads, in auto-detection order."""
+    rows = []
+    for name in available_formats():
+        f = get_format(name)
+        rows.append({"name": name, "source": f.source, "description": f.description})
+    if as_json:
+        _emit_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<16}{r['description']}")
+
+
+@click.group("kb")
+def kb_group() -> None:
+    """Inspect, query, export and import the knowledge base."""
+
+
+@kb_group.command("stats")
+@kb_option
+@click.option("--json", "as_json", is_flag=True)
+def kb_stats(kb_path: Path, as_json: bool) -> None:
+    """Counts of runs by source, task, method, model family and status, and feature coverage."""
+    try:
+        stats = KnowledgeBase(kb_path).stats()
+    except CollectorError as e:
+        raise fail(str(e)) from e
+    if as_json:
+        _emit_json(stats)
+        return
+    click.echo(f"{stats['path']}  (schema {stats['schema_version']})")
+    click.echo(f"runs {stats['runs']:,}   datasets {stats['datasets']:,}   models {stats['models']:,}   "
+               f"described datasets {stats['described_datasets']:,}   registered models "
+               f"{stats['registered_models']:,}")
+    for key in ("by_source", "by_task_type", "by_method", "by_model_family", "by_status"):
+        items = list(stats[key].items())
+        more = f" … (+{len(items) - 12})" if len(items) > 12 else ""
+        click.echo(f"{key[3:]:<13}" + ", ".join(f"{k} {v:,}" for k, v in items[:12]) + more)
+    click.echo("coverage     " + ", ".join(f"{k} {v:.0%}" for k, v in stats["coverage"].items()))
+
+
+@kb_group.command("sql")
+@click.argument("query")
+@kb_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--max-rows", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--timeout", "timeout_s", default=60.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds before the query is interrupted.")
+def kb_sql(query: str, kb_path: Path, fmt: str, max_rows: int, timeout_s: float) -> None:
+    """Run one read-only SQL query (DuckDB dialect) on the knowledge base.
+
+    Tables: runs (one row per run, flat columns: `metaml kb schema --format columns`), datasets (meta-features per
+    dataset), models (features per model). Statements that write, attach, install or load extensions, copy, or
+    read any file are refused.
+
+    Example: metaml kb sql "SELECT method_name, count(*), avg(outcome_score) FROM runs GROUP BY 1"
+    """
+    try:
+        result = KnowledgeBase(kb_path).sql(query, max_rows=max_rows, timeout_s=timeout_s)
+    except CollectorError as e:
+        raise fail(str(e)) from e
+    df = result.table.to_pandas()
+    if fmt == "csv":
+        click.echo(df.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(df.to_json(orient="records", date_format="iso", indent=2))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", max_rows, "display.max_columns", 50, "display.width", 200):
+            click.echo(df.to_string(index=False) if len(df) else "(no rows)")
+    if result.truncated:
+        click.secho(f"(output cut at {max_rows} rows; raise --max-rows to see more)", fg="yellow", err=True)
+
+
+@kb_group.command("export")
+@click.argument("dest", type=click.Path(path_type=Path))
+@kb_option
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl", "csv"]), default="parquet",
+              show_default=True)
+@click.option("--partition-by", multiple=True, default=(),
+              help="Write a hive-partitioned Parquet directory partitioned by these columns "
+                   "(e.g. --partition-by provenance_source).")
+def kb_export(dest: Path, kb_path: Path, fmt: str, partition_by: tuple[str, ...]) -> None:
+    """Write every run to DEST in a canonical format (readable again by `metaml kb import`)."""
+    kb = KnowledgeBase(kb_path)
+    try:
+        if fmt == "jsonl":
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            n = write_jsonl(kb.iter_batches(), dest)
+        else:
+            kb.export(dest, fmt=fmt, partition_by=partition_by)
+            n = kb.count()
+    except CollectorError as e:
+        raise fail(str(e)) from e
+    click.echo(f"exported {n:,} runs to {dest}")
+
+
+@kb_group.command("import")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@kb_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def kb_import(ctx: click.Context, src: Path, kb_path: Path, as_json: bool) -> None:
+    """Import runs from a canonical export (Parquet file or partitioned directory, JSONL, CSV).
+
+    The same as `metaml ingest SRC`: every record is validated again and deduplicated by content id.
+    """
+    ctx.invoke(ingest, paths=(src,), fmt=None, kb_path=kb_path, as_json=as_json, rejects_path=None,
+               uploader=None, chunk_size=DEFAULT_CHUNK_SIZE)
+
+
+@kb_group.command("schema")
+@click.option("--format", "fmt", type=click.Choice(["json", "ddl", "arrow", "columns"]), default="columns",
+              show_default=True)
+def kb_schema(fmt: str) -> None:
+    """Print the run record's schema: JSON Schema, DuckDB DDL, Arrow schema, or the flat column list."""
+    if fmt == "json":
+        _emit_json(json_schema())
+    elif fmt == "ddl":
+        click.echo(duckdb_ddl() + ";")
+    elif fmt == "arrow":
+        click.echo(str(arrow_schema()))
+    else:
+        for c in columns():
+            click.echo(f"{c.name:<42}{c.duckdb:<60}{'required' if c.required else ''}")
+
+
+COMMANDS: list[click.Command] = [ingest, formats_cmd, kb_group]

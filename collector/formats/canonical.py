@@ -1,0 +1,271 @@
+"""The knowledge base's own formats: records in their own shape, for import and export.
+
+* **jsonl** — one record per line in the nested shape of :class:`~collector.schema.RunRecord` (the JSON Schema is
+  ``metaml kb schema --format json``). ``.ndjson`` and ``.gz`` are accepted. A line longer than ``max_line_bytes``
+  is rejected without being read into memory.
+* **json** — one record, or an array of records, in the same shape.
+* **csv** — one row per record, one column per flat column of the runs table (``metaml kb schema --format columns``);
+  list, map and curve columns hold JSON text. Unknown columns are refused; ``dataset_name``, ``model_id``,
+  ``method_name`` and ``task_primary_metric`` are required.
+* **parquet** — a file or a directory of files (hive-partitioned directories included) in the Arrow schema of the runs
+  table; what ``metaml kb export`` writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from collector.errors import FormatError
+from collector.formats._base import Format, Item, RawRecord, Rejected, buffered
+from collector.schema import arrow_schema, columns, from_row
+
+MAX_LINE_BYTES = 1 << 20
+REQUIRED_CSV_COLUMNS = ("task_primary_metric", "dataset_name", "model_id", "method_name")
+
+
+def _suffixes(path: Path) -> list[str]:
+    return [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+
+
+class JsonLines(Format):
+    name: ClassVar[str] = "jsonl"
+    description: ClassVar[str] = "records in their own nested shape, one JSON object per line (.jsonl, .ndjson, .gz)"
+    source: ClassVar[str] = "jsonl"
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        return path.is_file() and bool(_suffixes(path)) and _suffixes(path)[-1] in (".jsonl", ".ndjson")
+
+    def estimate(self, path: Path) -> int | None:
+        if path.suffix == ".gz":
+            return None
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 22), b""))
+
+    def read(self, path: Path) -> Iterator[Item]:
+        uri = str(path)
+        with buffered(path) as f:
+            lineno = 0
+            while True:
+                line = f.readline(self.max_line_bytes + 1)
+                if not line:
+                    break
+                lineno += 1
+                loc = f"line {lineno}"
+                if len(line) > self.max_line_bytes and not line.endswith(b"\n"):
+                    size = len(line)
+                    while line and not line.endswith(b"\n"):
+                        line = f.readline(1 << 20)
+                        size += len(line)
+                    yield Rejected(loc, f"line of {size:,} bytes exceeds the {self.max_line_bytes:,}-byte limit "
+                                   "for one record", uri=uri)
+                    continue
+                if not line.strip():
+                    continue
+                yield _parse_json_object(line, loc, uri)
+
+
+def _parse_json_object(text: bytes | str, loc: str, uri: str) -> Item:
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return Rejected(loc, f"invalid JSON: {e}", uri=uri)
+    if not isinstance(value, dict):
+        return Rejected(loc, f"expected a JSON object, got {type(value).__name__}", uri=uri)
+    return RawRecord(value, loc, uri)
+
+
+class JsonDocument(Format):
+    name: ClassVar[str] = "json"
+    description: ClassVar[str] = "one record or an array of records in their own nested shape (.json)"
+    source: ClassVar[str] = "json"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        return path.is_file() and bool(_suffixes(path)) and _suffixes(path)[-1] == ".json"
+
+    def read(self, path: Path) -> Iterator[Item]:
+        uri = str(path)
+        with buffered(path) as f:
+            text = f.read()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise FormatError(f"invalid JSON (truncated or malformed) at line {e.lineno} column {e.colno}: {e.msg}",
+                              uri=uri) from e
+        except UnicodeDecodeError as e:
+            raise FormatError(f"not UTF-8 text: {e}", uri=uri) from e
+        if isinstance(value, dict):
+            yield RawRecord(value, "record", uri)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                loc = f"item {i}"
+                if isinstance(item, dict):
+                    yield RawRecord(item, loc, uri)
+                else:
+                    yield Rejected(loc, f"expected a JSON object, got {type(item).__name__}", uri=uri)
+        else:
+            raise FormatError(f"expected a JSON object or array, got {type(value).__name__}", uri=uri)
+
+
+class CanonicalCsv(Format):
+    name: ClassVar[str] = "csv"
+    description: ClassVar[str] = "one record per row, flat column names of the runs table (.csv, .gz)"
+    source: ClassVar[str] = "csv"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        if not (path.is_file() and _suffixes(path) and _suffixes(path)[-1] == ".csv"):
+            return False
+        try:
+            with buffered(path) as f:
+                header = next(csv.reader(io.TextIOWrapper(f, encoding="utf-8", newline="")), [])
+        except (FormatError, UnicodeDecodeError, csv.Error):
+            return False
+        return set(REQUIRED_CSV_COLUMNS) <= set(header)
+
+    def read(self, path: Path) -> Iterator[Item]:
+        uri = str(path)
+        by_name = {c.name: c for c in columns()}
+        with buffered(path) as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+            reader = csv.reader(text)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise FormatError("file is empty", uri=uri) from None
+            except (csv.Error, UnicodeDecodeError) as e:
+                raise FormatError(f"cannot read the CSV header: {e}", uri=uri) from e
+            header = [h.strip() for h in header]
+            unknown = [h for h in header if h not in by_name]
+            missing = [h for h in REQUIRED_CSV_COLUMNS if h not in header]
+            if unknown or missing:
+                parts = []
+                if unknown:
+                    parts.append(f"unknown column(s) {', '.join(unknown[:10])}")
+                if missing:
+                    parts.append(f"missing required column(s) {', '.join(missing)}")
+                raise FormatError("wrong CSV header: " + "; ".join(parts)
+                                  + " (the columns are listed by `metaml kb schema --format columns`)",
+                                  uri=uri, locator="line 1")
+            complex_cols = {c.name for c in columns() if c.json or isinstance(c.arrow, (pa.ListType, pa.MapType))}
+            rowno = 1
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    break
+                except (csv.Error, UnicodeDecodeError) as e:
+                    rowno += 1
+                    yield Rejected(f"line {reader.line_num}", f"unreadable CSV row: {e}", uri=uri)
+                    continue
+                rowno += 1
+                loc = f"row {rowno - 1} (line {reader.line_num})"
+                if len(cells) != len(header):
+                    yield Rejected(loc, f"expected {len(header)} fields, got {len(cells)}", uri=uri)
+                    continue
+                flat: dict[str, Any] = {}
+                bad = None
+                for name, cell in zip(header, cells, strict=True):
+                    if cell == "":
+                        continue
+                    if name in complex_cols and not by_name[name].json:
+                        try:
+                            flat[name] = json.loads(cell)
+                        except json.JSONDecodeError as e:
+                            bad = Rejected(loc, f"invalid JSON in column: {e}", field=name, uri=uri)
+                            break
+                    else:
+                        flat[name] = cell
+                if bad is not None:
+                    yield bad
+                    continue
+                try:
+                    yield RawRecord(from_row(flat), loc, uri)
+                except json.JSONDecodeError as e:
+                    yield Rejected(loc, f"invalid JSON in a JSON column: {e}", uri=uri)
+
+
+class CanonicalParquet(Format):
+    name: ClassVar[str] = "parquet"
+    description: ClassVar[str] = "runs-table Parquet: a file or a (hive-partitioned) directory, as `kb export` writes"
+    source: ClassVar[str] = "parquet"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        if path.is_file():
+            return path.suffix.lower() == ".parquet"
+        return path.is_dir() and any(path.rglob("*.parquet"))
+
+    def estimate(self, path: Path) -> int | None:
+        import pyarrow.dataset as pds
+
+        try:
+            return self._dataset(path, pds).count_rows()
+        except (pa.ArrowException, OSError):
+            return None
+
+    @staticmethod
+    def _dataset(path: Path, pds: Any) -> Any:
+        return pds.dataset(str(path), format="parquet", partitioning="hive" if path.is_dir() else None)
+
+    def read(self, path: Path) -> Iterator[Item]:
+        import pyarrow.dataset as pds
+
+        uri = str(path)
+        if not path.exists():
+            raise FormatError("no such file or directory", uri=uri)
+        try:
+            dataset = self._dataset(path, pds)
+        except (pa.ArrowException, OSError) as e:
+            raise FormatError(f"not a readable Parquet file or dataset: {e}", uri=uri) from e
+        target = arrow_schema()
+        unknown = [n for n in dataset.schema.names if n not in target.names]
+        if unknown:
+            raise FormatError(f"unknown column(s) {', '.join(unknown[:10])} (not the runs-table schema)", uri=uri)
+        for fragment in dataset.get_fragments():
+            keys = pds.get_partition_keys(fragment.partition_expression)
+            try:
+                table = fragment.to_table()
+            except (pa.ArrowException, OSError) as e:
+                raise FormatError(f"unreadable Parquet file: {e}", uri=fragment.path) from e
+            for name, value in keys.items():
+                table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+            fields = [target.field(n) for n in table.schema.names]
+            try:
+                table = table.cast(pa.schema(fields))
+            except (pa.ArrowException, ValueError) as e:
+                raise FormatError(f"column types do not match the runs-table schema: {e}", uri=fragment.path) from e
+            for i, row in enumerate(table.to_pylist()):
+                yield RawRecord(from_row(row), f"row {i}", fragment.path)
+
+
+def write_jsonl(batches: Iterator[pa.RecordBatch], dest: Path) -> int:
+    """Write runs-table batches as canonical JSON lines (nested record shape); returns the number of records."""
+    import gzip
+
+    n = 0
+    opener = gzip.open if dest.suffix == ".gz" else open
+    with opener(dest, "wt", encoding="utf-8") as f:
+        for batch in batches:
+            for row in batch.to_pylist():
+                f.write(json.dumps(from_row(row), ensure_ascii=False, default=_json_default))
+                f.write("\n")
+                n += 1
+    return n
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"cannot serialize {type(value).__name__}")

@@ -1,0 +1,1 @@
+"""Importers of the log formats researchers already have (one module per format)."""

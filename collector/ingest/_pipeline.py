@@ -1,0 +1,236 @@
+"""Ingestion: read, validate, normalize, deduplicate, store, and account for every record.
+
+Every item a format yields ends up in exactly one of three counts: ingested, duplicate (its content id is already
+in the knowledge base or earlier in the same input), or rejected (with its place and reason). Records are written in
+chunks, each chunk one transaction: a process killed mid-ingest leaves every committed chunk in place and nothing of
+the chunk in flight, and running the same ingest again stores exactly what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from pydantic import ValidationError
+
+from collector.errors import CollectorError, FormatError
+from collector.formats import PlannedInput, RawRecord, Rejected, get_format, plan_inputs
+from collector.schema import RunRecord, arrow_schema, to_row
+from collector.store import KnowledgeBase
+
+DEFAULT_CHUNK_SIZE = 20_000
+
+
+@dataclass
+class Reject:
+    """A record that was not stored, where it was, and why."""
+
+    uri: str | None
+    locator: str
+    field: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IngestReport:
+    """The account of one input: what was read, stored, found duplicate, and rejected."""
+
+    uri: str
+    format: str | None
+    ingested: int = 0
+    duplicates: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    error: str | None = None
+    skipped: bool = False
+    seconds: float = 0.0
+    inserted_ids: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejects)
+
+    @property
+    def read(self) -> int:
+        return self.ingested + self.duplicates + self.rejected
+
+    def top_reasons(self, n: int = 5) -> list[tuple[str, int]]:
+        """The most common rejection reasons, with counts (field-qualified, numbers folded)."""
+        return Counter(_reason_key(r) for r in self.rejects).most_common(n)
+
+    def to_dict(self, *, with_rejects: bool = True) -> dict[str, Any]:
+        out = {
+            "uri": self.uri,
+            "format": self.format,
+            "read": self.read,
+            "ingested": self.ingested,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "top_reasons": [{"reason": k, "count": v} for k, v in self.top_reasons()],
+            "error": self.error,
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 3),
+        }
+        if with_rejects:
+            out["rejects"] = [r.to_dict() for r in self.rejects]
+        return out
+
+
+def _reason_key(r: Reject) -> str:
+    import re
+
+    reason = re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", "N", r.reason.split(" [type=")[0])
+    reason = re.sub(r"'[^']*'", "'…'", reason)
+    return f"{r.field}: {reason}" if r.field else reason
+
+
+def validate(raw: RawRecord, *, source: str, uploader: str | None = None,
+             now: datetime | None = None) -> RunRecord | Reject:
+    """Validate and normalize one raw record, filling provenance it does not carry itself."""
+    data = dict(raw.data)
+    prov = dict(data.get("provenance") or {}) if isinstance(data.get("provenance"), dict) else data.get("provenance")
+    if isinstance(prov, dict):
+        prov.setdefault("source", source)
+        if raw.uri is not None:
+            prov.setdefault("uri", raw.uri)
+        prov.setdefault("locator", raw.locator)
+        if uploader is not None:
+            prov.setdefault("uploader", uploader)
+        prov.setdefault("ingested_at", now or datetime.now(UTC))
+        data["provenance"] = prov
+    try:
+        return RunRecord.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+        first = errors[0]
+        field_path = ".".join(str(p) for p in first["loc"]) or None
+        reason = "; ".join(
+            (f"{'.'.join(str(p) for p in err['loc'])}: " if err["loc"] and i else "") + err["msg"]
+            for i, err in enumerate(errors[:5])
+        )
+        if len(errors) > 5:
+            reason += f"; and {len(errors) - 5} more"
+        return Reject(raw.uri, raw.locator, field_path, reason)
+
+
+def ingest_items(
+    kb: KnowledgeBase,
+    items: Iterable[RawRecord | Rejected],
+    *,
+    source: str,
+    uri: str,
+    fmt: str | None = None,
+    uploader: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    on_item: Callable[[], None] | None = None,
+) -> IngestReport:
+    """Validate ``items`` and store the valid ones in chunks of ``chunk_size`` (one transaction each).
+
+    Args:
+        kb: where to store.
+        items: raw records and rejections, as a format yields them.
+        source: ``provenance.source`` for records that do not name one.
+        uri: what to call the input in the report.
+        fmt: the format's name, for the report.
+        uploader: ``provenance.uploader`` for records that do not name one.
+        chunk_size: records per transaction.
+        on_item: called once per item (progress bars).
+
+    Returns:
+        The report. A :class:`FormatError` raised while reading is recorded in ``report.error`` after storing what
+        was read before it.
+    """
+    report = IngestReport(uri=uri, format=fmt)
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def flush() -> None:
+        if not rows:
+            return
+        result = kb.append(pa.Table.from_pylist(rows, schema=arrow_schema()))
+        report.ingested += len(result.inserted)
+        report.duplicates += len(result.duplicates)
+        report.inserted_ids.extend(result.inserted)
+        rows.clear()
+
+    try:
+        for item in items:
+            if on_item is not None:
+                on_item()
+            if isinstance(item, Rejected):
+                report.rejects.append(Reject(item.uri or uri, item.locator, item.field, item.reason))
+                continue
+            outcome = validate(item, source=source, uploader=uploader, now=now)
+            if isinstance(outcome, Reject):
+                outcome.uri = outcome.uri or uri
+                report.rejects.append(outcome)
+                continue
+            if outcome.run_id in seen:
+                report.duplicates += 1
+                continue
+            seen.add(outcome.run_id)
+            rows.append(to_row(outcome))
+            if len(rows) >= chunk_size:
+                flush()
+    except FormatError as e:
+        report.error = str(e)
+    flush()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def ingest_path(
+    kb: KnowledgeBase,
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    uploader: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = False,
+) -> list[IngestReport]:
+    """Ingest a file, directory or archive, detecting formats where ``fmt`` is not given.
+
+    Returns:
+        One report per input found under ``path`` (documentation files appear as skipped reports).
+
+    Raises:
+        FormatError: ``path`` does not exist or holds a file in no known format (nothing is stored then).
+    """
+    plan = plan_inputs(Path(path), fmt)
+    return [_ingest_one(kb, p, uploader=uploader, chunk_size=chunk_size, progress=progress) for p in plan]
+
+
+def _ingest_one(kb: KnowledgeBase, planned: PlannedInput, *, uploader: str | None, chunk_size: int,
+                progress: bool) -> IngestReport:
+    if planned.fmt is None:
+        return IngestReport(uri=str(planned.path), format=None, skipped=True)
+    reader = get_format(planned.fmt)
+    try:
+        items: Iterator[RawRecord | Rejected] = reader.read(planned.path)
+        if progress:
+            return _with_progress(kb, reader, planned, items, uploader, chunk_size)
+        return ingest_items(kb, items, source=reader.source, uri=str(planned.path), fmt=planned.fmt,
+                            uploader=uploader, chunk_size=chunk_size)
+    except CollectorError as e:
+        return IngestReport(uri=str(planned.path), format=planned.fmt, error=str(e))
+
+
+def _with_progress(kb: KnowledgeBase, reader: Any, planned: PlannedInput, items: Iterator[RawRecord | Rejected],
+                   uploader: str | None, chunk_size: int) -> IngestReport:
+    from tqdm import tqdm
+
+    total = reader.estimate(planned.path)
+    with tqdm(total=total, unit="rec", desc=f"{planned.fmt}: {planned.path.name}", leave=False,
+              mininterval=0.5, disable=None) as bar:
+        return ingest_items(kb, items, source=reader.source, uri=str(planned.path), fmt=planned.fmt,
+                            uploader=uploader, chunk_size=chunk_size, on_item=lambda: bar.update())

@@ -1,0 +1,438 @@
+"""The run record: one fine-tuning run, defined once.
+
+The DuckDB DDL, the Arrow/Parquet schema, the JSON Schema and the API models are all derived from these classes
+(see ``_derive.py``). Validation normalizes as it goes: metric names and scales (percent -> unit), method names,
+model ids and dataset names all come out in their canonical form, so a record that validates is a record the
+knowledge base can store as is.
+
+Identity: ``run_id`` is derived from the record's *identity fields* (what was run and what came out), never from
+provenance (who sent it, when, from which file) nor from enrichment (dataset meta-features and model features that
+the knowledge base attaches later). The same run ingested twice, from two files or before and after its features
+were computed, has one id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from collector.schema._vocab import (
+    METHODS,
+    SCALE_BOUNDS,
+    MethodKind,
+    MetricScale,
+    canonical_dataset,
+    canonical_method,
+    canonical_metric,
+    canonical_model_id,
+    metric_info,
+)
+
+SCHEMA_VERSION = "1.0"
+
+#: Marker in ``json_schema_extra``: the field is filled by the knowledge base, not part of the run's identity.
+ENRICHMENT = {"enrichment": True}
+#: Marker in ``json_schema_extra``: a free-form mapping stored as JSON text in tables.
+JSON_COLUMN = {"json_column": True}
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, str_strip_whitespace=True, use_enum_values=False, frozen=False
+    )
+
+
+class TaskType(StrEnum):
+    text_classification = "text-classification"
+    token_classification = "token-classification"
+    question_answering = "question-answering"
+    multiple_choice = "multiple-choice"
+    text_regression = "text-regression"
+    summarization = "summarization"
+    translation = "translation"
+    text_generation = "text-generation"
+    image_classification = "image-classification"
+    speech_recognition = "automatic-speech-recognition"
+    other = "other"
+
+
+class ArchType(StrEnum):
+    encoder = "encoder"
+    decoder = "decoder"
+    encoder_decoder = "encoder-decoder"
+
+
+class RunStatus(StrEnum):
+    ok = "ok"
+    failed = "failed"
+
+
+class ErrorKind(StrEnum):
+    oom = "oom"
+    diverged = "diverged"
+    timeout = "timeout"
+    error = "error"
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegFloat = Annotated[float, Field(ge=0.0)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class Task(_Part):
+    """What is being solved and how success is measured."""
+
+    type: TaskType = TaskType.text_classification
+    primary_metric: str = Field(min_length=1, description="Canonical metric name, e.g. accuracy, f1_macro, mae.")
+    metric_scale: MetricScale | None = Field(
+        None,
+        description="Scale of the supplied metric values; percent is converted to unit on ingest. "
+        "Defaults to the metric's known scale.",
+    )
+    higher_is_better: bool | None = Field(None, description="Defaults to the metric's known direction.")
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _canonical_metric(cls, v: str) -> str:
+        return canonical_metric(v)
+
+    @model_validator(mode="after")
+    def _defaults_from_registry(self) -> Task:
+        info = metric_info(self.primary_metric)
+        if info is None and (self.metric_scale is None or self.higher_is_better is None):
+            raise ValueError(
+                f"unknown metric {self.primary_metric!r}: declare task.metric_scale and task.higher_is_better"
+            )
+        if self.metric_scale is None:
+            self.metric_scale = info.scale if info else None
+        if self.higher_is_better is None:
+            self.higher_is_better = info.higher_is_better if info else None
+        return self
+
+
+class DatasetMeta(_Part):
+    """Dataset meta-features computed from the raw texts and labels (see ``collector.features``)."""
+
+    n_samples: NonNegInt | None = Field(None, description="Rows the features were computed on (the train split).")
+    n_classes: PosInt | None = None
+    class_entropy: Fraction | None = Field(None, description="Label entropy divided by log(n_classes).")
+    min_class_share: Fraction | None = None
+    max_class_share: Fraction | None = None
+    imbalance_ratio: Annotated[float, Field(ge=1.0)] | None = Field(None, description="Largest / smallest class.")
+    chars_mean: NonNegFloat | None = None
+    chars_std: NonNegFloat | None = None
+    chars_p10: NonNegFloat | None = None
+    chars_p50: NonNegFloat | None = None
+    chars_p90: NonNegFloat | None = None
+    tokens_mean: NonNegFloat | None = None
+    tokens_std: NonNegFloat | None = None
+    tokens_p10: NonNegFloat | None = None
+    tokens_p50: NonNegFloat | None = None
+    tokens_p90: NonNegFloat | None = None
+    vocab_size: NonNegInt | None = None
+    type_token_ratio: Fraction | None = None
+    non_ascii_share: Fraction | None = None
+    language: str | None = Field(None, description="ISO 639-1 guess, e.g. en.")
+    domain: str | None = Field(None, description="e.g. news, social, reviews, encyclopedic.")
+    n_text_fields: PosInt | None = Field(None, description="1 = single text, 2 = text pair.")
+    landmark_tfidf_lr: Fraction | None = Field(
+        None, description="Cross-validated accuracy of TF-IDF + logistic regression on a subsample."
+    )
+    landmark_majority: Fraction | None = Field(None, description="Accuracy of always predicting the majority class.")
+
+
+class Dataset(_Part):
+    """The data the run was trained and evaluated on, and how much of it was used."""
+
+    name: str = Field(min_length=1, description="Canonical '<dataset>/<config>' name, e.g. glue/sst2.")
+    fingerprint: str | None = Field(None, description="Content hash of the data, when known.")
+    n_train_used: NonNegInt | None = Field(None, description="Training examples this run actually used.")
+    examples_per_class: PosInt | None = Field(None, description="Few-shot regime: labelled examples per class.")
+    data_seed: int | None = Field(None, description="Seed of the training subsample / few-shot split.")
+    meta: DatasetMeta = Field(default_factory=DatasetMeta, json_schema_extra=ENRICHMENT)
+
+    @field_validator("name")
+    @classmethod
+    def _canonical_name(cls, v: str) -> str:
+        return canonical_dataset(v)
+
+
+class Model(_Part):
+    """The starting checkpoint and its features."""
+
+    id: str = Field(min_length=1, description="Hugging Face Hub id or another unique name.")
+    revision: str | None = None
+    family: str | None = Field(None, json_schema_extra=ENRICHMENT, description="e.g. bert, roberta, deberta-v2, t5.")
+    arch_type: ArchType | None = Field(None, json_schema_extra=ENRICHMENT)
+    n_params: NonNegInt | None = Field(None, json_schema_extra=ENRICHMENT)
+    n_layers: PosInt | None = Field(None, json_schema_extra=ENRICHMENT)
+    hidden_size: PosInt | None = Field(None, json_schema_extra=ENRICHMENT)
+    n_heads: PosInt | None = Field(None, json_schema_extra=ENRICHMENT)
+    vocab_size: PosInt | None = Field(None, json_schema_extra=ENRICHMENT)
+    max_positions: PosInt | None = Field(None, json_schema_extra=ENRICHMENT)
+    pretraining_objective: str | None = Field(
+        None, json_schema_extra=ENRICHMENT, description="mlm, clm, span-corruption, rtd, contrastive..."
+    )
+    pretraining_domain: str | None = Field(None, json_schema_extra=ENRICHMENT)
+    base_model: str | None = Field(
+        None, json_schema_extra=ENRICHMENT, description="The checkpoint this one was itself derived from."
+    )
+    upstream_task: str | None = Field(
+        None, json_schema_extra=ENRICHMENT, description="Task/dataset the checkpoint was already fine-tuned on."
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _canonical_id(cls, v: str) -> str:
+        return canonical_model_id(v)
+
+    @field_validator("base_model")
+    @classmethod
+    def _canonical_base(cls, v: str | None) -> str | None:
+        return canonical_model_id(v) if v else v
+
+
+class Method(_Part):
+    """The adaptation method and its own hyperparameters."""
+
+    name: str = Field(min_length=1, description="Canonical method name: full, lora, bitfit, adapter, ia3, ...")
+    kind: MethodKind | None = Field(None, json_schema_extra=ENRICHMENT, description="Derived from the name.")
+    lora_r: PosInt | None = None
+    lora_alpha: Annotated[float, Field(gt=0)] | None = None
+    lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+    target_modules: list[str] | None = None
+    n_frozen_layers: NonNegInt | None = None
+    adapter_reduction_factor: Annotated[float, Field(gt=0)] | None = None
+    n_virtual_tokens: PosInt | None = None
+    trainable_params: NonNegInt | None = None
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        json_schema_extra=JSON_COLUMN,
+        description="Everything else that defines the method (adapter type, prompt template, label words...).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _canonical_name(cls, v: str) -> str:
+        canonical = canonical_method(v)
+        if canonical is None:
+            known = ", ".join(sorted(METHODS))
+            raise ValueError(f"unknown method {v!r}; known methods: {known}")
+        return canonical
+
+    @model_validator(mode="after")
+    def _kind(self) -> Method:
+        self.kind = METHODS[self.name]
+        return self
+
+
+class Hyperparameters(_Part):
+    """Training hyperparameters. ``batch_size`` is the effective batch (per device x devices x accumulation)."""
+
+    learning_rate: Annotated[float, Field(gt=0.0)] | None = None
+    batch_size: PosInt | None = None
+    per_device_batch_size: PosInt | None = None
+    gradient_accumulation_steps: PosInt | None = None
+    epochs: Annotated[float, Field(gt=0.0)] | None = None
+    max_steps: PosInt | None = None
+    warmup_ratio: Fraction | None = None
+    warmup_steps: NonNegInt | None = None
+    weight_decay: NonNegFloat | None = None
+    lr_scheduler: str | None = None
+    optimizer: str | None = None
+    max_seq_length: PosInt | None = None
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+    seed: int | None = None
+    precision: str | None = Field(None, description="fp32, fp16, bf16, int8, int4...")
+    extra: dict[str, Any] = Field(default_factory=dict, json_schema_extra=JSON_COLUMN)
+
+    @field_validator("lr_scheduler", "optimizer", "precision")
+    @classmethod
+    def _lower(cls, v: str | None) -> str | None:
+        return v.lower() if v else v
+
+
+class CurvePoint(_Part):
+    """One point of a learning curve: a metric's value at a step or epoch."""
+
+    step: NonNegInt | None = None
+    epoch: NonNegFloat | None = None
+    metric: str = Field(min_length=1)
+    value: float
+
+
+class Outcome(_Part):
+    """What came out of the run."""
+
+    status: RunStatus = RunStatus.ok
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+    score: float | None = Field(None, description="Primary metric on the normalized scale (unit for percent).")
+    score_std: NonNegFloat | None = Field(None, description="Standard deviation over repeats of the measurement.")
+    n_repeats: PosInt | None = Field(None, description="Repeats averaged into score (e.g. probe subsamples).")
+    split: str | None = Field(None, description="Evaluation split the score is on: validation, test, dev...")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Every reported metric, by name.")
+    runtime_s: NonNegFloat | None = Field(None, description="Training wall-clock time in seconds.")
+    gpu_hours: NonNegFloat | None = None
+    peak_memory_gb: NonNegFloat | None = None
+    energy_kwh: NonNegFloat | None = None
+    curve: list[CurvePoint] = Field(default_factory=list)
+
+    @field_validator("split")
+    @classmethod
+    def _lower(cls, v: str | None) -> str | None:
+        return v.lower() if v else v
+
+
+class Hardware(_Part):
+    """Where the run ran."""
+
+    accelerator: str | None = Field(None, description="e.g. NVIDIA A100-SXM4-40GB; cpu for none.")
+    accelerator_count: NonNegInt | None = None
+    cpu: str | None = None
+    memory_gb: NonNegFloat | None = None
+    software: dict[str, str] = Field(default_factory=dict, description="Framework versions, e.g. transformers.")
+
+
+class Provenance(_Part):
+    """Where the record came from. Never part of the run's identity."""
+
+    source: str = Field(
+        "upload",
+        pattern=r"^[a-z0-9][a-z0-9_.\-]*$",
+        description="Importer or format that produced the record, e.g. transfergraph, hf_trainer, upload.",
+    )
+    uri: str | None = Field(None, description="File path or URL read.")
+    locator: str | None = Field(None, description="Where inside it: line, row, archive member, run id.")
+    uploader: str | None = None
+    license: str | None = None
+    ingested_at: datetime | None = Field(None, description="Set by the knowledge base when the record is stored.")
+
+
+class RunRecord(_Part):
+    """One fine-tuning run."""
+
+    schema_version: str = SCHEMA_VERSION
+    run_id: str | None = Field(None, description="Content-derived id; computed, and checked when supplied.")
+    task: Task
+    dataset: Dataset
+    model: Model
+    method: Method
+    hparams: Hyperparameters = Field(default_factory=Hyperparameters)
+    outcome: Outcome
+    hardware: Hardware = Field(default_factory=Hardware)
+    provenance: Provenance = Field(default_factory=Provenance)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: str) -> str:
+        major = v.split(".")[0]
+        if major != SCHEMA_VERSION.split(".")[0]:
+            raise ValueError(f"schema version {v} is not readable by this release (schema {SCHEMA_VERSION})")
+        return SCHEMA_VERSION
+
+    @model_validator(mode="after")
+    def _normalize(self) -> RunRecord:
+        self._normalize_scale()
+        out = self.outcome
+        if out.status is RunStatus.ok:
+            if out.score is None:
+                raise ValueError("outcome.score is required when outcome.status is 'ok'")
+            if out.error_kind is not None:
+                raise ValueError("outcome.error_kind is only allowed when outcome.status is 'failed'")
+        elif out.error_kind is None:
+            out.error_kind = ErrorKind.error
+        hp = self.hparams
+        if hp.batch_size is None and hp.per_device_batch_size is not None:
+            hp.batch_size = hp.per_device_batch_size * (hp.gradient_accumulation_steps or 1)
+        computed = self.compute_run_id()
+        if self.run_id is not None and self.run_id != computed:
+            raise ValueError(
+                f"run_id {self.run_id!r} does not match the record's content (expected {computed!r}); "
+                "omit run_id to let the knowledge base compute it"
+            )
+        self.run_id = computed
+        return self
+
+    def _normalize_scale(self) -> None:
+        """Convert percent values to unit and check every known metric lies within its scale."""
+        scale = self.task.metric_scale
+        factor = 0.01 if scale is MetricScale.percent else 1.0
+        out = self.outcome
+
+        def convert(name: str, value: float) -> float:
+            info = metric_info(name)
+            if info is not None and info.scale is MetricScale.unit:
+                return value * factor
+            return value
+
+        if out.score is not None:
+            lo, hi = SCALE_BOUNDS[scale] if scale else (-math.inf, math.inf)
+            if not lo <= out.score <= hi:
+                raise ValueError(
+                    f"outcome.score {out.score} is outside the declared scale {scale} [{lo}, {hi}] of "
+                    f"{self.task.primary_metric}; declare task.metric_scale (e.g. percent) if it is on another scale"
+                )
+            out.score = out.score * factor
+            if out.score_std is not None:
+                out.score_std = out.score_std * factor
+        out.metrics = {k: convert(k, v) for k, v in out.metrics.items()}
+        for p in out.curve:
+            p.value = convert(p.metric, p.value)
+        for k, v in out.metrics.items():
+            info = metric_info(k)
+            if info is not None and info.scale is not MetricScale.unbounded:
+                lo, hi = SCALE_BOUNDS[info.scale]
+                if not lo <= v <= hi:
+                    raise ValueError(f"outcome.metrics[{k!r}] = {v} is outside its scale {info.scale} [{lo}, {hi}]")
+        if scale is MetricScale.percent:
+            self.task.metric_scale = MetricScale.unit
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the run: everything but provenance, enrichment and the id itself."""
+        data = self.model_dump(mode="json", exclude={"run_id", "schema_version", "provenance"}, exclude_none=True)
+        for path in ENRICHMENT_PATHS:
+            node = data
+            for key in path[:-1]:
+                node = node.get(key, {})
+            node.pop(path[-1], None)
+        return _prune(data)
+
+    def compute_run_id(self) -> str:
+        """sha256 of the canonical JSON of :meth:`identity`, 32 hex characters."""
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _prune(value: Any) -> Any:
+    """Drop empty containers so that adding an optional field never changes existing ids."""
+    if isinstance(value, dict):
+        pruned = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in ({}, [], None)}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+def _enrichment_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("enrichment"):
+            paths.append((*prefix, name))
+            continue
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            paths.extend(_enrichment_paths(ann, (*prefix, name)))
+    return paths
+
+
+ENRICHMENT_PATHS: list[tuple[str, ...]] = _enrichment_paths(RunRecord)

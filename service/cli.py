@@ -1,0 +1,54 @@
+"""The ``metaml`` command: every layer's commands under one root.
+
+``main(argv)`` returns the exit code instead of exiting, so it can be called from tests and scripts; usage errors
+exit with 1, like every other error (see ``collector.cli`` for the codes).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from collector.cli import COMMANDS as COLLECTOR_COMMANDS
+from collector.cli import ExitCode
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="metaml")
+def cli() -> None:
+    """metaml: a knowledge base of fine-tuning runs, and the meta-learner that predicts new ones.
+
+    \b
+    Collect:  metaml ingest PATH         read logs (Trainer output, MLflow, CSV/JSONL/Parquet, public meta-datasets)
+              metaml formats             list the formats ingest reads
+    Inspect:  metaml kb stats | sql | export | import | schema
+    Set METAML_KB (or pass --kb) to choose the knowledge base file; the default is ./metaml-data/kb.duckdb.
+    """
+
+
+for _command in COLLECTOR_COMMANDS:
+    cli.add_command(_command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return its exit code."""
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="metaml", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.UsageError as e:
+        e.show()
+        return int(ExitCode.ERROR)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return int(ExitCode.ERROR)
+    except click.ClickException as e:
+        e.show()
+        return int(ExitCode.ERROR)
+    return rv if isinstance(rv, int) else int(ExitCode.OK)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
