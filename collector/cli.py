@@ -48,6 +48,12 @@ def kb_option(f: Any) -> Any:
     )(f)
 
 
+def json_option(f: Any) -> Any:
+    """``--json``: machine-readable output on stdout (progress and messages stay on stderr)."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print machine-readable JSON on stdout instead of the human summary.")(f)
+
+
 def fail(message: str) -> click.exceptions.Exit:
     """Print ``message`` on stderr and return the exception that exits with code 1."""
     click.secho(f"error: {message}", fg="red", err=True)
@@ -63,7 +69,7 @@ def _emit_json(payload: Any) -> None:
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=None,
               help="Read PATHS in this format instead of detecting it (see `metaml formats`).")
 @kb_option
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (every reject included).")
+@json_option
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write rejected records (uri, locator, field, reason) to this JSONL file. "
                    "Default: <kb dir>/rejects/<time>.jsonl when there are any.")
@@ -135,9 +141,14 @@ def _print_ingest_summary(reports: list[IngestReport], totals: dict[str, int], r
 
 
 @click.command("formats")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def formats_cmd(as_json: bool) -> None:
-    """List the input formats `metaml ingest` reads, in auto-detection order."""
+    """List the input formats `metaml ingest` reads, in auto-detection order.
+
+    Auto-detection tries them top to bottom; name one with `metaml ingest PATH --format NAME` to skip detection.
+    A directory that no format recognizes as a whole is walked and each file or sub-directory is detected on its
+    own, so one command can ingest a folder holding several sources.
+    """
     rows = []
     for name in available_formats():
         f = get_format(name)
@@ -156,7 +167,7 @@ def kb_group() -> None:
 
 @kb_group.command("stats")
 @kb_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def kb_stats(kb_path: Path, as_json: bool) -> None:
     """Counts of runs by source, task, method, model family and status, and feature coverage."""
     try:
@@ -237,7 +248,7 @@ def kb_export(dest: Path, kb_path: Path, fmt: str, partition_by: tuple[str, ...]
 @kb_group.command("import")
 @click.argument("src", type=click.Path(exists=True, path_type=Path))
 @kb_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def kb_import(ctx: click.Context, src: Path, kb_path: Path, as_json: bool) -> None:
     """Import runs from a canonical export (Parquet file or partitioned directory, JSONL, CSV).

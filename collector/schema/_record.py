@@ -413,12 +413,15 @@ class RunRecord(_Part):
 
 
 def _prune(value: Any) -> Any:
-    """Drop empty containers so that adding an optional field never changes existing ids."""
+    """Drop empty containers so that adding an optional field never changes existing ids, and round floats to 12
+    significant digits so that a score given in percent and the same score given as a fraction hash alike."""
     if isinstance(value, dict):
         pruned = {k: _prune(v) for k, v in value.items()}
         return {k: v for k, v in pruned.items() if v not in ({}, [], None)}
     if isinstance(value, list):
         return [_prune(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
     return value
 
 

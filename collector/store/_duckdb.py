@@ -427,10 +427,7 @@ class KnowledgeBase:
                     opts += f", PARTITION_BY ({', '.join(partition_by)}), OVERWRITE_OR_IGNORE true"
                 con.execute(f"COPY (SELECT * FROM runs ORDER BY run_id) TO '{_quote(str(dest))}' ({opts})")
             elif fmt == "csv":
-                select = ", ".join(
-                    f"to_json({c.name}) AS {c.name}" if (not c.json and c.duckdb.endswith(("]", ")"))) else c.name
-                    for c in record_columns()
-                )
+                select = ", ".join(_csv_expression(c) for c in record_columns())
                 con.execute(f"COPY (SELECT {select} FROM runs ORDER BY run_id) TO '{_quote(str(dest))}' "
                             "(FORMAT csv, HEADER true)")
             else:
@@ -444,6 +441,15 @@ class KnowledgeBase:
             schema = arrow_schema()
             for batch in reader:
                 yield batch.cast(schema)
+
+
+def _csv_expression(c: Any) -> str:
+    """How a column is written to canonical CSV: nested values as JSON text, timestamps as ISO 8601."""
+    if not c.json and c.duckdb.endswith(("]", ")")):
+        return f"to_json({c.name}) AS {c.name}"
+    if c.duckdb == "TIMESTAMPTZ":
+        return f"strftime({c.name}, '%Y-%m-%dT%H:%M:%S.%fZ') AS {c.name}"
+    return c.name
 
 
 def _parse(query: str) -> list[Any]:

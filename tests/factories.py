@@ -1,0 +1,52 @@
+"""Factories for records in the canonical shape (tests build their inputs with these, then vary one thing)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+BASE: dict[str, Any] = {
+    "task": {"type": "text-classification", "primary_metric": "accuracy"},
+    "dataset": {"name": "glue/sst2", "n_train_used": 1000},
+    "model": {"id": "roberta-base"},
+    "method": {"name": "lora", "lora_r": 8, "lora_alpha": 16, "target_modules": ["query", "value"]},
+    "hparams": {"learning_rate": 3e-4, "batch_size": 16, "epochs": 3, "seed": 1, "lr_scheduler": "linear"},
+    "outcome": {
+        "score": 0.91,
+        "split": "validation",
+        "metrics": {"accuracy": 0.91, "loss": 0.25},
+        "runtime_s": 1234.5,
+        "curve": [{"epoch": 1, "metric": "accuracy", "value": 0.88}, {"epoch": 2, "metric": "accuracy", "value": 0.9}],
+    },
+    "hardware": {"accelerator": "NVIDIA A100", "accelerator_count": 1, "software": {"transformers": "4.44.0"}},
+    "provenance": {"source": "upload", "license": "cc-by-4.0"},
+}
+
+
+def record(i: int = 0, **overrides: Any) -> dict[str, Any]:
+    """A valid record; ``i`` varies the seed and score so records differ; ``overrides`` set dotted paths."""
+    rec = copy.deepcopy(BASE)
+    rec["hparams"]["seed"] = i
+    rec["outcome"]["score"] = round(0.5 + (i % 997) / 2000, 6)
+    for dotted, value in overrides.items():
+        node = rec
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is DELETE:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return rec
+
+
+DELETE = object()
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    return path

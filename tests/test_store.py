@@ -1,0 +1,195 @@
+"""The DuckDB knowledge base: transactions, dedup, scans, exports that round-trip, several writer processes,
+SIGKILL mid-ingest, and the read-only SQL sandbox."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from factories import record, write_jsonl
+
+from collector.errors import KnowledgeBaseNotFound, QueryRefused, QueryTimeout, StoreError
+from collector.formats.canonical import write_jsonl as export_jsonl
+from collector.ingest import ingest_path
+from collector.schema import RunRecord, arrow_schema, to_row
+from collector.store import KnowledgeBase
+
+METAML = [sys.executable, "-m", "service.cli"]
+
+
+def _batch(ids: range) -> pa.Table:
+    return pa.Table.from_pylist([to_row(RunRecord.model_validate(record(i))) for i in ids], schema=arrow_schema())
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by("run_id")
+
+
+def test_append_counts_inserted_and_duplicates(kb: KnowledgeBase) -> None:
+    """A first append inserts all; an overlapping one inserts only the new ids and reports the rest as duplicates."""
+    first = kb.append(_batch(range(10)))
+    assert len(first.inserted) == 10 and not first.duplicates
+    second = kb.append(_batch(range(5, 15)))
+    assert len(second.inserted) == 5 and len(second.duplicates) == 5
+    assert kb.count() == 15
+
+
+def test_append_is_all_or_nothing(kb: KnowledgeBase) -> None:
+    """A batch whose last row cannot be stored leaves the knowledge base exactly as it was."""
+    kb.append(_batch(range(3)))
+    good = _batch(range(100, 110)).to_pylist()
+    good[-1]["provenance_ingested_at"] = "not a timestamp"
+    bad = pa.Table.from_pylist(good, schema=pa.schema(
+        [f if f.name != "provenance_ingested_at" else pa.field(f.name, pa.string()) for f in arrow_schema()]))
+    with pytest.raises(StoreError, match="rolled back"):
+        kb.append(bad)
+    assert kb.count() == 3
+
+
+def test_scan_filters_ranges_and_keyset_pagination(kb: KnowledgeBase) -> None:
+    """Filters, inclusive ranges and run_id pagination return exactly the matching runs, each once."""
+    kb.append(_batch(range(50)))
+    assert kb.scan(filters={"hparams_seed": [1, 2, 3]}).num_rows == 3
+    scores = kb.scan(["outcome_score"], ranges={"outcome_score": (0.51, 0.52)}).column(0).to_pylist()
+    assert scores and all(0.51 <= s <= 0.52 for s in scores)
+    seen, after = [], None
+    while True:
+        page = kb.scan(["run_id"], after=after, limit=7)
+        if page.num_rows == 0:
+            break
+        seen += page.column(0).to_pylist()
+        after = seen[-1]
+    assert len(seen) == 50 == len(set(seen)) and seen == sorted(seen)
+    with pytest.raises(StoreError, match="unknown column"):
+        kb.scan(["nope"])
+
+
+def test_reading_a_missing_kb_says_how_to_create_it(tmp_path: Path) -> None:
+    """Opening a knowledge base that does not exist for reading fails with a message naming `metaml ingest`."""
+    with pytest.raises(KnowledgeBaseNotFound, match="metaml ingest"):
+        KnowledgeBase(tmp_path / "none.duckdb").count()
+
+
+@pytest.mark.parametrize("fmt", ["parquet-partitioned", "parquet", "csv", "jsonl"])
+def test_export_import_round_trip_loses_nothing(kb: KnowledgeBase, tmp_path: Path, fmt: str) -> None:
+    """Exporting every run and importing it into a new knowledge base gives back identical rows, every column."""
+    recs = [record(i) for i in range(30)]
+    recs[3] = record(3, outcome__status="failed", outcome__error_kind="oom", outcome__score=None,
+                     outcome__error_message="CUDA out of memory")
+    recs[4] = record(4, provenance__source="transfergraph", method__config={"template": "*cls**sent_0*_It_was*mask*."})
+    recs[5] = record(5, task__primary_metric="mae", outcome__score=75.2, outcome__metrics={"mae": 75.2})
+    ingest_path(kb, write_jsonl(tmp_path / "in.jsonl", recs))
+    if fmt == "parquet-partitioned":
+        dest = kb.export(tmp_path / "export", partition_by=["provenance_source"])
+        assert {p.name for p in dest.iterdir()} == {"provenance_source=upload", "provenance_source=transfergraph"}
+    elif fmt == "jsonl":
+        dest = tmp_path / "export.jsonl"
+        export_jsonl(kb.iter_batches(), dest)
+    else:
+        dest = kb.export(tmp_path / f"export.{fmt}", fmt=fmt)
+    other = KnowledgeBase(tmp_path / "other.duckdb")
+    reports = ingest_path(other, dest)
+    assert sum(r.ingested for r in reports) == 30 and not any(r.rejects for r in reports)
+    assert _sorted(other.scan()).equals(_sorted(kb.scan()))
+
+
+def test_attach_fills_missing_features_without_overwriting(kb: KnowledgeBase, tmp_path: Path) -> None:
+    """Stored dataset and model features fill runs' missing values; values a run carries itself are kept."""
+    from collector.schema import DatasetMeta
+
+    ingest_path(kb, write_jsonl(tmp_path / "in.jsonl", [record(1), record(2, dataset__meta={"n_classes": 3})]))
+    kb.upsert_datasets({"glue/sst2": DatasetMeta(n_classes=2, landmark_tfidf_lr=0.8)}, source="test")
+    kb.upsert_models({"roberta-base": {"family": "roberta", "n_params": 124_645_632}})
+    rows = kb.scan(["dataset_meta_n_classes", "dataset_meta_landmark_tfidf_lr", "model_family"]).to_pylist()
+    assert sorted(r["dataset_meta_n_classes"] for r in rows) == [2, 3]
+    assert all(r["dataset_meta_landmark_tfidf_lr"] == 0.8 and r["model_family"] == "roberta" for r in rows)
+
+
+def test_several_writer_processes_neither_corrupt_nor_lose(tmp_path: Path) -> None:
+    """Four processes ingest overlapping files at once: every distinct run lands exactly once, none fails."""
+    files = []
+    for p in range(4):
+        files.append(write_jsonl(tmp_path / f"part{p}.jsonl", [record(i) for i in range(p * 300, p * 300 + 600)]))
+    kb_path = tmp_path / "kb.duckdb"
+    procs = [subprocess.Popen([*METAML, "ingest", str(f), "--kb", str(kb_path), "--json", "--chunk-size", "50"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in files]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1][-500:] for o in outs]
+    import json
+
+    summaries = [json.loads(o[0]) for o in outs]
+    assert sum(s["ingested"] for s in summaries) == 1500
+    assert sum(s["ingested"] + s["duplicates"] for s in summaries) == 2400
+    kb = KnowledgeBase(kb_path)
+    assert kb.count() == 1500
+    assert len(set(kb.scan(["run_id"]).column(0).to_pylist())) == 1500
+
+
+def test_sigkill_mid_ingest_leaves_whole_chunks_and_a_rerun_completes(tmp_path: Path) -> None:
+    """Killing an ingest with SIGKILL leaves only whole committed chunks; running it again stores the rest."""
+    n, chunk = 40_000, 2_000
+    src = write_jsonl(tmp_path / "big.jsonl", [record(i) for i in range(n)])
+    kb_path = tmp_path / "kb.duckdb"
+    proc = subprocess.Popen([*METAML, "ingest", str(src), "--kb", str(kb_path), "--chunk-size", str(chunk)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kb = KnowledgeBase(kb_path, lock_timeout=60)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if kb_path.exists() and kb.count() >= chunk:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stored = kb.count()
+    assert 0 < stored < n, "the kill must land mid-ingest"
+    assert stored % chunk == 0, "only whole transactions may be visible"
+    reports = ingest_path(kb, src, chunk_size=chunk)
+    assert reports[0].ingested == n - stored and reports[0].duplicates == stored
+    assert kb.count() == n
+
+
+@pytest.mark.parametrize("query", [
+    "INSERT INTO runs (run_id) VALUES ('x')",
+    "UPDATE runs SET outcome_score = 0",
+    "DELETE FROM runs",
+    "DROP TABLE runs",
+    "CREATE TABLE t AS SELECT 1",
+    "ATTACH '/tmp/other.duckdb' AS o",
+    "COPY runs TO '/tmp/leak.csv'",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET enable_external_access = true",
+    "PRAGMA enable_profiling",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/hostname')",
+    "SELECT * FROM read_parquet('/tmp/*.parquet')",
+    "SELECT * FROM glob('/etc/*')",
+    "SELECT 1; DROP TABLE runs",
+    "SELEC nonsense",
+])
+def test_sql_refuses_anything_but_reads(kb: KnowledgeBase, query: str) -> None:
+    """Writes, attaches, installs, copies, settings, file reads and multi-statements are refused with a reason."""
+    kb.append(_batch(range(3)))
+    with pytest.raises(QueryRefused):
+        kb.sql(query)
+    assert kb.count() == 3
+
+
+def test_sql_reads_limits_rows_and_times_out(kb: KnowledgeBase) -> None:
+    """A SELECT answers; max_rows cuts and says so; a runaway query is interrupted at the time limit."""
+    kb.append(_batch(range(20)))
+    res = kb.sql("WITH s AS (SELECT method_name, outcome_score FROM runs) SELECT method_name, count(*) AS n FROM s "
+                 "GROUP BY 1")
+    assert res.table.to_pylist() == [{"method_name": "lora", "n": 20}] and not res.truncated
+    cut = kb.sql("SELECT run_id FROM runs", max_rows=5)
+    assert cut.table.num_rows == 5 and cut.truncated
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout):
+        kb.sql("SELECT count(*) FROM range(100000000000) a", timeout_s=0.5)
+    assert time.monotonic() - started < 20
