@@ -57,7 +57,9 @@ class TaskType(StrEnum):
     summarization = "summarization"
     translation = "translation"
     text_generation = "text-generation"
+    fill_mask = "fill-mask"
     image_classification = "image-classification"
+    audio_classification = "audio-classification"
     speech_recognition = "automatic-speech-recognition"
     other = "other"
 
@@ -365,13 +367,13 @@ class RunRecord(_Part):
     def _normalize_scale(self) -> None:
         """Convert percent values to unit and check every known metric lies within its scale."""
         scale = self.task.metric_scale
-        factor = 0.01 if scale is MetricScale.percent else 1.0
+        divisor = 100.0 if scale is MetricScale.percent else 1.0
         out = self.outcome
 
         def convert(name: str, value: float) -> float:
             info = metric_info(name)
             if info is not None and info.scale is MetricScale.unit:
-                return value * factor
+                return value / divisor
             return value
 
         if out.score is not None:
@@ -381,9 +383,9 @@ class RunRecord(_Part):
                     f"outcome.score {out.score} is outside the declared scale {scale} [{lo}, {hi}] of "
                     f"{self.task.primary_metric}; declare task.metric_scale (e.g. percent) if it is on another scale"
                 )
-            out.score = out.score * factor
+            out.score = out.score / divisor
             if out.score_std is not None:
-                out.score_std = out.score_std * factor
+                out.score_std = out.score_std / divisor
         out.metrics = {k: convert(k, v) for k, v in out.metrics.items()}
         for p in out.curve:
             p.value = convert(p.metric, p.value)

@@ -55,6 +55,10 @@ METRICS: dict[str, MetricInfo] = {
     "rouge1": MetricInfo(MetricScale.unit, True),
     "rouge2": MetricInfo(MetricScale.unit, True),
     "rougel": MetricInfo(MetricScale.unit, True),
+    "rougelsum": MetricInfo(MetricScale.unit, True),
+    "meteor": MetricInfo(MetricScale.unit, True),
+    "mer": MetricInfo(MetricScale.unbounded, False),
+    "wil": MetricInfo(MetricScale.unbounded, False),
     "bleu": MetricInfo(MetricScale.unit, True),
     "wer": MetricInfo(MetricScale.unbounded, False),
     "cer": MetricInfo(MetricScale.unbounded, False),
@@ -88,6 +92,15 @@ METRIC_ALIASES: dict[str, str] = {
     "auc": "roc_auc",
     "rouge_l": "rougel",
     "ppl": "perplexity",
+    "overall_f1": "f1",
+    "overall_accuracy": "accuracy",
+    "overall_precision": "precision",
+    "overall_recall": "recall",
+    "f1_score": "f1",
+    "fscore": "f1",
+    "sacrebleu": "bleu",
+    "sparse_categorical_accuracy": "accuracy",
+    "binary_accuracy": "accuracy",
 }
 
 
@@ -279,6 +292,10 @@ DATASET_ALIASES: dict[str, str] = {
     "mr": "rotten_tomatoes",
     "sms_spam_collection": "sms_spam",
     "banking_77": "banking77",
+    "cnn_dailymail": "cnn_dailymail",
+    "squadv1": "squad",
+    "squad_v1": "squad",
+    "squad1.1": "squad",
 }
 
 
