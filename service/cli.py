@@ -13,6 +13,8 @@ import click
 
 from collector.cli import COMMANDS as COLLECTOR_COMMANDS
 from collector.cli import ExitCode
+from collector.features._describe_cli import describe
+from collector.importers._harvest_cli import harvest
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -23,12 +25,14 @@ def cli() -> None:
     \b
     Collect:  metaml ingest PATH         read logs (Trainer output, MLflow, CSV/JSONL/Parquet, public meta-datasets)
               metaml formats             list the formats ingest reads
+              metaml harvest hub         fetch Hub model cards (resumable) and ingest their runs
+              metaml describe PATH       dataset meta-features of a text dataset (CSV/JSONL/Parquet/HF folder)
     Inspect:  metaml kb stats | sql | export | import | schema
     Set METAML_KB (or pass --kb) to choose the knowledge base file; the default is ./metaml-data/kb.duckdb.
     """
 
 
-for _command in COLLECTOR_COMMANDS:
+for _command in [*COLLECTOR_COMMANDS, harvest, describe]:
     cli.add_command(_command)
 
 

@@ -365,27 +365,33 @@ class RunRecord(_Part):
         return self
 
     def _normalize_scale(self) -> None:
-        """Convert percent values to unit and check every known metric lies within its scale."""
+        """Convert percent values to their metric's own scale and check every known metric lies within its scale."""
         scale = self.task.metric_scale
-        divisor = 100.0 if scale is MetricScale.percent else 1.0
+        percent = scale is MetricScale.percent
+        divisor = 100.0 if percent else 1.0
         out = self.outcome
 
         def convert(name: str, value: float) -> float:
             info = metric_info(name)
-            if info is not None and info.scale is MetricScale.unit:
-                return value / divisor
+            if info is not None and info.scale in (MetricScale.unit, MetricScale.signed_unit):
+                return _rescale(value, divisor)
             return value
 
         if out.score is not None:
-            lo, hi = SCALE_BOUNDS[scale] if scale else (-math.inf, math.inf)
+            info = metric_info(self.task.primary_metric)
+            natural = info.scale if info and info.scale is not MetricScale.unbounded else MetricScale.unit
+            lo, hi = SCALE_BOUNDS[natural] if percent else SCALE_BOUNDS[scale] if scale else (-math.inf, math.inf)
+            lo, hi = lo * divisor, hi * divisor
             if not lo <= out.score <= hi:
                 raise ValueError(
-                    f"outcome.score {out.score} is outside the declared scale {scale} [{lo}, {hi}] of "
+                    f"outcome.score {out.score} is outside the declared scale {scale} [{lo:g}, {hi:g}] of "
                     f"{self.task.primary_metric}; declare task.metric_scale (e.g. percent) if it is on another scale"
                 )
-            out.score = out.score / divisor
+            out.score = _rescale(out.score, divisor)
             if out.score_std is not None:
-                out.score_std = out.score_std / divisor
+                out.score_std = _rescale(out.score_std, divisor)
+            if percent:
+                self.task.metric_scale = natural
         out.metrics = {k: convert(k, v) for k, v in out.metrics.items()}
         for p in out.curve:
             p.value = convert(p.metric, p.value)
@@ -395,18 +401,16 @@ class RunRecord(_Part):
                 lo, hi = SCALE_BOUNDS[info.scale]
                 if not lo <= v <= hi:
                     raise ValueError(f"outcome.metrics[{k!r}] = {v} is outside its scale {info.scale} [{lo}, {hi}]")
-        if scale is MetricScale.percent:
-            self.task.metric_scale = MetricScale.unit
+        if percent:
+            self.task.metric_scale = self.task.metric_scale if self.task.metric_scale is not MetricScale.percent \
+                else MetricScale.unit
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define the run: everything but provenance, enrichment and the id itself."""
-        data = self.model_dump(mode="json", exclude={"run_id", "schema_version", "provenance"}, exclude_none=True)
-        for path in ENRICHMENT_PATHS:
-            node = data
-            for key in path[:-1]:
-                node = node.get(key, {})
-            node.pop(path[-1], None)
-        return _prune(data)
+        """The fields that define the run: everything but provenance, enrichment and the id itself.
+
+        Defaults and nulls are left out, so adding an optional field to the schema never changes existing ids.
+        """
+        return self.model_dump(mode="json", exclude=_IDENTITY_EXCLUDE, exclude_none=True, exclude_defaults=True)
 
     def compute_run_id(self) -> str:
         """sha256 of the canonical JSON of :meth:`identity`, 32 hex characters."""
@@ -414,17 +418,9 @@ class RunRecord(_Part):
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _prune(value: Any) -> Any:
-    """Drop empty containers so that adding an optional field never changes existing ids, and round floats to 12
-    significant digits so that a score given in percent and the same score given as a fraction hash alike."""
-    if isinstance(value, dict):
-        pruned = {k: _prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in ({}, [], None)}
-    if isinstance(value, list):
-        return [_prune(v) for v in value]
-    if isinstance(value, float):
-        return float(f"{value:.12g}")
-    return value
+def _rescale(value: float, divisor: float) -> float:
+    """``value / divisor`` rounded to 12 significant digits, so that 88.3 percent and 0.883 are the same float."""
+    return value if divisor == 1.0 else float(f"{value / divisor:.12g}")
 
 
 def _enrichment_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -441,3 +437,16 @@ def _enrichment_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> l
 
 
 ENRICHMENT_PATHS: list[tuple[str, ...]] = _enrichment_paths(RunRecord)
+
+
+def _exclude_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = {"run_id": True, "schema_version": True, "provenance": True}
+    for path in ENRICHMENT_PATHS:
+        node = spec
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = True
+    return spec
+
+
+_IDENTITY_EXCLUDE = _exclude_spec()

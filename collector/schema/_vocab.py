@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 
 class MetricScale(StrEnum):
     """The range a metric's values live on.
 
-    ``unit`` is [0, 1] (accuracy, F1 as a fraction), ``percent`` is [0, 100] and is converted to ``unit`` on ingest,
-    ``signed_unit`` is [-1, 1] (Matthews correlation, Pearson, Spearman), ``unbounded`` has no range (loss, MAE).
+    ``unit`` is [0, 1] (accuracy, F1 as a fraction), ``signed_unit`` is [-1, 1] (Matthews correlation, Pearson,
+    Spearman), ``unbounded`` has no range (loss, MAE). ``percent`` is an input scale only: the metric's own bounded
+    scale times 100 ([0, 100] for accuracy, [-100, 100] for MCC), divided by 100 on ingest.
     """
 
     unit = "unit"
@@ -66,6 +68,7 @@ METRICS: dict[str, MetricInfo] = {
     "pearson": MetricInfo(MetricScale.signed_unit, True),
     "spearman": MetricInfo(MetricScale.signed_unit, True),
     "similarity": MetricInfo(MetricScale.signed_unit, True),
+    "dino_similarity": MetricInfo(MetricScale.signed_unit, True),
     "mae": MetricInfo(MetricScale.unbounded, False),
     "mse": MetricInfo(MetricScale.unbounded, False),
     "rmse": MetricInfo(MetricScale.unbounded, False),
@@ -104,6 +107,7 @@ METRIC_ALIASES: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=4096)
 def canonical_metric(name: str) -> str:
     """Lower-case, ``-``/space to ``_``, strip an ``eval_``/``test_`` prefix, resolve aliases."""
     key = re.sub(r"[\s\-]+", "_", name.strip().lower())
@@ -115,6 +119,7 @@ def canonical_metric(name: str) -> str:
     return METRIC_ALIASES.get(key, key)
 
 
+@lru_cache(maxsize=4096)
 def metric_info(name: str) -> MetricInfo | None:
     """The known scale and direction of a (canonical) metric name, or ``None`` when unknown."""
     return METRICS.get(canonical_metric(name))
@@ -160,6 +165,17 @@ METHODS: dict[str, MethodKind] = {
     "vblora": MethodKind.reparameterization,
     "lily": MethodKind.reparameterization,
     "psoft": MethodKind.reparameterization,
+    "pvera": MethodKind.reparameterization,
+    "deft": MethodKind.reparameterization,
+    "hira": MethodKind.reparameterization,
+    "tinylora": MethodKind.reparameterization,
+    "frod": MethodKind.reparameterization,
+    "glora": MethodKind.reparameterization,
+    "adamss": MethodKind.reparameterization,
+    "bdlora": MethodKind.reparameterization,
+    "unilora": MethodKind.reparameterization,
+    "peanut": MethodKind.additive,
+    "beft": MethodKind.selective,
     "cartridge": MethodKind.soft_prompt,
     "trainable_tokens": MethodKind.selective,
     "ia3": MethodKind.additive,
@@ -215,6 +231,7 @@ METHOD_ALIASES: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=4096)
 def canonical_method(name: str) -> str | None:
     """The canonical method name for ``name``, or ``None`` when the method is unknown."""
     key = re.sub(r"[\s\-/()]+", "_", name.strip().lower()).strip("_")
@@ -234,6 +251,7 @@ MODEL_ORG_ALIASES: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=65536)
 def canonical_model_id(model_id: str) -> str:
     """Strip URLs and whitespace and fold renamed Hub organisations onto the legacy id (``FacebookAI/roberta-base``
     -> ``roberta-base``)."""
@@ -292,6 +310,7 @@ DATASET_ALIASES: dict[str, str] = {
     "mr": "rotten_tomatoes",
     "sms_spam_collection": "sms_spam",
     "banking_77": "banking77",
+    "senteval_cr": "cr",
     "cnn_dailymail": "cnn_dailymail",
     "squadv1": "squad",
     "squad_v1": "squad",
@@ -299,6 +318,7 @@ DATASET_ALIASES: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=65536)
 def canonical_dataset(name: str) -> str:
     """Lower-case, unify separators, resolve aliases (``SST-2`` -> ``glue/sst2``, ``tweet_eval_irony`` ->
     ``tweet_eval/irony``)."""
