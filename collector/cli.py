@@ -65,7 +65,7 @@ def _emit_json(payload: Any) -> None:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=None,
               help="Read PATHS in this format instead of detecting it (see `metaml formats`).")
 @kb_option
@@ -76,12 +76,18 @@ def _emit_json(payload: Any) -> None:
 @click.option("--uploader", default=None, help="Recorded as provenance.uploader on records that lack one.")
 @click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, show_default=True, type=click.IntRange(1),
               help="Records per transaction.")
-def ingest(paths: tuple[Path, ...], fmt: str | None, kb_path: Path, as_json: bool, rejects_path: Path | None,
-           uploader: str | None, chunk_size: int) -> None:
+@click.option("--experiment", "experiments", multiple=True,
+              help="MLflow: read only this experiment (repeatable); default every active experiment.")
+@click.option("--enrich/--no-enrich", default=True, show_default=True,
+              help="After storing, fill the runs' model features from the registry and attach stored dataset "
+                   "meta-features.")
+def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool, rejects_path: Path | None,
+           uploader: str | None, chunk_size: int, experiments: tuple[str, ...] = (), enrich: bool = True) -> None:
     """Validate, normalize, deduplicate and store the runs found in PATHS.
 
-    PATHS are files, directories or archives in any format of `metaml formats`; a directory holding several
-    sources is walked and each part read with its own format. Every record is accounted for: ingested,
+    PATHS are files, directories or archives in any format of `metaml formats`, or MLflow tracking URIs
+    (sqlite:///mlflow.db, http://host:5000); a directory holding several sources is walked and each part read
+    with its own format. Every record is accounted for: ingested,
     duplicate (same content id as a stored run) or rejected (with its place and reason). Re-running the same
     ingest adds nothing.
 
@@ -91,10 +97,17 @@ def ingest(paths: tuple[Path, ...], fmt: str | None, kb_path: Path, as_json: boo
     reports: list[IngestReport] = []
     for path in paths:
         try:
-            reports.extend(ingest_path(kb, path, fmt, uploader=uploader, chunk_size=chunk_size,
+            options = {"experiments": list(experiments)} if experiments else None
+            target = path if "://" in path else Path(path)
+            reports.extend(ingest_path(kb, target, fmt, options=options, uploader=uploader, chunk_size=chunk_size,
                                        progress=not as_json))
         except CollectorError as e:
             reports.append(IngestReport(uri=str(path), format=fmt, error=str(e)))
+    if enrich and any(r.ingested for r in reports):
+        from collector.enrich import enrich_models
+
+        enrich_models(kb)
+        kb.attach_features()
     rejects = [r for rep in reports for r in rep.rejects]
     if rejects:
         rejects_path = rejects_path or kb_path.parent / "rejects" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}.jsonl"
@@ -255,8 +268,36 @@ def kb_import(ctx: click.Context, src: Path, kb_path: Path, as_json: bool) -> No
 
     The same as `metaml ingest SRC`: every record is validated again and deduplicated by content id.
     """
-    ctx.invoke(ingest, paths=(src,), fmt=None, kb_path=kb_path, as_json=as_json, rejects_path=None,
-               uploader=None, chunk_size=DEFAULT_CHUNK_SIZE)
+    ctx.invoke(ingest, paths=(str(src),), fmt=None, kb_path=kb_path, as_json=as_json, rejects_path=None,
+               uploader=None, chunk_size=DEFAULT_CHUNK_SIZE, experiments=(), enrich=True)
+
+
+@kb_group.command("enrich")
+@kb_option
+@click.option("--public-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              envvar="METAML_PUBLIC_DATA", default=None, show_envvar=True,
+              help="Folder holding text/ (the raw text datasets) to compute dataset meta-features from.")
+@click.option("--datasets/--no-datasets", "with_datasets", default=True, show_default=True,
+              help="Compute dataset meta-features from the raw text datasets (about a minute).")
+def kb_enrich(kb_path: Path, public_data: Path | None, with_datasets: bool) -> None:
+    """Attach features to the stored runs: model features from the registry (data/models.csv, or inferred from the
+    Hub id), and dataset meta-features computed from the raw text datasets under PUBLIC_DATA/text."""
+    from collector.enrich import enrich_datasets, enrich_models
+
+    kb = KnowledgeBase(kb_path)
+    try:
+        n_models = enrich_models(kb)
+        click.echo(f"model features: {n_models:,} models")
+        if with_datasets:
+            if public_data is None or not (public_data / "text").is_dir():
+                raise fail("no text datasets: pass --public-data DIR (the folder holding text/) or set "
+                           "METAML_PUBLIC_DATA, or use --no-datasets")
+            n = enrich_datasets(kb, public_data / "text", progress=True)
+            click.echo(f"dataset meta-features: {n} datasets")
+        stats = kb.stats()
+    except CollectorError as e:
+        raise fail(str(e)) from e
+    click.echo("coverage     " + ", ".join(f"{k} {v:.0%}" for k, v in stats["coverage"].items()))
 
 
 @kb_group.command("schema")

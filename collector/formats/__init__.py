@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from collector.errors import FormatError
 from collector.formats._base import Format, Item, RawRecord, Rejected
@@ -44,8 +45,9 @@ def available_formats() -> list[str]:
     return [name for name, target in FORMATS.items() if importlib.util.find_spec(target.split(":")[0]) is not None]
 
 
-def get_format(name: str) -> Format:
-    """An instance of the format registered as ``name``.
+def get_format(name: str, **options: Any) -> Format:
+    """An instance of the format registered as ``name``, constructed with ``options`` (e.g. ``experiments`` for
+    ``mlflow``).
 
     Raises:
         FormatError: no such format.
@@ -53,7 +55,10 @@ def get_format(name: str) -> Format:
     if name not in FORMATS or name not in available_formats():
         raise FormatError(f"unknown format {name!r}; available: {', '.join(available_formats())}")
     module, cls = FORMATS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    try:
+        return getattr(importlib.import_module(module), cls)(**options)
+    except TypeError as e:
+        raise FormatError(f"format {name!r} does not take the options {sorted(options)}: {e}") from e
 
 
 def detect_format(path: Path) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,7 +96,8 @@ def validate(raw: RawRecord, *, source: str, uploader: str | None = None,
              now: datetime | None = None) -> RunRecord | Reject:
     """Validate and normalize one raw record, filling provenance it does not carry itself."""
     data = dict(raw.data)
-    prov = dict(data.get("provenance") or {}) if isinstance(data.get("provenance"), dict) else data.get("provenance")
+    prov = data.get("provenance")
+    prov = dict(prov) if isinstance(prov, dict) else {} if prov is None else prov
     if isinstance(prov, dict):
         prov.setdefault("source", source)
         if raw.uri is not None:
@@ -194,11 +195,22 @@ def ingest_path(
     path: str | Path,
     fmt: str | None = None,
     *,
+    options: Mapping[str, Any] | None = None,
     uploader: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = False,
 ) -> list[IngestReport]:
     """Ingest a file, directory or archive, detecting formats where ``fmt`` is not given.
+
+    Args:
+        kb: where to store.
+        path: a file, directory or archive; or an MLflow tracking URI (``sqlite:///mlflow.db``,
+            ``http://host:5000``), which is read with the ``mlflow`` format.
+        fmt: read ``path`` in this format instead of detecting one.
+        options: keyword arguments for the format (e.g. ``{"experiments": ["exp-1"]}`` for ``mlflow``).
+        uploader: ``provenance.uploader`` for records that do not name one.
+        chunk_size: records per transaction.
+        progress: show a progress bar per input on stderr.
 
     Returns:
         One report per input found under ``path`` (documentation files appear as skipped reports).
@@ -206,31 +218,40 @@ def ingest_path(
     Raises:
         FormatError: ``path`` does not exist or holds a file in no known format (nothing is stored then).
     """
-    plan = plan_inputs(Path(path), fmt)
-    return [_ingest_one(kb, p, uploader=uploader, chunk_size=chunk_size, progress=progress) for p in plan]
+    options = dict(options or {})
+    if isinstance(path, str) and "://" in path:
+        if fmt not in (None, "mlflow"):
+            raise FormatError(f"a URI can only be read as an MLflow tracking store, not as {fmt!r}", uri=path)
+        plan = [PlannedInput(Path(path), "mlflow")]
+        options["tracking_uri"] = path
+    else:
+        plan = plan_inputs(Path(path), fmt)
+    return [_ingest_one(kb, p, options if p.fmt == fmt or "tracking_uri" in options else {}, uploader=uploader,
+                        chunk_size=chunk_size, progress=progress) for p in plan]
 
 
-def _ingest_one(kb: KnowledgeBase, planned: PlannedInput, *, uploader: str | None, chunk_size: int,
-                progress: bool) -> IngestReport:
+def _ingest_one(kb: KnowledgeBase, planned: PlannedInput, options: Mapping[str, Any], *, uploader: str | None,
+                chunk_size: int, progress: bool) -> IngestReport:
+    uri = options.get("tracking_uri") or str(planned.path)
     if planned.fmt is None:
-        return IngestReport(uri=str(planned.path), format=None, skipped=True)
-    reader = get_format(planned.fmt)
+        return IngestReport(uri=uri, format=None, skipped=True)
     try:
+        reader = get_format(planned.fmt, **options)
         items: Iterator[RawRecord | Rejected] = reader.read(planned.path)
         if progress:
-            return _with_progress(kb, reader, planned, items, uploader, chunk_size)
-        return ingest_items(kb, items, source=reader.source, uri=str(planned.path), fmt=planned.fmt,
+            return _with_progress(kb, reader, planned, items, uploader, chunk_size, uri)
+        return ingest_items(kb, items, source=reader.source, uri=uri, fmt=planned.fmt,
                             uploader=uploader, chunk_size=chunk_size)
     except CollectorError as e:
-        return IngestReport(uri=str(planned.path), format=planned.fmt, error=str(e))
+        return IngestReport(uri=uri, format=planned.fmt, error=str(e))
 
 
 def _with_progress(kb: KnowledgeBase, reader: Any, planned: PlannedInput, items: Iterator[RawRecord | Rejected],
-                   uploader: str | None, chunk_size: int) -> IngestReport:
+                   uploader: str | None, chunk_size: int, uri: str) -> IngestReport:
     from tqdm import tqdm
 
-    total = reader.estimate(planned.path)
+    total = reader.estimate(planned.path) if "://" not in uri else None
     with tqdm(total=total, unit="rec", desc=f"{planned.fmt}: {planned.path.name}", leave=False,
               mininterval=0.5, disable=None) as bar:
-        return ingest_items(kb, items, source=reader.source, uri=str(planned.path), fmt=planned.fmt,
+        return ingest_items(kb, items, source=reader.source, uri=uri, fmt=planned.fmt,
                             uploader=uploader, chunk_size=chunk_size, on_item=lambda: bar.update())

@@ -333,7 +333,7 @@ class KnowledgeBase:
             coverage = con.execute(
                 "SELECT avg((dataset_meta_n_classes IS NOT NULL)::INT), avg((dataset_meta_landmark_tfidf_lr IS NOT "
                 "NULL)::INT), avg((model_n_params IS NOT NULL)::INT), avg((outcome_runtime_s IS NOT NULL)::INT), "
-                "avg((len(outcome_curve) > 0)::INT) FROM runs").fetchone()
+                "avg((coalesce(len(outcome_curve), 0) > 0)::INT) FROM runs").fetchone()
             meta = dict(con.execute("SELECT key, value FROM kb_meta").fetchall())
             return {
                 "path": str(self.path),
