@@ -97,6 +97,8 @@ def bench_mlflow(src: Path, workdir: Path, n: int, tracking_uri: str) -> dict[st
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
+    if tracking_uri.startswith("file:"):
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # MLflow 3 keeps the file store behind this switch
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     exp = client.create_experiment(f"bench-{time.time_ns()}")

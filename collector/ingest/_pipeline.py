@@ -16,12 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from pydantic import ValidationError
 
 from collector.errors import CollectorError, FormatError
 from collector.formats import PlannedInput, RawRecord, Rejected, get_format, plan_inputs
-from collector.schema import RunRecord, arrow_schema, to_row
+from collector.schema import RowBuffer, RunRecord
 from collector.store import KnowledgeBase
 
 DEFAULT_CHUNK_SIZE = 20_000
@@ -152,13 +151,13 @@ def ingest_items(
     report = IngestReport(uri=uri, format=fmt)
     started = time.perf_counter()
     now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
+    rows = RowBuffer()
     seen: set[str] = set()
 
     def flush() -> None:
-        if not rows:
+        if not len(rows):
             return
-        result = kb.append(pa.Table.from_pylist(rows, schema=arrow_schema()))
+        result = kb.append(rows.to_arrow())
         report.ingested += len(result.inserted)
         report.duplicates += len(result.duplicates)
         report.inserted_ids.extend(result.inserted)
@@ -180,7 +179,7 @@ def ingest_items(
                 report.duplicates += 1
                 continue
             seen.add(outcome.run_id)
-            rows.append(to_row(outcome))
+            rows.append(outcome)
             if len(rows) >= chunk_size:
                 flush()
     except FormatError as e:

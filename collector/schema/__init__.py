@@ -1,6 +1,15 @@
 """The run record and everything derived from it."""
 
-from collector.schema._derive import Column, arrow_schema, columns, duckdb_ddl, from_row, json_schema, to_row
+from collector.schema._derive import (
+    Column,
+    RowBuffer,
+    arrow_schema,
+    columns,
+    duckdb_ddl,
+    from_row,
+    json_schema,
+    to_row,
+)
 from collector.schema._record import (
     SCHEMA_VERSION,
     ArchType,
@@ -49,6 +58,7 @@ __all__ = [
     "Model",
     "Outcome",
     "Provenance",
+    "RowBuffer",
     "RunRecord",
     "RunStatus",
     "Task",

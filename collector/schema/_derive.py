@@ -9,8 +9,10 @@ structs. :func:`to_row` and :func:`from_row` convert between the two shapes with
 from __future__ import annotations
 
 import json
+import operator
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -146,24 +148,61 @@ def json_schema() -> dict[str, Any]:
     return RunRecord.model_json_schema()
 
 
+def _converter(c: Column) -> Callable[[Any], Any]:
+    """How one column's value is taken from a validated record and made Arrow-ready."""
+    get = operator.attrgetter(".".join(c.path))
+    if c.json:
+        return lambda r: json.dumps(v, sort_keys=True, ensure_ascii=False) if (v := get(r)) else None
+    if isinstance(c.arrow, pa.MapType):
+        return lambda r: list(v.items()) if (v := get(r)) else None
+    if isinstance(c.arrow, pa.ListType) and pa.types.is_struct(c.arrow.value_type):
+        return lambda r: [p.__dict__ for p in v] if (v := get(r)) else None
+    if isinstance(c.arrow, pa.ListType):
+        return lambda r: list(v) if (v := get(r)) else None
+    if pa.types.is_string(c.arrow):
+        return lambda r: v.value if isinstance(v := get(r), Enum) else v
+    return get
+
+
+@cache
+def _plan() -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    return tuple((c.name, _converter(c)) for c in columns())
+
+
 def to_row(record: RunRecord) -> dict[str, Any]:
     """Flatten a validated record into a row keyed by column name."""
-    data = record.model_dump(mode="python")
-    row: dict[str, Any] = {}
-    for c in columns():
-        value: Any = data
-        for key in c.path:
-            value = value.get(key) if value is not None else None
-        if isinstance(value, Enum):
-            value = value.value
-        if c.json:
-            value = json.dumps(value, sort_keys=True, ensure_ascii=False) if value else None
-        elif isinstance(value, dict):
-            value = list(value.items()) or None
-        elif isinstance(value, list) and not value:
-            value = None
-        row[c.name] = value
-    return row
+    return {name: convert(record) for name, convert in _plan()}
+
+
+class RowBuffer:
+    """Validated records gathered column by column, turned into one Arrow table in :func:`arrow_schema`.
+
+    Faster than building row dicts and ``Table.from_pylist`` for bulk ingestion.
+    """
+
+    def __init__(self) -> None:
+        self._columns: dict[str, list[Any]] = {c.name: [] for c in columns()}
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, record: RunRecord) -> None:
+        cols = self._columns
+        for name, convert in _plan():
+            cols[name].append(convert(record))
+        self._n += 1
+
+    def to_arrow(self) -> pa.Table:
+        schema = arrow_schema()
+        return pa.Table.from_arrays(
+            [pa.array(self._columns[f.name], type=f.type) for f in schema], schema=schema
+        )
+
+    def clear(self) -> None:
+        for values in self._columns.values():
+            values.clear()
+        self._n = 0
 
 
 def from_row(row: dict[str, Any]) -> dict[str, Any]:
