@@ -111,7 +111,7 @@ def test_old_layout_and_revision_labels(items: list) -> None:
     test = recs["test/zh"]
     assert test.outcome.score == pytest.approx(0.37312)
     assert test.outcome.score_std == pytest.approx(0.022280969458261923)
-    assert test.outcome.n_repeats is None and test.dataset.name == "mteb/amazonreviewsclassification/zh"
+    assert test.outcome.n_repeats is None and test.dataset.name == "amazon_reviews_multi/zh"
     assert test.dataset.meta.language == "zh" and test.model.revision is None
     assert test.hparams.extra["revision_label"] == "no_revision_available"
 

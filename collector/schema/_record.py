@@ -183,11 +183,10 @@ class Model(_Part):
         None, json_schema_extra=ENRICHMENT, description="mlm, clm, span-corruption, rtd, contrastive..."
     )
     pretraining_domain: str | None = Field(None, json_schema_extra=ENRICHMENT)
-    base_model: str | None = Field(
-        None, json_schema_extra=ENRICHMENT, description="The checkpoint this one was itself derived from."
-    )
+    base_model: str | None = Field(None, description="The checkpoint this one was itself derived from.")
     upstream_task: str | None = Field(
-        None, json_schema_extra=ENRICHMENT, description="Task/dataset the checkpoint was already fine-tuned on."
+        None, description="Task/dataset the checkpoint was already fine-tuned on (or, for intermediate-task "
+        "transfer, the source task this run fine-tuned on first)."
     )
 
     @field_validator("id")

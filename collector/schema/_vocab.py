@@ -113,12 +113,14 @@ METRIC_ALIASES: dict[str, str] = {
 def canonical_metric(name: str) -> str:
     """Lower-case, ``-``/space to ``_``, strip an ``eval_``/``test_`` prefix, resolve aliases."""
     key = re.sub(r"[\s\-]+", "_", name.strip().lower())
-    if key in METRIC_ALIASES:
-        return METRIC_ALIASES[key]
+    if key in METRIC_ALIASES or key in METRICS:
+        return METRIC_ALIASES.get(key, key)
     for prefix in ("eval_", "test_", "validation_", "dev_"):
-        if key.startswith(prefix) and key[len(prefix) :] in METRICS:
-            return key[len(prefix) :]
-    return METRIC_ALIASES.get(key, key)
+        if key.startswith(prefix):
+            rest = METRIC_ALIASES.get(key[len(prefix) :], key[len(prefix) :])
+            if rest in METRICS:
+                return rest
+    return key
 
 
 @lru_cache(maxsize=4096)
@@ -321,6 +323,21 @@ DATASET_ALIASES: dict[str, str] = {
     "yahoo_answers": "yahoo_answers_topics",
     "trec_coarse": "trec",
     "dair_ai_emotion": "emotion",
+    "anli_r3": "anli/r3",
+    "socialiqa": "social_i_qa",
+    "cosmosqa": "cosmos_qa",
+    # MTEB classification tasks that are the same data as a Hub dataset named elsewhere
+    "mteb_banking77classification": "banking77",
+    "mteb_emotionclassification": "emotion",
+    "mteb_imdbclassification": "imdb",
+    "mteb_dbpediaclassification": "dbpedia_14",
+    "mteb_amazoncounterfactualclassification_en": "amazon_counterfactual_en",
+    "mteb_amazonreviewsclassification_en": "amazon_reviews_multi/en",
+    "mteb_amazonreviewsclassification_de": "amazon_reviews_multi/de",
+    "mteb_amazonreviewsclassification_es": "amazon_reviews_multi/es",
+    "mteb_amazonreviewsclassification_fr": "amazon_reviews_multi/fr",
+    "mteb_amazonreviewsclassification_ja": "amazon_reviews_multi/ja",
+    "mteb_amazonreviewsclassification_zh": "amazon_reviews_multi/zh",
     "cnn_dailymail": "cnn_dailymail",
     "squadv1": "squad",
     "squad_v1": "squad",
