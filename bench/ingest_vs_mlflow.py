@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                           ("mlflow_file", (work / "mlruns").as_uri())):
             try:
                 results[name] = bench_mlflow(src, work, args.mlflow_n, uri)
-            except Exception as e:  # noqa: BLE001 - a backend MLflow no longer supports is reported, not fatal
+            except Exception as e:
                 results[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
                 print(f"{name}: {results[name]['error']}")
                 continue

@@ -15,6 +15,10 @@ from collector.cli import COMMANDS as COLLECTOR_COMMANDS
 from collector.cli import ExitCode
 from collector.features._describe_cli import describe
 from collector.importers._harvest_cli import harvest
+from metaml._models_cli import models
+from metaml.cli import COMMANDS as METAML_COMMANDS
+from service.keys_cli import keys
+from service.serve_cli import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -28,11 +32,14 @@ def cli() -> None:
               metaml harvest hub         fetch Hub model cards (resumable) and ingest their runs
               metaml describe PATH       dataset meta-features of a text dataset (CSV/JSONL/Parquet/HF folder)
     Inspect:  metaml kb stats | sql | export | import | schema
+    Learn:    metaml evaluate --protocol lodo|lomo|lofo|loso|gkfold   report against the baselines
+              metaml train                 fit, save and register a meta-model version; metaml models list|promote
+    Serve:    metaml serve                 the HTTP API (docs/api.md); metaml keys create|list|revoke
     Set METAML_KB (or pass --kb) to choose the knowledge base file; the default is ./metaml-data/kb.duckdb.
     """
 
 
-for _command in [*COLLECTOR_COMMANDS, harvest, describe]:
+for _command in [*COLLECTOR_COMMANDS, harvest, describe, *METAML_COMMANDS, models, serve, keys]:
     cli.add_command(_command)
 
 

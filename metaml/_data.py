@@ -1,0 +1,117 @@
+"""From the knowledge base to a learning frame: which runs the meta-learner learns from, their targets and tasks.
+
+* **Learnable runs** have a higher-is-better primary metric on a bounded scale (``unit`` or ``signed_unit``): their
+  scores are comparable as points (100 x the normalized score). Runs on lower-is-better or unbounded metrics (MAE,
+  WER, loss: under 1% of the knowledge base) are left out of the outcome model and counted in the report.
+* **A task** is what an AutoML system compares configurations within: one dataset, evaluated by one source's
+  protocol, on one metric, in one data regime (few-shot K or training-set size). Per-task metrics (rank correlation,
+  regret) are computed within tasks; protocols hold out whole datasets, models or sources.
+* **Failure** is a failed status, or a divergence: a score at chance level (at most 1/n_classes + 2 points for
+  accuracy-type metrics, at most 0.02 for correlations) when the chance level is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from collector.store import KnowledgeBase
+
+#: Columns of the runs table the meta-learner reads.
+LEARN_COLUMNS: tuple[str, ...] = (
+    "run_id", "provenance_source", "task_type", "task_primary_metric", "task_metric_scale", "task_higher_is_better",
+    "dataset_name", "dataset_n_train_used", "dataset_examples_per_class",
+    "dataset_meta_n_samples", "dataset_meta_n_classes", "dataset_meta_class_entropy", "dataset_meta_imbalance_ratio",
+    "dataset_meta_chars_mean", "dataset_meta_tokens_mean", "dataset_meta_tokens_p90", "dataset_meta_vocab_size",
+    "dataset_meta_type_token_ratio", "dataset_meta_non_ascii_share", "dataset_meta_language", "dataset_meta_domain",
+    "dataset_meta_n_text_fields", "dataset_meta_landmark_tfidf_lr", "dataset_meta_landmark_majority",
+    "model_id", "model_family", "model_arch_type", "model_n_params", "model_n_layers", "model_hidden_size",
+    "model_n_heads", "model_vocab_size", "model_max_positions", "model_pretraining_objective",
+    "model_pretraining_domain", "model_base_model", "model_upstream_task",
+    "method_name", "method_kind", "method_lora_r", "method_lora_alpha", "method_lora_dropout",
+    "method_n_frozen_layers", "method_adapter_reduction_factor", "method_n_virtual_tokens", "method_trainable_params",
+    "method_config",
+    "hparams_learning_rate", "hparams_batch_size", "hparams_epochs", "hparams_max_steps", "hparams_warmup_ratio",
+    "hparams_warmup_steps", "hparams_weight_decay", "hparams_lr_scheduler", "hparams_optimizer",
+    "hparams_max_seq_length", "hparams_dropout", "hparams_label_smoothing", "hparams_seed", "hparams_precision",
+    "outcome_status", "outcome_error_kind", "outcome_score", "outcome_split", "outcome_runtime_s",
+    "outcome_gpu_hours", "hardware_accelerator",
+)
+
+BOUNDED_SCALES = ("unit", "signed_unit")
+ACCURACY_LIKE = ("accuracy", "balanced_accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted")
+
+
+def load_runs(kb: KnowledgeBase, *, sources: Sequence[str] | None = None) -> pd.DataFrame:
+    """The runs the meta-learner reads, as a DataFrame (one row per run)."""
+    filters = {"provenance_source": list(sources)} if sources else None
+    return kb.scan(list(LEARN_COLUMNS), filters=filters).to_pandas()
+
+
+def regime(df: pd.DataFrame) -> pd.Series:
+    """The data regime of each run: ``k<K>`` (few-shot per class), ``n<N>`` (training subsample) or ``full``."""
+    k = df["dataset_examples_per_class"]
+    n = df["dataset_n_train_used"]
+    out = pd.Series("full", index=df.index, dtype=object)
+    out[n.notna()] = "n" + n[n.notna()].astype("int64").astype(str)
+    out[k.notna()] = "k" + k[k.notna()].astype("int64").astype(str)
+    return out
+
+
+def task_keys(df: pd.DataFrame) -> pd.Series:
+    """``source|dataset|metric|regime``: the configurations an AutoML system would compare with each other."""
+    return (df["provenance_source"].astype(str) + "|" + df["dataset_name"].astype(str) + "|"
+            + df["task_primary_metric"].astype(str) + "|" + regime(df))
+
+
+#: What defines a configuration an AutoML system chooses (everything but seeds and data splits).
+CONFIG_COLUMNS: tuple[str, ...] = (
+    "model_id", "model_upstream_task", "method_name", "method_config", "method_lora_r", "method_lora_alpha",
+    "method_lora_dropout", "method_n_frozen_layers", "method_adapter_reduction_factor", "method_n_virtual_tokens",
+    "hparams_learning_rate", "hparams_batch_size", "hparams_epochs", "hparams_max_steps", "hparams_warmup_ratio",
+    "hparams_warmup_steps", "hparams_weight_decay", "hparams_lr_scheduler", "hparams_optimizer",
+    "hparams_max_seq_length", "hparams_dropout", "hparams_label_smoothing", "hparams_precision",
+)
+
+
+def config_keys(df: pd.DataFrame) -> pd.Series:
+    """One key per distinct configuration: runs that differ only by seed or data split share it."""
+    cols = [c for c in CONFIG_COLUMNS if c in df]
+    return pd.util.hash_pandas_object(df[cols].astype("string").fillna("\x00"), index=False).astype(str)
+
+
+def chance_points(df: pd.DataFrame) -> pd.Series:
+    """Chance-level score in points where it is known (1/n_classes for accuracy-type metrics, 0 for correlations)."""
+    out = pd.Series(np.nan, index=df.index)
+    acc = df["task_primary_metric"].isin(ACCURACY_LIKE) & df["dataset_meta_n_classes"].gt(1)
+    out[acc] = 100.0 / df.loc[acc, "dataset_meta_n_classes"].astype(float)
+    out[df["task_metric_scale"].eq("signed_unit")] = 0.0
+    return out
+
+
+def learning_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add the learning targets and keys to the runs the meta-learner can learn from.
+
+    Adds ``points`` (100 x score; NaN for failed runs), ``task_key``, ``config_key`` (runs differing only by seed
+    share it), ``failed`` (status failed or diverged). Drops runs whose metric is lower-is-better or unbounded.
+    """
+    keep = runs["task_higher_is_better"].fillna(True).astype(bool) & runs["task_metric_scale"].isin(BOUNDED_SCALES)
+    df = runs.loc[keep].copy()
+    df["points"] = 100.0 * df["outcome_score"].astype(float)
+    df["task_key"] = task_keys(df)
+    df["config_key"] = config_keys(df)
+    chance = chance_points(df)
+    margin = np.where(df["task_metric_scale"].eq("signed_unit"), 2.0, 2.0)
+    diverged = df["points"].notna() & chance.notna() & (df["points"] <= chance + margin)
+    df["failed"] = (df["outcome_status"].eq("failed") | diverged).astype(int)
+    return df.reset_index(drop=True)
+
+
+def within_task_z(points: pd.Series, tasks: pd.Series) -> pd.Series:
+    """Scores standardized within their task (mean 0, std 1; 0 where a task has one run or no spread)."""
+    grouped = points.groupby(tasks)
+    mean = grouped.transform("mean")
+    std = grouped.transform("std").replace(0.0, np.nan)
+    return ((points - mean) / std).fillna(0.0).clip(-5, 5)

@@ -1,0 +1,136 @@
+"""Command-line commands of the meta-learner: ``train`` and ``evaluate`` (``models`` lives in ``_models_cli``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from collector.cli import fail, json_option, kb_option
+from collector.errors import CollectorError
+from collector.store import KnowledgeBase
+
+DEFAULT_REPORTS = Path("metaml-data") / "reports"
+
+
+def _load(kb_path: Path, sources: tuple[str, ...]) -> Any:
+    from metaml._data import load_runs
+
+    try:
+        runs = load_runs(KnowledgeBase(kb_path), sources=sources or None)
+    except CollectorError as e:
+        raise fail(str(e)) from e
+    if runs.empty:
+        raise fail(f"the knowledge base {kb_path} holds no runs{' from ' + ', '.join(sources) if sources else ''}")
+    return runs
+
+
+@click.command("evaluate")
+@click.option("--protocol", type=click.Choice(["lodo", "lomo", "lofo", "loso", "gkfold"]), default="lodo",
+              show_default=True,
+              help="lodo: leave one dataset out; lomo: leave one model (with its derived checkpoints) out; lofo: "
+                   "leave one model family out; loso: leave one source out; gkfold: grouped 5-fold by dataset.")
+@kb_option
+@click.option("--max-folds", type=click.IntRange(1), default=24, show_default=True,
+              help="Held-out units to evaluate, sampled across sources (each fold trains on everything else).")
+@click.option("--rank-mode", "rank_modes", multiple=True, type=click.Choice(["relative", "absolute", "lambdarank"]),
+              default=("relative",), show_default=True,
+              help="Ranking view(s) of the outcome model to evaluate (repeat to compare).")
+@click.option("--source", "sources", multiple=True, help="Only runs from this source (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report directory (default metaml-data/reports/<protocol>).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--tracking-uri", envvar="METAML_TRACKING_URI", default=None, show_envvar=True,
+              help="Also log the evaluation to this MLflow tracking URI.")
+@json_option
+def evaluate_cmd(protocol: str, kb_path: Path, max_folds: int, rank_modes: tuple[str, ...], sources: tuple[str, ...],
+                 out_dir: Path | None, seed: int, tracking_uri: str | None, as_json: bool) -> None:
+    """Evaluate the meta-learner against the baselines (random, global mean, best-on-average (model, method) mean,
+    k-nearest datasets) under a leakage-free protocol, and write a report (Markdown + PNG plots).
+
+    Metrics per held-out task, then averaged: Spearman and Kendall tau, NDCG@5, top-1/top-5 regret and RMSE/MAE in
+    points, interval coverage; ROC AUC of the failure probability and MAPE of the cost, pooled.
+    """
+    from metaml._evaluate import default_predictors, evaluate, noise_floor
+    from metaml._report import verdict, write_report
+
+    runs = _load(kb_path, sources)
+    started = time.perf_counter()
+    result = evaluate(runs, protocol, predictors=default_predictors(rank_modes), max_folds=max_folds, seed=seed,
+                      progress=not as_json)
+    seconds = time.perf_counter() - started
+    out_dir = out_dir or DEFAULT_REPORTS / protocol
+    context = {"knowledge base": str(kb_path), "runs": f"{len(runs):,}", "protocol": protocol,
+               "rank modes": ", ".join(rank_modes), "sources": ", ".join(sources) or "all",
+               "evaluation time": f"{seconds:.0f} s"}
+    report = write_report(result, out_dir, context=context, noise=noise_floor(runs),
+                          learner="metaml" if len(rank_modes) == 1 else f"metaml[{rank_modes[0]}]")
+    summary = result.summary()
+    if tracking_uri:
+        from metaml._tracking import log_evaluation
+
+        log_evaluation(summary, protocol=protocol, tracking_uri=tracking_uri, report_dir=out_dir)
+    if as_json:
+        click.echo(json.dumps({"protocol": protocol, "report": str(report), "folds": result.folds,
+                               "summary": json.loads(summary.to_json(orient="index")),
+                               "verdict": verdict(summary)}, indent=2))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.width", 160, "display.max_columns", 20):
+            click.echo(summary.round(3).to_string())
+        click.echo(f"report: {report}")
+
+
+@click.command("train")
+@kb_option
+@click.option("--source", "sources", multiple=True, help="Only runs from this source (repeatable).")
+@click.option("--rank-mode", type=click.Choice(["relative", "absolute", "lambdarank"]), default="relative",
+              show_default=True)
+@click.option("--evaluation", "evaluation_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A summary.json written by `metaml evaluate`, stored with the model as its "
+                                 "evaluation metrics.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("metaml-data") / "models" / "latest", show_default=True,
+              help="Where the model artifact is written.")
+@click.option("--tracking-uri", envvar="METAML_TRACKING_URI", default=None, show_envvar=True,
+              help="Log the run to MLflow and register the model as a new version (default: "
+                   "sqlite:///metaml-data/mlflow.db).")
+@click.option("--no-mlflow", is_flag=True, help="Only write the artifact; do not log or register it.")
+@json_option
+def train_cmd(kb_path: Path, sources: tuple[str, ...], rank_mode: str, evaluation_file: Path | None, out_dir: Path,
+              tracking_uri: str | None, no_mlflow: bool, as_json: bool) -> None:
+    """Train the meta-learner (outcome with calibrated intervals, cost, failure) on the whole knowledge base, save it
+    as one versioned artifact, and register it in MLflow as a new model version."""
+    from metaml._artifact import save_model, snapshot_id
+    from metaml._estimators import MetaModel, OutcomeEstimator
+
+    runs = _load(kb_path, sources)
+    started = time.perf_counter()
+    model = MetaModel(outcome=OutcomeEstimator(rank_mode=rank_mode)).fit(runs)
+    seconds = time.perf_counter() - started
+    evaluation = json.loads(evaluation_file.read_text()) if evaluation_file else {}
+    metadata = {"kb_snapshot": snapshot_id(KnowledgeBase(kb_path)), "train_seconds": round(seconds, 1),
+                "evaluation": evaluation.get("summary", {}).get("metaml", evaluation.get("summary", {})),
+                "evaluation_protocol": evaluation.get("protocol")}
+    path = save_model(model, out_dir, metadata=metadata)
+    out: dict[str, Any] = {"artifact": str(path), "train_runs": model.n_train_runs_, "train_seconds": seconds}
+    if not no_mlflow:
+        from metaml._tracking import DEFAULT_TRACKING_URI, log_model_version
+
+        info = log_model_version(model, json.loads((path / "metadata.json").read_text()),
+                                 tracking_uri=tracking_uri or DEFAULT_TRACKING_URI)
+        out.update(version=info.version, run_id=info.run_id, tracking_uri=tracking_uri or DEFAULT_TRACKING_URI)
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=str))
+    else:
+        click.echo(f"trained on {model.n_train_runs_:,} runs in {seconds:.0f}s; artifact: {path}")
+        if "version" in out:
+            click.echo(f"registered as version {out['version']} (promote with `metaml models promote "
+                       f"{out['version']}`)")
+
+
+COMMANDS: list[click.Command] = [train_cmd, evaluate_cmd]

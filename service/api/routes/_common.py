@@ -1,0 +1,31 @@
+"""What several routers share: error answers for the OpenAPI document, media types of request bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from service.api.schemas import ErrorBody
+
+MULTIPART = "multipart/form-data"
+
+#: Error answers every /v1 operation may give, for the OpenAPI document.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Malformed body, unreadable file, refused query."},
+    401: {"model": ErrorBody, "description": "No API key, or an invalid or revoked one."},
+    403: {"model": ErrorBody, "description": "The key lacks the needed scope."},
+    413: {"model": ErrorBody, "description": "The body is larger than max_request_bytes."},
+    415: {"model": ErrorBody, "description": "A Content-Type the operation does not read."},
+    422: {"model": ErrorBody, "description": "Invalid parameters, or more records than max_batch_records."},
+    503: {"model": ErrorBody, "description": "The knowledge base is busy or unavailable; see Retry-After."},
+}
+
+
+def media_type(request: Request) -> str:
+    """The request's Content-Type without parameters, lower-cased ('' when absent)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def is_json(media: str) -> bool:
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))

@@ -1,0 +1,169 @@
+"""Runs: upload (JSON array, NDJSON or a file in any ingest format), list with filters and cursor, get one."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from collector.formats import FORMATS
+from collector.schema import (
+    RunStatus,
+    TaskType,
+    canonical_dataset,
+    canonical_method,
+    canonical_model_id,
+    from_row,
+)
+from service.api._json import jsonable
+from service.api.deps import KB, MetricsDep, ReadKey, SettingsDep, WriteKey, Writer
+from service.api.routes._common import ERROR_RESPONSES, MULTIPART, is_json, media_type
+from service.api.schemas import ErrorBody, RunPage, RunRecord, UploadResult
+from service.errors import BadRequest, BatchTooLarge, NotFound, UnsupportedMediaType
+from service.uploads import SourcedItem, items_from_file, items_from_json, items_from_ndjson, store_items
+
+router = APIRouter(prefix="/v1", tags=["runs"])
+
+NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "Runs as a JSON array of records, as NDJSON (one record per line), or as a file in any format "
+                   "`metaml ingest` reads (multipart field `file`, optional field `format` to skip detection).",
+    "content": {
+        "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/RunRecord"}}},
+        "application/x-ndjson": {"schema": {"type": "string", "description": "One JSON record per line."}},
+        MULTIPART: {"schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {
+                "file": {"type": "string", "format": "binary",
+                         "description": "The file; its name's suffix is used to detect the format."},
+                "format": {"type": "string", "enum": list(FORMATS),
+                           "description": "Read the file in this format instead of detecting it."},
+            },
+        }},
+    },
+}
+
+
+async def _read_upload(request: Request, max_records: int) -> list[SourcedItem]:
+    media = media_type(request)
+    if is_json(media):
+        return await run_in_threadpool(items_from_json, await request.body())
+    if media in NDJSON_TYPES:
+        return await run_in_threadpool(items_from_ndjson, await request.body())
+    if media == MULTIPART:
+        try:
+            form = await request.form(max_files=1, max_fields=10)
+        except Exception as e:  # starlette's multipart errors have no public base class
+            raise BadRequest(f"malformed multipart body: {e}") from None
+        upload, fmt = form.get("file"), form.get("format")
+        if not isinstance(upload, UploadFile):
+            raise BadRequest("a multipart upload needs the file in a part named 'file'")
+        if fmt is not None and (not isinstance(fmt, str) or fmt not in FORMATS):
+            raise BadRequest(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+        try:
+            return await run_in_threadpool(items_from_file, upload.file, upload.filename, fmt or None,
+                                           max_items=max_records)
+        finally:
+            await upload.close()
+    raise UnsupportedMediaType(
+        f"cannot read a body of type {media or '(none)'!r}; send application/json (an array of records), "
+        "application/x-ndjson (one record per line) or multipart/form-data (a file)",
+        details={"accepted": ["application/json", "application/x-ndjson", MULTIPART]})
+
+
+@router.post("/runs", operation_id="upload_runs", response_model=UploadResult, responses=ERROR_RESPONSES,
+             openapi_extra={"requestBody": _UPLOAD_BODY})
+async def upload_runs(request: Request, key: WriteKey, writer: Writer, settings: SettingsDep,
+                      metrics: MetricsDep) -> UploadResult:
+    """Upload runs; answer what was accepted, what was a duplicate and what was rejected (and why), per record.
+
+    The whole upload is stored in one transaction (shared with uploads arriving at the same moment), committed
+    before the answer: every record answered `accepted` is in the knowledge base. The API key's name is recorded as
+    `provenance.uploader`. Needs the `write` scope.
+    """
+    items = await _read_upload(request, settings.max_batch_records)
+    if len(items) > settings.max_batch_records:
+        raise BatchTooLarge(f"the upload holds {len(items):,} records; at most {settings.max_batch_records:,} are "
+                            "accepted in one request: split it", details={"max_batch_records":
+                                                                            settings.max_batch_records})
+    result = await run_in_threadpool(store_items, writer.append, items, uploader=key.name)
+    accepted, duplicates, rejected = (result.count("accepted"), result.count("duplicate"),
+                                      result.count("rejected"))
+    metrics.count_upload(accepted, duplicates, rejected)
+    return UploadResult.model_validate({
+        "total": len(result.records), "accepted": accepted, "duplicates": duplicates, "rejected": rejected,
+        "uploader": key.name, "records": [asdict(r) for r in result.records]})
+
+
+def encode_cursor(run_id: str) -> str:
+    return base64.urlsafe_b64encode(bytes.fromhex(run_id)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 16:
+        raise BadRequest("invalid cursor: pass the next_cursor of a previous page unchanged")
+    return raw.hex()
+
+
+@router.get("/runs", operation_id="list_runs", response_model=RunPage, responses=ERROR_RESPONSES)
+def list_runs(
+    kb: KB,
+    _key: ReadKey,
+    dataset: Annotated[str | None, Query(max_length=500, description="Dataset name (canonicalized).")] = None,
+    model: Annotated[str | None, Query(max_length=500, description="Model id (canonicalized).")] = None,
+    method: Annotated[str | None, Query(max_length=100, description="Method name (canonicalized).")] = None,
+    source: Annotated[str | None, Query(max_length=100, description="provenance.source.")] = None,
+    task_type: TaskType | None = None,
+    status: RunStatus | None = None,
+    min_score: Annotated[float | None, Query(allow_inf_nan=False, description="outcome.score >= this.")] = None,
+    max_score: Annotated[float | None, Query(allow_inf_nan=False, description="outcome.score <= this.")] = None,
+    cursor: Annotated[str | None, Query(max_length=64, description="next_cursor of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Runs per page.")] = 100,
+) -> JSONResponse:
+    """Runs matching every filter given, ordered by run id, one page at a time."""
+    filters: dict[str, Any] = {}
+    if dataset:
+        filters["dataset_name"] = canonical_dataset(dataset)
+    if model:
+        filters["model_id"] = canonical_model_id(model)
+    if method:
+        filters["method_name"] = canonical_method(method) or method
+    if source:
+        filters["provenance_source"] = source
+    if task_type is not None:
+        filters["task_type"] = task_type.value
+    if status is not None:
+        filters["outcome_status"] = status.value
+    ranges = {"outcome_score": (min_score, max_score)} if min_score is not None or max_score is not None else None
+    after = decode_cursor(cursor) if cursor else None
+    rows = kb.scan(filters=filters, ranges=ranges, after=after, limit=limit + 1).to_pylist()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    page = {"runs": [from_row(r) for r in rows], "count": len(rows),
+            "next_cursor": encode_cursor(rows[-1]["run_id"]) if more else None}
+    return JSONResponse(jsonable(page))
+
+
+@router.get("/runs/{run_id}", operation_id="get_run", response_model=RunRecord,
+            responses={404: {"model": ErrorBody, "description": "No run has this id."}, **ERROR_RESPONSES})
+def get_run(run_id: str, kb: KB, _key: ReadKey) -> JSONResponse:
+    """One run in its nested record shape."""
+    row = kb.get(run_id) if _RUN_ID.match(run_id) else None
+    if row is None:
+        raise NotFound(f"no run {run_id!r} in the knowledge base")
+    return JSONResponse(jsonable(from_row(row)))

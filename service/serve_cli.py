@@ -1,0 +1,58 @@
+"""``metaml serve``: run the HTTP API with uvicorn.
+
+Exposes the click command :data:`serve`; the root CLI registers it. Options override the settings read from the
+environment (``METAML_*``, see :mod:`service.settings`); they are passed to the server processes through the same
+environment, so ``--workers`` and ``--reload`` processes see them too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from service.settings import get_settings
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Interface to listen on [default: $METAML_HOST, else 127.0.0.1].")
+@click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port [default: $METAML_PORT, else 8000].")
+@click.option("--kb", "kb_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="The knowledge base [default: $METAML_KB, else metaml-data/kb.duckdb].")
+@click.option("--keys-db", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="The API key file [default: $METAML_KEYS_DB, else keys.db beside the knowledge base].")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Server processes (they share the knowledge base through its file lock).")
+@click.option("--reload", is_flag=True, help="Restart on code changes (development).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(host: str | None, port: int | None, kb_path: Path | None, keys_db: Path | None, workers: int,
+          reload: bool, log_level: str) -> None:
+    """Serve the HTTP API (/v1/runs, /v1/datasets/describe, /v1/sql, /v1/stats, /healthz, /readyz, /metrics).
+
+    Manage its keys with `metaml keys`; the API is described at /docs and /openapi.json.
+    """
+    import uvicorn
+
+    if kb_path is not None:
+        os.environ["METAML_KB"] = str(kb_path)
+    if keys_db is not None:
+        os.environ["METAML_KEYS_DB"] = str(keys_db)
+    get_settings.cache_clear()
+    settings = get_settings()
+    uvicorn.run(
+        "service.api.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        workers=None if reload else workers,
+        reload=reload,
+        log_level=log_level,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m service.serve_cli`, until the root CLI registers it
+    serve()

@@ -1,0 +1,56 @@
+"""The service's one typed configuration, read from the environment (``METAML_*``) once per process.
+
+Entry points (``metaml serve``, ``metaml keys``, the app factory) call :func:`get_settings`; library code below them
+takes explicit arguments. Tests build a :class:`Settings` themselves and pass it to ``create_app``, or set the
+environment of the server process they start.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the HTTP service and its CLI commands can be configured with.
+
+    Each field is read from the environment variable ``METAML_<FIELD>`` (``METAML_KB``, ``METAML_KEYS_DB``,
+    ``METAML_READ_REQUIRES_KEY``...).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="METAML_", extra="ignore", frozen=True)
+
+    kb: Path = Field(Path("metaml-data/kb.duckdb"), description="The knowledge base (DuckDB file).")
+    keys_db: Path | None = Field(None, description="SQLite file of API keys; default: keys.db beside the kb.")
+    read_requires_key: bool = Field(False, description="Reads (runs, stats, describe) need a key with `read` scope.")
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above).")
+    max_batch_records: int = Field(10_000, ge=1, description="Most records one upload may hold (422 above).")
+    sql_max_rows: int = Field(10_000, ge=1, description="Rows a SQL answer holds at most (then truncated).")
+    sql_timeout_s: float = Field(30.0, gt=0, description="Seconds a SQL query may run before it is interrupted.")
+    kb_lock_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds a request waits for the knowledge base's lock before answering 503."
+    )
+    retry_after_s: int = Field(2, ge=0, description="Retry-After header of 503 answers.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _default_keys_db(self) -> Settings:
+        if self.keys_db is None:
+            object.__setattr__(self, "keys_db", self.kb.parent / "keys.db")
+        return self
+
+    @property
+    def keys_path(self) -> Path:
+        """The API keys file (never None once validated)."""
+        assert self.keys_db is not None
+        return self.keys_db
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once (``get_settings.cache_clear()`` re-reads)."""
+    return Settings()

