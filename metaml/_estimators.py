@@ -106,9 +106,9 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
             raise ValueError(f"rank_mode must be absolute, relative or lambdarank, got {self.rank_mode!r}")
         X, y = self._validate(X, y, reset=True)
         groups = np.asarray(groups) if groups is not None else np.arange(len(y)) % 10
-        self.quantiles_ = self._calibrate(X, y, groups)
-        self.model_ = lgb.LGBMRegressor(**_lgb_params(self)).fit(X, y)
         tasks = np.asarray(tasks) if tasks is not None else np.zeros(len(y))
+        self.quantiles_ = self._calibrate(X, y, groups, tasks)
+        self.model_ = lgb.LGBMRegressor(**_lgb_params(self)).fit(X, y)
         if self.rank_mode == "relative":
             z = within_task_z(pd.Series(y), pd.Series(tasks)).to_numpy()
             self.ranker_ = lgb.LGBMRegressor(**_lgb_params(self)).fit(X, z)
@@ -124,13 +124,23 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
             self.ranker_ = None
         return self
 
-    def _calibrate(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    def _calibrate(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, tasks: np.ndarray) -> dict[str, float]:
+        """Interval half-widths from residuals on held-out groups; keeps samples of signed residuals and of
+        within-task pair residuals for :mod:`metaml._decision`."""
+        rng = np.random.default_rng(self.random_state)
         if len(np.unique(groups)) < 2:
-            return {"all": float(np.quantile(np.abs(y - y.mean()), 1 - self.alpha))}
+            resid = y - y.mean()
+            self.residuals_ = resid.astype(np.float32)
+            self.pair_residuals_ = np.zeros(0, dtype=np.float32)
+            return {"all": float(np.quantile(np.abs(resid), 1 - self.alpha))}
         split = GroupShuffleSplit(n_splits=1, test_size=self.calibration_fraction, random_state=self.random_state)
         fit_idx, cal_idx = next(split.split(X, y, groups))
         model = lgb.LGBMRegressor(**_lgb_params(self)).fit(X.iloc[fit_idx], y[fit_idx])
-        resid = np.abs(y[cal_idx] - model.predict(X.iloc[cal_idx]))
+        pred = model.predict(X.iloc[cal_idx])
+        signed = y[cal_idx] - pred
+        resid = np.abs(signed)
+        self.residuals_ = rng.choice(signed, size=min(len(signed), 20_000), replace=False).astype(np.float32)
+        self.pair_residuals_ = _pair_residuals(y[cal_idx], pred, tasks[cal_idx], rng)
         level = min(1.0, (1 - self.alpha) * (1 + 1 / max(len(resid), 1)))
         out = {"all": float(np.quantile(resid, level))}
         strata = self._strata(X.iloc[cal_idx])
@@ -163,6 +173,25 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
         if self.ranker_ is None:
             return self.predict(X)
         return self.ranker_.predict(self._validate(X, reset=False))
+
+
+def _pair_residuals(y: np.ndarray, pred: np.ndarray, tasks: np.ndarray, rng: np.random.Generator,
+                    n_pairs: int = 20_000) -> np.ndarray:
+    """Errors of predicted score differences between two runs of one task: (y_i - y_j) - (p_i - p_j)."""
+    frame = pd.DataFrame({"t": tasks, "y": y, "p": pred})
+    counts = frame.groupby("t").size()
+    eligible = counts[counts >= 2].index
+    if len(eligible) == 0:
+        return np.zeros(0, dtype=np.float32)
+    out = []
+    per_task = max(1, n_pairs // len(eligible))
+    for _, g in frame[frame["t"].isin(eligible)].groupby("t"):
+        i = rng.integers(0, len(g), per_task)
+        j = rng.integers(0, len(g), per_task)
+        keep = i != j
+        yy, pp = g["y"].to_numpy(), g["p"].to_numpy()
+        out.append((yy[i[keep]] - yy[j[keep]]) - (pp[i[keep]] - pp[j[keep]]))
+    return np.concatenate(out).astype(np.float32)
 
 
 def _target(y: Any, n: int) -> np.ndarray:
