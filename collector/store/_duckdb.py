@@ -35,6 +35,8 @@ from collector.schema._derive import _column_type
 from collector.store._lock import kb_lock
 
 _READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
+#: Files whose tables this process has already created or migrated (checked once per file, not once per write).
+_SCHEMA_READY: set[tuple[str, int]] = set()
 
 _DATASET_FIELDS = list(DatasetMeta.model_fields)
 _MODEL_FIELDS = [name for name in Model.model_fields if name not in ("id", "revision")]
@@ -95,7 +97,10 @@ class KnowledgeBase:
             try:
                 con.execute("SET TimeZone = 'UTC'")
                 if write:
-                    self._ensure_schema(con)
+                    key = (str(self.path.resolve()), self.path.stat().st_ino)
+                    if key not in _SCHEMA_READY:
+                        self._ensure_schema(con)
+                        _SCHEMA_READY.add(key)
                 yield con
             finally:
                 con.close()
