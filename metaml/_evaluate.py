@@ -8,7 +8,7 @@ the knowledge base itself, next to the errors.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,11 +74,28 @@ class EvaluationResult:
 
 
 def evaluate(runs: pd.DataFrame, protocol: str, *, predictors: Mapping[str, Factory] | None = None,
-             max_folds: int | None = None, seed: int = 0, progress: bool = False) -> EvaluationResult:
-    """Evaluate ``predictors`` under ``protocol`` on the runs (rows of the runs table)."""
+             max_folds: int | None = None, seed: int = 0, progress: bool = False,
+             train_sources: Sequence[str] | None = None, test_sources: Sequence[str] | None = None) -> EvaluationResult:
+    """Evaluate ``predictors`` under ``protocol`` on the runs (rows of the runs table).
+
+    Args:
+        train_sources: learn only from runs of these sources (default: all). With ``test_sources`` this measures
+            transfer: does knowledge from other sources help on a source's held-out tasks?
+        test_sources: evaluate only runs of these sources (held-out units are chosen among them).
+    """
     frame = learning_frame(runs)
     predictors = predictors or default_predictors()
-    fold_list = list(folds(frame, protocol, max_folds=max_folds, seed=seed))
+    candidates = frame if not test_sources else frame[frame["provenance_source"].isin(test_sources)]
+    units = set(groups_for(candidates, protocol))
+    fold_list = [f for f in folds(frame, protocol, max_folds=None if test_sources else max_folds, seed=seed)
+                 if f[0] in units or protocol == "gkfold"]
+    if test_sources and max_folds is not None and len(fold_list) > max_folds:
+        rng = np.random.default_rng(seed)
+        fold_list = [fold_list[i] for i in sorted(rng.choice(len(fold_list), max_folds, replace=False))]
+    sources = frame["provenance_source"].to_numpy()
+    if train_sources or test_sources:
+        fold_list = [(u, tr[np.isin(sources[tr], list(train_sources))] if train_sources else tr,
+                      te[np.isin(sources[te], list(test_sources))] if test_sources else te) for u, tr, te in fold_list]
     parts: list[pd.DataFrame] = []
     seconds: dict[str, float] = dict.fromkeys(predictors, 0.0)
     iterator: Any = fold_list

@@ -40,6 +40,10 @@ def _load(kb_path: Path, sources: tuple[str, ...]) -> Any:
               default=("relative",), show_default=True,
               help="Ranking view(s) of the outcome model to evaluate (repeat to compare).")
 @click.option("--source", "sources", multiple=True, help="Only runs from this source (repeatable).")
+@click.option("--train-source", "train_sources", multiple=True,
+              help="Learn only from runs of this source (repeatable); with --test-source, measures transfer.")
+@click.option("--test-source", "test_sources", multiple=True,
+              help="Evaluate only held-out runs of this source (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory (default metaml-data/reports/<protocol>).")
 @click.option("--seed", default=0, show_default=True)
@@ -47,7 +51,8 @@ def _load(kb_path: Path, sources: tuple[str, ...]) -> Any:
               help="Also log the evaluation to this MLflow tracking URI.")
 @json_option
 def evaluate_cmd(protocol: str, kb_path: Path, max_folds: int, rank_modes: tuple[str, ...], sources: tuple[str, ...],
-                 out_dir: Path | None, seed: int, tracking_uri: str | None, as_json: bool) -> None:
+                 train_sources: tuple[str, ...], test_sources: tuple[str, ...], out_dir: Path | None, seed: int,
+                 tracking_uri: str | None, as_json: bool) -> None:
     """Evaluate the meta-learner against the baselines (random, global mean, best-on-average (model, method) mean,
     k-nearest datasets) under a leakage-free protocol, and write a report (Markdown + PNG plots).
 
@@ -60,11 +65,13 @@ def evaluate_cmd(protocol: str, kb_path: Path, max_folds: int, rank_modes: tuple
     runs = _load(kb_path, sources)
     started = time.perf_counter()
     result = evaluate(runs, protocol, predictors=default_predictors(rank_modes), max_folds=max_folds, seed=seed,
-                      progress=not as_json)
+                      progress=not as_json, train_sources=train_sources or None, test_sources=test_sources or None)
     seconds = time.perf_counter() - started
     out_dir = out_dir or DEFAULT_REPORTS / protocol
     context = {"knowledge base": str(kb_path), "runs": f"{len(runs):,}", "protocol": protocol,
                "rank modes": ", ".join(rank_modes), "sources": ", ".join(sources) or "all",
+               "trained on": ", ".join(train_sources) or "all sources",
+               "evaluated on": ", ".join(test_sources) or "all sources",
                "evaluation time": f"{seconds:.0f} s"}
     report = write_report(result, out_dir, context=context, noise=noise_floor(runs),
                           learner="metaml" if len(rank_modes) == 1 else f"metaml[{rank_modes[0]}]")
@@ -105,29 +112,26 @@ def train_cmd(kb_path: Path, sources: tuple[str, ...], rank_mode: str, evaluatio
               tracking_uri: str | None, no_mlflow: bool, as_json: bool) -> None:
     """Train the meta-learner (outcome with calibrated intervals, cost, failure) on the whole knowledge base, save it
     as one versioned artifact, and register it in MLflow as a new model version."""
-    from metaml._artifact import save_model, snapshot_id
-    from metaml._estimators import MetaModel, OutcomeEstimator
+    from metaml._tracking import DEFAULT_TRACKING_URI
+    from metaml._train import train_and_register
+    from metaml.errors import MetamlError
 
-    runs = _load(kb_path, sources)
-    started = time.perf_counter()
-    model = MetaModel(outcome=OutcomeEstimator(rank_mode=rank_mode)).fit(runs)
-    seconds = time.perf_counter() - started
     evaluation = json.loads(evaluation_file.read_text()) if evaluation_file else {}
-    metadata = {"kb_snapshot": snapshot_id(KnowledgeBase(kb_path)), "train_seconds": round(seconds, 1),
-                "evaluation": evaluation.get("summary", {}).get("metaml", evaluation.get("summary", {})),
-                "evaluation_protocol": evaluation.get("protocol")}
-    path = save_model(model, out_dir, metadata=metadata)
-    out: dict[str, Any] = {"artifact": str(path), "train_runs": model.n_train_runs_, "train_seconds": seconds}
-    if not no_mlflow:
-        from metaml._tracking import DEFAULT_TRACKING_URI, log_model_version
-
-        info = log_model_version(model, json.loads((path / "metadata.json").read_text()),
-                                 tracking_uri=tracking_uri or DEFAULT_TRACKING_URI)
-        out.update(version=info.version, run_id=info.run_id, tracking_uri=tracking_uri or DEFAULT_TRACKING_URI)
+    try:
+        result = train_and_register(
+            kb_path, tracking_uri=None if no_mlflow else tracking_uri or DEFAULT_TRACKING_URI, sources=sources,
+            rank_mode=rank_mode, evaluation=evaluation.get("summary", {}).get("metaml", evaluation.get("summary", {})),
+            evaluation_protocol=evaluation.get("protocol"), out_dir=out_dir)
+    except (CollectorError, MetamlError) as e:
+        raise fail(str(e)) from e
+    out: dict[str, Any] = {"artifact": str(result.artifact), "train_runs": result.train_runs,
+                           "train_seconds": result.train_seconds}
+    if result.version is not None:
+        out.update(version=result.version, run_id=result.run_id, tracking_uri=result.tracking_uri)
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
     else:
-        click.echo(f"trained on {model.n_train_runs_:,} runs in {seconds:.0f}s; artifact: {path}")
+        click.echo(f"trained on {result.train_runs:,} runs in {result.train_seconds:.0f}s; artifact: {result.artifact}")
         if "version" in out:
             click.echo(f"registered as version {out['version']} (promote with `metaml models promote "
                        f"{out['version']}`)")

@@ -126,3 +126,11 @@ def test_small_lodo_evaluation_beats_random(runs: pd.DataFrame) -> None:
     assert set(summary.index) == {"metaml", *BASELINES}
     assert summary.loc["metaml", "spearman"] > summary.loc["random", "spearman"]
     assert 0 <= summary.loc["metaml", "coverage"] <= 1
+
+
+def test_transfer_evaluation_restricts_training_and_test_sources(runs: pd.DataFrame) -> None:
+    """With train/test sources, only the test source's held-out runs are scored, and folds still never leak."""
+    result = evaluate(runs, "lodo", predictors={"global_mean": BASELINES["global_mean"]}, max_folds=3, seed=1,
+                      train_sources=["taskweb"], test_sources=["transfergraph"])
+    assert len(result.folds) == 3
+    assert set(result.predictions["provenance_source"]) == {"transfergraph"}
