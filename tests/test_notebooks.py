@@ -46,3 +46,21 @@ def test_knowledge_base_notebook_runs_top_to_bottom(notebook_kb: Path) -> None:
     assert any("image/png" in o.get("data", {}) for o in outputs), "the plots must render"
     text = "".join(o.get("text", "") for o in outputs)
     assert " runs, " in text
+
+
+def test_meta_learner_report_notebook_runs_top_to_bottom(notebook_kb: Path, tmp_path: Path) -> None:
+    """notebooks/meta_learner_report.ipynb evaluates, shows the tables and writes the report with its plots."""
+    nb = nbformat.read(NOTEBOOKS / "meta_learner_report.ipynb", as_version=4)
+    env = {"METAML_KB": str(notebook_kb), "METAML_FOLDS": "2", "METAML_TREES": "40",
+           "METAML_REPORT_DIR": str(tmp_path / "report")}
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(NOTEBOOKS.parent)}}).execute()
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert (tmp_path / "report" / "report.md").exists()
+    assert any("image/png" in o.get("data", {}) for o in outputs)
