@@ -122,7 +122,8 @@ def recommend(model: MetaModel, candidates: pd.DataFrame, params: dict[str, str]
     ranked["utility"] = utility
     ranked = ranked.sort_values("utility", ascending=False).reset_index(drop=True)
     priors: dict[str, dict[str, Any]] = {}
-    z = (ranked["utility"] - ranked["utility"].mean()) / (ranked["utility"].std() or 1.0)
+    spread = ranked["utility"].std()
+    z = (ranked["utility"] - ranked["utility"].mean()) / (spread if spread and np.isfinite(spread) else 1.0)
     weight = np.exp(z / max(temperature, 1e-6))
     for name in params:
         col = ranked[f"param.{name}"]

@@ -18,6 +18,7 @@ from collector.importers._harvest_cli import harvest
 from metaml._models_cli import models
 from metaml.cli import COMMANDS as METAML_COMMANDS
 from service.keys_cli import keys
+from service.quickstart import quickstart
 from service.serve_cli import serve
 
 
@@ -27,6 +28,7 @@ def cli() -> None:
     """metaml: a knowledge base of fine-tuning runs, and the meta-learner that predicts new ones.
 
     \b
+    Start:    metaml quickstart          build the knowledge base, train and promote a model, serve the API
     Collect:  metaml ingest PATH         read logs (Trainer output, MLflow, CSV/JSONL/Parquet, public meta-datasets)
               metaml formats             list the formats ingest reads
               metaml harvest hub         fetch Hub model cards (resumable) and ingest their runs
@@ -39,7 +41,7 @@ def cli() -> None:
     """
 
 
-for _command in [*COLLECTOR_COMMANDS, harvest, describe, *METAML_COMMANDS, models, serve, keys]:
+for _command in [*COLLECTOR_COMMANDS, harvest, describe, *METAML_COMMANDS, models, serve, keys, quickstart]:
     cli.add_command(_command)
 
 

@@ -34,6 +34,29 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds a request waits for the knowledge base's lock before answering 503."
     )
     retry_after_s: int = Field(2, ge=0, description="Retry-After header of 503 answers.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking and registry URI of the meta-model versions; default: metaml's "
+        "sqlite:///metaml-data/mlflow.db (the one `metaml train` registers to)."
+    )
+    model_path: Path | None = Field(
+        None, description="Serve this local model artifact directory (e.g. metaml-data/models/latest) instead of the "
+        "registry's production version."
+    )
+    max_predict_candidates: int = Field(5_000, ge=1, description="Most candidates one predict request may hold.")
+    max_recommend_candidates: int = Field(
+        20_000, ge=1, description="Most candidates a recommend request may enumerate from its search space."
+    )
+    max_sample_rows: int = Field(
+        20_000, ge=1, description="Most rows of a dataset sample sent to compute meta-features from."
+    )
+    predict_threads: int = Field(
+        0, ge=0, description="LightGBM threads per prediction (0: every core for batches of 4,096 rows or more, "
+        "one thread for smaller ones)."
+    )
+    experience_refresh_s: float = Field(
+        10.0, gt=0, description="How often (seconds) the prediction endpoints look for knowledge-base changes to "
+        "reload dataset meta-features and the runs that support predictions."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 

@@ -63,12 +63,34 @@ def test_openapi_matches_snapshot(tmp_path: Path) -> None:
             assert all({"401", "422"} <= set(op["responses"]) for op in ops.values()), path
 
 
+def _tiny_model(directory: Path) -> Path:
+    """A meta-model artifact fitted on a few factory records, so that the prediction endpoints answer."""
+    import pandas as pd
+    from factories import record
+
+    from collector.schema import RunRecord, to_row
+    from metaml._artifact import save_model
+    from metaml._data import LEARN_COLUMNS
+    from metaml._estimators import CostEstimator, FailureEstimator, MetaModel, OutcomeEstimator
+
+    runs = pd.DataFrame([to_row(RunRecord.model_validate(record(i, dataset__name=f"fuzz/{i % 4}",
+                                                                hparams__learning_rate=1e-5 * (1 + i))))
+                         for i in range(80)])[list(LEARN_COLUMNS)]
+    model = MetaModel(outcome=OutcomeEstimator(n_estimators=5, min_child_samples=2),
+                      cost=CostEstimator(n_estimators=5), failure=FailureEstimator(n_estimators=5)).fit(runs)
+    return save_model(model, directory)
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """A running server and an admin key (so generated requests reach past authentication)."""
+    """A running server with a (tiny) meta-model and an admin key (so generated requests reach past authentication
+    and into the prediction endpoints)."""
     work = tmp_path_factory.mktemp("service-fuzz")
     _, key = create_key(work / "keys.db", "fuzzer", ["admin"])
-    with ServerProcess(work / "kb.duckdb", settings={"sql_timeout_s": 5, "max_batch_records": 200}) as s:
+    settings = {"sql_timeout_s": 5, "max_batch_records": 200, "model_path": _tiny_model(work / "model"),
+                "tracking_uri": f"sqlite:///{work / 'no-registry' / 'mlflow.db'}", "max_predict_candidates": 200,
+                "max_recommend_candidates": 500, "max_sample_rows": 200}
+    with ServerProcess(work / "kb.duckdb", settings=settings) as s:
         yield s.url, key
 
 

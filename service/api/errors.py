@@ -24,6 +24,7 @@ from collector.errors import (
     StoreBusy,
     StoreError,
 )
+from metaml.errors import ArtifactError, MetamlError, TrackingError
 from service.errors import (
     BadRequest,
     BatchTooLarge,
@@ -38,6 +39,14 @@ from service.errors import (
 
 log = logging.getLogger("metaml.service")
 
+
+class ModelUnavailable(ServiceError):
+    """No meta-model is loaded (none promoted yet, or the promoted one could not be loaded at startup)."""
+
+
+class UnknownDataset(ServiceError):
+    """A task names a dataset whose meta-features the knowledge base does not hold, and sends none."""
+
 #: error class -> (HTTP status, error code, whether the message may be shown). The first matching row wins, so
 #: subclasses come before their bases.
 ERROR_TABLE: list[tuple[type[BaseException], int, str, bool]] = [
@@ -48,6 +57,8 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str, bool]] = [
     (PayloadTooLarge, 413, "payload_too_large", True),
     (UnsupportedMediaType, 415, "unsupported_media_type", True),
     (BatchTooLarge, 422, "batch_too_large", True),
+    (UnknownDataset, 422, "unknown_dataset", True),
+    (ModelUnavailable, 503, "model_unavailable", True),
     (KeyStoreError, 503, "key_store_unavailable", False),
     (ServiceError, 400, "bad_request", True),
     (QueryRefused, 400, "query_refused", True),
@@ -57,6 +68,9 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str, bool]] = [
     (KnowledgeBaseNotFound, 503, "knowledge_base_unavailable", False),
     (StoreError, 500, "store_error", False),
     (CollectorError, 400, "bad_request", True),
+    (TrackingError, 503, "model_registry_unavailable", False),
+    (ArtifactError, 500, "model_artifact_error", False),
+    (MetamlError, 500, "internal_error", False),
 ]
 
 #: What a client is told when the message itself is not for it.
@@ -66,6 +80,8 @@ _GENERIC = {
     "knowledge_base_unavailable": "the knowledge base is not available",
     "store_error": "the knowledge base could not be read or written; nothing of this request was stored",
     "internal_error": "internal server error",
+    "model_registry_unavailable": "the model registry cannot be read or written; try again later",
+    "model_artifact_error": "the model version's artifact cannot be loaded; nothing was changed",
 }
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -131,7 +147,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", _GENERIC["internal_error"])
 
-    for cls in (ServiceError, CollectorError):
+    for cls in (ServiceError, CollectorError, MetamlError):
         app.add_exception_handler(cls, handle_known)
     app.add_exception_handler(RequestValidationError, handle_validation)
     app.add_exception_handler(StarletteHTTPException, handle_http)

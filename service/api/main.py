@@ -22,10 +22,12 @@ from fastapi.routing import APIRoute
 from collector.errors import CollectorError
 from collector.store import KnowledgeBase
 from service.api.errors import install_error_handlers
+from service.api.experience import load_experience
 from service.api.limits import BodyLimitMiddleware
 from service.api.metrics import Metrics, MetricsMiddleware
 from service.api.openapi import build_openapi
-from service.api.routes import datasets, health, runs, sql, stats
+from service.api.predictor import load_predictor
+from service.api.routes import datasets, health, models, predict, runs, sql, stats
 from service.settings import Settings, get_settings
 from service.writer import GroupWriter
 
@@ -37,12 +39,14 @@ ROUTERS: list[APIRouter] = [
     datasets.router,
     sql.router,
     stats.router,
+    predict.router,
+    models.router,
     health.router,
 ]
 
 #: Called in the lifespan, after the knowledge base is opened, as ``loader(app, settings)``: load state once per
 #: process into ``app.state`` (e.g. a meta-learner artifact into ``app.state.extensions["predictor"]``).
-STATE_LOADERS: list[Callable[[FastAPI, Settings], None]] = []
+STATE_LOADERS: list[Callable[[FastAPI, Settings], None]] = [load_predictor, load_experience]
 
 #: Seconds the startup waits for the knowledge base's lock to create a missing file.
 STARTUP_LOCK_TIMEOUT_S = 5.0
@@ -88,7 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="metaml",
         version=_version(),
         summary="A knowledge base of fine-tuning runs, and the meta-learner that predicts new ones.",
-        description="Upload runs, query them, describe datasets and run read-only SQL. Versioned under /v1. "
+        description="Upload runs, query them, describe datasets and run read-only SQL; predict candidate "
+                    "configurations, recommend what to try first, decide evaluate or skip. Versioned under /v1. "
                     "Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>` (`metaml keys create`).",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,

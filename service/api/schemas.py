@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from collector.schema import DatasetMeta, RunRecord
+from collector.schema import DatasetMeta, Hyperparameters, Method, Model, RunRecord, Task
 
 Label = str | int | float | bool | None
 
@@ -127,3 +127,295 @@ class Health(_Model):
 class Readiness(_Model):
     status: Literal["ready", "unavailable"]
     reason: str | None = None
+    model: Literal["loaded", "absent"] | None = Field(
+        None, description="Whether a meta-model is loaded (the prediction endpoints answer 503 while it is absent).")
+    model_version: int | None = Field(None, description="The registered version served, when one is.")
+
+
+# -- the meta-learner: predict, recommend, decide, models ------------------------------------------------------------
+
+#: Hyperparameters a search space may vary: those the meta-model reads (the runs table's ``hparams_*`` columns).
+SEARCHABLE_HPARAMS: tuple[str, ...] = (
+    "learning_rate", "batch_size", "epochs", "max_steps", "warmup_ratio", "warmup_steps", "weight_decay",
+    "lr_scheduler", "optimizer", "max_seq_length", "dropout", "label_smoothing", "precision",
+)
+_SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"
+
+
+class DatasetSample(_Model):
+    """Texts (and labels) of the new task's training data; its meta-features are computed from them."""
+
+    texts: list[str] = Field(min_length=1, description="One text per row (a sample of the training split is enough).")
+    labels: list[Label] | None = Field(None, description="One label per row (null entries are unlabelled rows).")
+    text_pairs: list[str] | None = Field(None, description="Second text of each row, for sentence-pair datasets.")
+    domain: str | None = Field(None, max_length=100, description="news, reviews, social...; never guessed.")
+    landmark_sample: int = Field(2000, ge=0, le=10_000, description="Rows of the TF-IDF landmark (0 skips it).")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class DatasetSpec(_Model):
+    """The new task's dataset: a name whose meta-features the knowledge base holds, explicit meta-features, or a
+    sample of its texts and labels (at least one). Explicit `meta` fields win over a sample's, which win over the
+    knowledge base's."""
+
+    name: str | None = Field(None, min_length=1, max_length=200,
+                             description="Dataset name (canonicalized, e.g. SST-2 -> glue/sst2).")
+    meta: DatasetMeta | None = Field(None, description="Meta-features, as `POST /v1/datasets/describe` returns them.")
+    sample: DatasetSample | None = Field(None, description="Texts and labels to compute the meta-features from.")
+    n_train_used: int | None = Field(None, ge=0, description="Training examples the runs will use (subsample).")
+    examples_per_class: int | None = Field(None, ge=1, description="Few-shot regime: labelled examples per class.")
+
+    @model_validator(mode="after")
+    def _something_given(self) -> DatasetSpec:
+        if self.name is None and self.meta is None and self.sample is None:
+            raise ValueError("describe the dataset: give its `name` (known to the knowledge base), its `meta`, or a "
+                             "`sample` of texts and labels")
+        return self
+
+
+def _default_task() -> Task:
+    return Task(primary_metric="accuracy")
+
+
+def _full() -> Method:
+    return Method(name="full")
+
+
+class Candidate(_Model):
+    """One configuration to try, in the run record's own parts (validated and normalized as on ingest)."""
+
+    model: Model
+    method: Method = Field(default_factory=_full, description="Default: full fine-tuning.")
+    hparams: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+class _TaskRequest(_Model):
+    task: Task = Field(default_factory=_default_task, description="Task type and primary metric (default accuracy).")
+    dataset: DatasetSpec
+    source: str = Field("upload", pattern=_SOURCE_PATTERN, max_length=100,
+                        description="Whose evaluation protocol the scores follow: a knowledge-base source "
+                                    "(transfergraph, opda...) or `upload` (default) for a new task.")
+
+
+class PredictRequest(_TaskRequest):
+    """A task and a batch of candidate configurations to score."""
+
+    candidates: list[Candidate] = Field(min_length=1, description="At most the server's max_predict_candidates.")
+    support: int = Field(3, ge=0, le=20, description="Past runs shown per candidate (0: none).")
+    outputs: list[Literal["rank_score", "runtime_s", "p_fail"]] = Field(
+        default_factory=lambda: ["rank_score", "runtime_s", "p_fail"], max_length=3,
+        description="Predictions to make besides the points and their interval (each runs its own model; those "
+                    "left out are null in the answer and cost nothing).")
+
+
+class ServedModel(_Model):
+    """The meta-model that answered."""
+
+    version: int | None = Field(description="Registered version (null for a local artifact).")
+    run_id: str | None
+    source: Literal["registry", "path"]
+    loaded_at: str
+    created_at: str | None = None
+    n_train_runs: int | None = None
+    kb_snapshot: str | None = None
+    interval_level: float = Field(description="Coverage of the predicted intervals (0.8: 80% intervals).")
+    fast_path: bool = Field(description="Whether the vectorized serving path answers (else MetaModel.predict).")
+
+
+class TaskInfo(_Model):
+    """The task as the model saw it."""
+
+    dataset: str | None = Field(description="Canonical dataset name, when given.")
+    meta_from: list[Literal["knowledge_base", "sample", "request"]] = Field(
+        description="Where the meta-features came from, in increasing precedence.")
+    meta: DatasetMeta
+
+
+class SupportRun(_Model):
+    """A past run by the same model and method, near the candidate (see docs/api.md for the rule)."""
+
+    run_id: str
+    dataset: str
+    source: str
+    metric: str
+    score: float | None = Field(description="Its primary metric, normalized.")
+    learning_rate: float | None
+    batch_size: float | None
+    epochs: float | None
+    distance: float
+
+
+class CandidatePrediction(_Model):
+    """What the meta-model predicts for one candidate."""
+
+    index: int = Field(description="Position of the candidate in the request.")
+    points: float = Field(description="Predicted primary metric in points (100 x the normalized score).")
+    score: float = Field(description="Predicted primary metric, normalized (points / 100).")
+    points_lo: float = Field(description="Lower bound of the interval, in points.")
+    points_hi: float = Field(description="Upper bound of the interval, in points.")
+    rank_score: float | None = Field(description="Ranking view: higher is better within a task.")
+    runtime_s: float | None = Field(description="Predicted training time in seconds (null without cost data).")
+    p_fail: float | None = Field(description="Probability the run fails or diverges.")
+    support: list[SupportRun]
+
+
+class PredictResult(_Model):
+    """Predictions for every candidate, in request order."""
+
+    model: ServedModel
+    model_ms: float = Field(description="Milliseconds spent featurizing and predicting (one vectorized call).")
+    n_candidates: int
+    task: TaskInfo
+    predictions: list[CandidatePrediction]
+
+
+class Range(_Model):
+    """A numeric range sampled uniformly, or log-uniformly with `log`."""
+
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) is below low ({self.low})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+HparamChoice = list[float | int | str] | Range
+
+
+class SearchSpace(_Model):
+    """Models x methods x hyperparameters. Lists are enumerated as a grid; ranges are sampled (seeded) for each
+    grid point."""
+
+    models: list[Model] = Field(min_length=1, max_length=1000)
+    methods: list[Method] = Field(default_factory=lambda: [_full()], min_length=1, max_length=1000,
+                                  description="Each with its own parameters, e.g. {name: lora, lora_r: 8}.")
+    hparams: dict[str, HparamChoice] = Field(
+        default_factory=dict, description="Hyperparameter -> a list of values or a range, e.g. "
+        "{learning_rate: {low: 1e-5, high: 1e-3, log: true}, batch_size: [16, 32], epochs: [3, 5]}.")
+    fixed: Hyperparameters = Field(default_factory=Hyperparameters,
+                                   description="Hyperparameters every candidate gets (unless `hparams` varies them).")
+
+    @field_validator("hparams")
+    @classmethod
+    def _known(cls, v: dict[str, HparamChoice]) -> dict[str, HparamChoice]:
+        unknown = sorted(set(v) - set(SEARCHABLE_HPARAMS))
+        if unknown:
+            raise ValueError(f"unknown or unsearchable hyperparameter(s) {', '.join(unknown)}; searchable: "
+                             f"{', '.join(SEARCHABLE_HPARAMS)}")
+        for name, choice in v.items():
+            if isinstance(choice, list) and not choice:
+                raise ValueError(f"{name}: an empty list of values")
+        return v
+
+
+class RecommendRequest(_TaskRequest):
+    """A task, a search space and a budget."""
+
+    space: SearchSpace
+    budget: int = Field(10, ge=1, le=1000, description="How many configurations to return, best first.")
+    max_candidates: int = Field(2000, ge=1, description="Candidates enumerated from the space at most (capped by "
+                                                        "the server's max_recommend_candidates).")
+    samples_per_point: int = Field(16, ge=1, le=1000, description="Draws of the numeric ranges per grid point.")
+    enqueue: int = Field(5, ge=0, le=100, description="Top configurations the Optuna / Ray Tune priors enqueue.")
+    temperature: float = Field(1.0, gt=0, le=100, description="Softmax temperature of the priors (lower: sharper).")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class RankedConfig(_Model):
+    """One recommended configuration and its prediction."""
+
+    rank: int
+    config: Candidate
+    points: float
+    score: float
+    points_lo: float
+    points_hi: float
+    runtime_s: float | None
+    p_fail: float
+    utility: float = Field(description="Ranking view discounted by the failure probability (what is ranked).")
+
+
+class Priors(_Model):
+    """Priors over each choice of the space, in the shapes three searchers take (from the same ranking)."""
+
+    optuna: dict[str, Any] = Field(description="`enqueue_trials` (parameter dicts) and per-parameter distributions.")
+    ray_tune: dict[str, Any] = Field(description="`points_to_evaluate` and a weighted `param_space`.")
+    grammar: dict[str, Any] = Field(description="One distribution per production of a probabilistic grammar.")
+
+
+class RecommendResult(_Model):
+    """The configurations to try first and priors over the space."""
+
+    model: ServedModel
+    model_ms: float
+    n_candidates: int = Field(description="Candidates enumerated and scored.")
+    truncated: bool = Field(description="True when the grid was larger than max_candidates and was sampled.")
+    task: TaskInfo
+    params: dict[str, str] = Field(description="Search parameter -> what it sets (model, method, hparams.<name>).")
+    ranked: list[RankedConfig]
+    priors: Priors
+
+
+class DecideRequest(_TaskRequest):
+    """Evaluate or skip one candidate, given the best score so far."""
+
+    candidate: Candidate
+    incumbent: float = Field(allow_inf_nan=False, description="The best score so far on this task, in `unit`.")
+    unit: Literal["points", "score"] = Field(
+        description="Unit of `incumbent` and `tolerance`: `score` (normalized, e.g. 0.91) or `points` (91.0).")
+    tolerance: float = Field(0.0, ge=0, allow_inf_nan=False,
+                             description="Evaluate candidates that may come within this much of the incumbent.")
+    incumbent_config: Candidate | None = Field(
+        None, description="The incumbent's configuration: the comparison then uses within-task differences.")
+    max_false_skip: float = Field(0.05, gt=0, lt=1, description="Skip only when P(beat) is below this.")
+
+
+class DecideResult(_Model):
+    """The decision and the probability behind it (from metaml._decision.decide)."""
+
+    model: ServedModel
+    action: Literal["evaluate", "skip"]
+    p_beat: float = Field(description="P(candidate > incumbent - tolerance) under calibrated residuals.")
+    predicted_points: float
+    predicted_score: float
+    incumbent_points: float
+    tolerance_points: float
+    threshold: float
+    stated_false_skip_rate: float = Field(description="Among skipped candidates, the share that would have won.")
+    basis: str = Field(description="absolute prediction, or within-task difference to the incumbent's configuration.")
+
+
+class ModelVersion(_Model):
+    """One registered version of the meta-model."""
+
+    version: int
+    run_id: str | None
+    created_at: str | None
+    aliases: list[str]
+    status: str | None
+    kb_snapshot: str | None
+    metrics: dict[str, float] = Field(description="Key evaluation metrics logged with it.")
+    loaded: bool = Field(description="This server process serves it.")
+
+
+class ModelList(_Model):
+    """The registered versions and the served model."""
+
+    registered_name: str
+    loaded: ServedModel | None
+    versions: list[ModelVersion]
+
+
+class PromoteResult(_Model):
+    """The promoted version, now served by this process."""
+
+    version: int
+    aliases: list[str]
+    loaded: ServedModel
+    previous: ServedModel | None

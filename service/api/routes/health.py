@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import suppress
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -28,16 +28,20 @@ async def healthz() -> Health:
 
 @router.get("/readyz", operation_id="readyz", response_model=Readiness,
             responses={503: {"model": Readiness, "description": "The knowledge base is not reachable."}})
-async def readyz(kb: KB) -> Response:
-    """The knowledge base can be opened and read (503 when it is missing, unreadable or held by a writer)."""
+async def readyz(kb: KB, request: Request) -> Response:
+    """The knowledge base can be opened and read (503 when it is missing, unreadable or held by a writer); `model`
+    says whether a meta-model is loaded (it does not change readiness)."""
+    holder = request.app.state.extensions.get("predictor")
+    loaded = holder.current if holder is not None else None
+    model = {"model": "loaded" if loaded else "absent", "model_version": loaded.version if loaded else None}
     probe = KnowledgeBase(kb.path, lock_timeout=PROBE_LOCK_TIMEOUT_S)
     try:
         await run_in_threadpool(probe.count)
     except CollectorError as e:
         reason = type(e).__name__
-        return JSONResponse(Readiness(status="unavailable", reason=reason).model_dump(), status_code=503,
+        return JSONResponse(Readiness(status="unavailable", reason=reason, **model).model_dump(), status_code=503,
                             headers={"Retry-After": "1"})
-    return JSONResponse(Readiness(status="ready").model_dump())
+    return JSONResponse(Readiness(status="ready", **model).model_dump())
 
 
 @router.get("/metrics", operation_id="metrics", response_class=Response,

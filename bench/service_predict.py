@@ -1,0 +1,309 @@
+"""Latency and throughput of ``POST /v1/predict`` against ``mlflow models serve`` of the same LightGBM outcome model.
+
+Setup (in a temporary directory): a knowledge base from the public TransferGraph and OPDA files (SST-2's meta-features
+computed from its text), the meta-model ``metaml train`` fits (default parameters), logged and promoted in a SQLite
+MLflow registry. Two servers on 127.0.0.1, one process each:
+
+* **metaml**: ``metaml serve`` (``service.testing.ServerProcess``), loading the promoted version. A request carries
+  the task (``glue/sst2``, meta-features from the knowledge base) and N candidate configurations in the record's
+  nested shape; the answer holds, per candidate, points, interval, ranking view, cost, failure probability and the
+  3 nearest past runs (the default request: four boosters and the support lookup). Measured twice: with that
+  default request, and with ``outputs: [], support: 0`` (points and interval only: the outcome booster alone, the
+  same work as mlflow's).
+* **mlflow**: ``mlflow models serve -m <run>/outcome_lgbm --env-manager local``: the outcome booster alone. A
+  request carries the featurized rows (``metaml._tracking.served_outcome_frame``: 80 float columns) as
+  ``dataframe_split``; the answer holds the predicted points.
+
+Before timing, the points of both answers are compared for the same N candidates (identical to 1e-9). Then, for
+N = 1 and N = 1,000, a separate client process (``httpx.AsyncClient``, ``--clients`` concurrent requests, bodies
+encoded beforehand) sends requests for ``--seconds`` after a warm-up, and the script reports requests/s, rows/s,
+p50/p99 latency, and metaml's ``model_ms`` (featurize + predict, taken from sequential requests).
+
+Usage:
+    python bench/service_predict.py [--clients 8] [--seconds 10] [--batch-sizes 1 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("roberta-base", "bert-base-uncased", "microsoft/deberta-base", "distilbert-base-uncased")
+
+
+# -- the load generator (runs in its own process) --------------------------------------------------------------------
+
+
+async def _load(spec: dict[str, Any]) -> dict[str, Any]:
+    body = Path(spec["body_file"]).read_bytes()
+    headers = {"Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=spec["clients"], max_keepalive_connections=spec["clients"])
+    async with httpx.AsyncClient(base_url=spec["url"], timeout=120.0, limits=limits) as client:
+        async def worker(until: float, record: bool) -> None:
+            nonlocal errors
+            while time.perf_counter() < until:
+                t0 = time.perf_counter()
+                r = await client.post(spec["path"], content=body, headers=headers)
+                dt = time.perf_counter() - t0
+                if r.status_code != 200:
+                    errors += 1
+                elif record:
+                    latencies.append(dt)
+
+        warm_until = time.perf_counter() + spec["warmup"]
+        await asyncio.gather(*(worker(warm_until, False) for _ in range(spec["clients"])))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(started + spec["seconds"], True) for _ in range(spec["clients"])))
+        elapsed = time.perf_counter() - started
+    return {"requests": len(latencies), "errors": errors, "seconds": elapsed, "latencies": latencies}
+
+
+def run_load(url: str, path: str, body: bytes, *, clients: int, seconds: float, warmup: float,
+             work: Path) -> dict[str, Any]:
+    """Drive ``url + path`` with ``body`` from a separate process; requests/s and latency percentiles."""
+    body_file = work / f"body-{abs(hash((url, path, len(body))))}.json"
+    body_file.write_bytes(body)
+    spec = {"url": url, "path": path, "body_file": str(body_file), "clients": clients, "seconds": seconds,
+            "warmup": warmup}
+    done = subprocess.run([sys.executable, __file__, "--load", json.dumps(spec)], capture_output=True, text=True,
+                          timeout=seconds + warmup + 300, check=True)
+    raw = json.loads(done.stdout)
+    lat = np.array(raw["latencies"]) * 1000.0
+    return {"requests": raw["requests"], "errors": raw["errors"], "seconds": round(raw["seconds"], 2),
+            "requests_per_s": round(raw["requests"] / raw["seconds"], 1),
+            "latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
+            "latency_ms_p99": round(float(np.percentile(lat, 99)), 2) if len(lat) else None}
+
+
+# -- setup ------------------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def build(public_data: Path, work: Path) -> dict[str, Any]:
+    """Knowledge base, the default meta-model, its registered and promoted version."""
+    from collector.enrich import enrich_datasets, enrich_models
+    from collector.ingest import ingest_path
+    from collector.store import KnowledgeBase
+    from metaml._tracking import promote
+    from metaml._train import train_and_register
+
+    kb = KnowledgeBase(work / "kb.duckdb")
+    for source in ("transfergraph", "opda_deberta"):
+        ingest_path(kb, public_data / "metadatasets" / source)
+    enrich_models(kb)
+    enrich_datasets(kb, public_data / "text", names=["glue_sst2"], progress=False)
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    result = train_and_register(kb.path, tracking_uri=uri, out_dir=work / "model")
+    assert result.version is not None
+    info = promote(result.version, tracking_uri=uri)
+    return {"kb": kb.path, "uri": uri, "version": result.version, "train_runs": result.train_runs,
+            "outcome_uri": info.outcome_uri, "artifact": result.artifact}
+
+
+class MlflowServer:
+    """``mlflow models serve`` of a model URI on 127.0.0.1, in its own process group."""
+
+    def __init__(self, model_uri: str, log_path: Path) -> None:
+        self.model_uri = model_uri
+        self.log_path = log_path
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> MlflowServer:
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # its uvicorn
+        self._log = open(self.log_path, "wb")  # closed in __exit__
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", self.model_uri, "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(self.port), "-w", "1"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow models serve exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/ping", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError(f"mlflow models serve did not answer: {self.log_path.read_text()[-3000:]}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(15)
+        self._log.close()
+
+
+def candidates(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` candidates across four models, full fine-tuning and LoRA, log-uniform learning rates."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        method = {"name": "lora", "lora_r": int(rng.choice([4, 8, 16]))} if i % 3 == 2 else {"name": "full"}
+        out.append({"model": {"id": MODELS[i % len(MODELS)]}, "method": method,
+                    "hparams": {"learning_rate": float(10 ** rng.uniform(-5.5, -3)),
+                                "batch_size": int(rng.choice([16, 32, 64])), "epochs": int(rng.integers(1, 6))}})
+    return out
+
+
+def mlflow_body(model: Any, answer: dict[str, Any], configs: list[dict[str, Any]]) -> bytes:
+    """The featurized rows of the same candidates, for the served outcome model (``dataframe_split``)."""
+    from collector.schema import DatasetMeta
+    from metaml._candidates import candidate_rows, task_row
+    from metaml._tracking import served_outcome_frame
+
+    meta = DatasetMeta.model_validate({k: v for k, v in answer["task"]["meta"].items() if v is not None})
+    rows = candidate_rows(task_row({"primary_metric": "accuracy"}, {"name": answer["task"]["dataset"]},
+                                   dataset_meta=meta), configs)
+    frame = served_outcome_frame(model, rows)
+    data = [[None if v != v else v for v in row] for row in frame.to_numpy(dtype=float).tolist()]  # NaN -> null
+    return json.dumps({"dataframe_split": {"columns": list(frame.columns), "data": data}}).encode()
+
+
+# -- main -------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=8, help="concurrent requests of the load process")
+    ap.add_argument("--seconds", type=float, default=10.0, help="timed seconds per server and batch size")
+    ap.add_argument("--warmup", type=float, default=2.0, help="untimed seconds before each measurement")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 1000])
+    ap.add_argument("--public-data", type=Path,
+                    default=Path(os.environ.get("METAML_PUBLIC_DATA", ROOT.parent / "shared" / "data")))
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    ap.add_argument("--load", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.load:
+        print(json.dumps(asyncio.run(_load(json.loads(args.load)))))
+        return 0
+
+    from metaml._artifact import load_model
+    from service.testing import ServerProcess
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="metaml-bench-predict-") as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        setup = build(args.public_data, work)
+        model, _ = load_model(setup["artifact"])
+        trees = {name: est.model_.booster_.num_trees() for name, est in
+                 (("outcome", model.outcome_), ("cost", model.cost_), ("failure", model.failure_)) if est is not None}
+        if model.outcome_.ranker_ is not None:
+            trees["ranker"] = model.outcome_.ranker_.booster_.num_trees()
+        print(f"knowledge base and model ready in {time.perf_counter() - t0:.0f}s: version {setup['version']}, "
+              f"{setup['train_runs']:,} training runs, trees {trees}", file=sys.stderr)
+        ours_server = ServerProcess(setup["kb"], settings={"tracking_uri": setup["uri"]}, log_path=work / "metaml.log")
+        with ours_server as ours, MlflowServer(setup["outcome_uri"], work / "mlflow.log") as theirs:
+            for n in args.batch_sizes:
+                configs = candidates(n, seed=n)
+                ours_body = json.dumps({"dataset": {"name": "glue/sst2"}, "candidates": configs}).encode()
+                lean_body = json.dumps({"dataset": {"name": "glue/sst2"}, "candidates": configs, "support": 0,
+                                        "outputs": []}).encode()
+                with httpx.Client(timeout=120.0) as c:
+                    answer = c.post(f"{ours.url}/v1/predict", content=ours_body,
+                                    headers={"Content-Type": "application/json"}).json()
+                    assert answer["model"]["fast_path"], answer["model"]
+                    theirs_body = mlflow_body(model, answer, configs)
+                    served = c.post(f"{theirs.url}/invocations", content=theirs_body,
+                                    headers={"Content-Type": "application/json"}).json()
+                    model_ms: dict[str, list[float]] = {"metaml": [], "metaml-points": []}
+                    for _ in range(20):
+                        for name, body in (("metaml", ours_body), ("metaml-points", lean_body)):
+                            model_ms[name].append(c.post(f"{ours.url}/v1/predict", content=body, headers={
+                                "Content-Type": "application/json"}).json()["model_ms"])
+                ours_points = np.array([p["points"] for p in answer["predictions"]])
+                theirs_points = np.asarray(served["predictions"], dtype=float).ravel()
+                diff = float(np.max(np.abs(ours_points - theirs_points)))
+                checks.append({"batch_size": n, "max_abs_diff_points": diff, "identical_1e-9": diff <= 1e-9})
+                print(f"batch {n}: predictions identical to 1e-9: {diff <= 1e-9} (max |diff| {diff:.3g}); "
+                      f"request bodies: metaml {len(ours_body):,} B, mlflow {len(theirs_body):,} B", file=sys.stderr)
+                for name, url, path, body in (("metaml", ours.url, "/v1/predict", ours_body),
+                                              ("metaml-points", ours.url, "/v1/predict", lean_body),
+                                              ("mlflow", theirs.url, "/invocations", theirs_body)):
+                    res = run_load(url, path, body, clients=args.clients, seconds=args.seconds,
+                                   warmup=args.warmup, work=work)
+                    res.update(server=name, batch_size=n, rows_per_s=round(res["requests_per_s"] * n, 1),
+                               request_bytes=len(body))
+                    if name in model_ms:
+                        res["model_ms_p50"] = round(statistics.median(model_ms[name]), 3)
+                    results.append(res)
+                    print(f"  {name:<13} batch {n:>5}: {res['requests_per_s']:>8,.1f} req/s "
+                          f"({res['rows_per_s']:>10,.0f} rows/s), p50 {res['latency_ms_p50']} ms, "
+                          f"p99 {res['latency_ms_p99']} ms, errors {res['errors']}", file=sys.stderr)
+
+    rows = []
+    for n in args.batch_sizes:
+        by = {r["server"]: r for r in results if r["batch_size"] == n}
+        theirs_r = by["mlflow"]
+        for name, label in (("metaml", "full answer: 4 models + 3 support runs"),
+                            ("metaml-points", "points + interval only, like mlflow")):
+            r = by[name]
+            rows.append({"batch_size": n, "metaml": label, "metaml_requests_per_s": r["requests_per_s"],
+                         "mlflow_requests_per_s": theirs_r["requests_per_s"],
+                         "throughput_ratio": round(r["requests_per_s"] / theirs_r["requests_per_s"], 2),
+                         "metaml_p50_ms": r["latency_ms_p50"], "metaml_p99_ms": r["latency_ms_p99"],
+                         "mlflow_p50_ms": theirs_r["latency_ms_p50"], "mlflow_p99_ms": theirs_r["latency_ms_p99"],
+                         "metaml_model_ms_p50": r["model_ms_p50"]})
+    print()
+    print("| candidates | metaml answer | metaml req/s | mlflow req/s | ratio | metaml p50 / p99 ms | "
+          "mlflow p50 / p99 ms | metaml model ms (p50) |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['batch_size']:,} | {r['metaml']} | {r['metaml_requests_per_s']:,.1f} | "
+              f"{r['mlflow_requests_per_s']:,.1f} | {r['throughput_ratio']:.2f}x | {r['metaml_p50_ms']} / "
+              f"{r['metaml_p99_ms']} | {r['mlflow_p50_ms']} / {r['mlflow_p99_ms']} | {r['metaml_model_ms_p50']} |")
+    import lightgbm
+    import mlflow
+
+    payload = {"summary": rows, "results": results, "identical_predictions": checks,
+               "model": {"trees": trees, "train_runs": setup["train_runs"]},
+               "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                               "load_average": os.getloadavg(), "mlflow": mlflow.__version__,
+                               "lightgbm": lightgbm.__version__, "clients": args.clients,
+                               "seconds": args.seconds, "server_processes": 1,
+                               "transport": "HTTP/1.1 over loopback, JSON bodies encoded before timing"}}
+    (args.out / "service_predict.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {args.out / 'service_predict.json'}")
+    ok = all(c["identical_1e-9"] for c in checks) and all(r["errors"] == 0 for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

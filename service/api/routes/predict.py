@@ -1,0 +1,172 @@
+"""The meta-learner's answers: predict candidates, recommend what to try first, decide evaluate or skip."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from metaml._decision import decide as decide_one
+from metaml._decision import recommend as recommend_space
+from service.api._json import jsonable
+from service.api.candidates import (
+    as_frame,
+    candidate_columns,
+    enumerate_space,
+    prediction_items,
+    ranked_items,
+    resolve_task,
+)
+from service.api.deps import ReadKey, SettingsDep
+from service.api.experience import Experience, ExperienceIndex, SampleFeatures, Samples
+from service.api.predictor import CORES, Holder, LoadedModel
+from service.api.routes._common import ERROR_RESPONSES
+from service.api.schemas import (
+    DecideRequest,
+    DecideResult,
+    PredictRequest,
+    PredictResult,
+    RecommendRequest,
+    RecommendResult,
+)
+from service.errors import BatchTooLarge
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["meta-learner"])
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    503: {"model": ERROR_RESPONSES[503]["model"],
+          "description": "No meta-model is loaded (`model_unavailable`), or the knowledge base is unavailable."},
+}
+
+
+#: Requests with at most this many candidates (and no dataset sample) are answered on the event loop.
+INLINE_CANDIDATES = 16
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)
+
+
+async def _run(request: Request, inline: bool, work: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``work(*args)`` on the event loop when ``inline`` (small requests: a thread hop costs more than they do), else
+    in a worker thread, at most one per core at a time (large batches and dataset samples take long enough to hold the
+    loop up, and more threads than cores only make them contend for the cores and the GIL)."""
+    if inline:
+        return work(*args)
+    extensions = request.app.state.extensions
+    limiter = extensions.get("prediction_limiter")
+    if limiter is None:
+        limiter = extensions.setdefault("prediction_limiter", anyio.CapacityLimiter(CORES))
+    return await anyio.to_thread.run_sync(partial(work, *args), limiter=limiter)
+
+
+def _inline(body: Any, n_candidates: int, experience: ExperienceIndex) -> bool:
+    """Small enough to answer on the event loop: few candidates, no sample to describe, and a knowledge-base snapshot
+    in memory (reading one waits for the knowledge base)."""
+    return n_candidates <= INLINE_CANDIDATES and body.dataset.sample is None and experience.get() is not None
+
+
+@router.post("/predict", operation_id="predict", response_model=PredictResult, responses=_RESPONSES)
+async def predict(request: Request, body: PredictRequest, holder: Holder, experience: Experience, samples: Samples,
+                  settings: SettingsDep, _key: ReadKey) -> JSONResponse:
+    """Score a batch of candidate configurations for a task.
+
+    Per candidate: the predicted primary metric (points and normalized) with its interval, the ranking view, the
+    predicted training time and failure probability (those named in `outputs`, all by default), and the past runs
+    nearest to it by the same model and method (the `support` rule is in docs/api.md). `model_ms` is the time of the
+    one vectorized featurize + predict call.
+    """
+    loaded = holder.require()
+    if len(body.candidates) > settings.max_predict_candidates:
+        raise BatchTooLarge(f"the request holds {len(body.candidates):,} candidates; at most "
+                            f"{settings.max_predict_candidates:,} are scored in one request: split it",
+                            details={"max_predict_candidates": settings.max_predict_candidates})
+    inline = _inline(body, len(body.candidates), experience)
+    return JSONResponse(await _run(request, inline, _predict, body, loaded, experience, samples, settings))
+
+
+def _predict(body: PredictRequest, loaded: LoadedModel, experience: ExperienceIndex, samples: SampleFeatures,
+             settings: Settings) -> dict[str, Any]:
+    ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
+                       max_sample_rows=settings.max_sample_rows)
+    rows = candidate_columns(ctx.row, body.candidates)
+    started = time.perf_counter()
+    out = loaded.scorer.predict_arrays(rows if loaded.fast else as_frame(rows), outputs=set(body.outputs))
+    model_ms = _ms(started)
+    n = len(body.candidates)
+    support = ctx.snapshot.support(ctx.meta, ctx.name, rows, body.support) if ctx.snapshot is not None \
+        else [[] for _ in range(n)]
+    return {"model": loaded.describe(), "model_ms": model_ms, "n_candidates": n, "task": ctx.info(),
+            "predictions": prediction_items(out, support)}
+
+
+@router.post("/recommend", operation_id="recommend", response_model=RecommendResult, responses=_RESPONSES)
+async def recommend(request: Request, body: RecommendRequest, holder: Holder, experience: Experience, samples: Samples,
+                    settings: SettingsDep, _key: ReadKey) -> JSONResponse:
+    """The configurations to try first for a task, from a search space and a budget, and priors over the space.
+
+    The space's listed values form a grid (models x methods x each listed hyperparameter); ranges are sampled with
+    the request's seed for each grid point; a grid larger than `max_candidates` is sampled. Every candidate is
+    scored, ranked by the ranking view discounted by its failure probability, and the top `budget` are returned,
+    with priors over each parameter for Optuna, Ray Tune and a probabilistic grammar search.
+    """
+    loaded = holder.require()
+    return JSONResponse(await _run(request, False, _recommend, body, loaded, experience, samples, settings))
+
+
+def _recommend(body: RecommendRequest, loaded: LoadedModel, experience: ExperienceIndex, samples: SampleFeatures,
+               settings: Settings) -> dict[str, Any]:
+    cap = min(body.max_candidates, settings.max_recommend_candidates)
+    ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
+                       max_sample_rows=settings.max_sample_rows)
+    space = enumerate_space(ctx.row, body.space, max_candidates=cap, samples_per_point=body.samples_per_point,
+                            seed=body.seed)
+    started = time.perf_counter()
+    rec = recommend_space(loaded.scorer, space.frame, space.params, budget=body.budget,
+                          temperature=body.temperature)
+    model_ms = _ms(started)
+    params = {name: ("hparams." + col[len("hparams_"):] if col.startswith("hparams_") else name)
+              for name, col in space.params.items()}
+    priors = {"optuna": rec.optuna(top_k=body.enqueue), "ray_tune": rec.ray_tune(top_k=body.enqueue),
+              "grammar": rec.grammar()}
+    return jsonable({"model": loaded.describe(), "model_ms": model_ms, "n_candidates": len(space.frame),
+                     "truncated": space.truncated, "task": ctx.info(), "params": params,
+                     "ranked": ranked_items(rec.ranked, space), "priors": priors})
+
+
+@router.post("/decide", operation_id="decide", response_model=DecideResult, responses=_RESPONSES)
+async def decide(request: Request, body: DecideRequest, holder: Holder, experience: Experience, samples: Samples,
+                 settings: SettingsDep, _key: ReadKey) -> JSONResponse:
+    """Evaluate or skip one candidate, given the best score so far (the incumbent) and a tolerance.
+
+    Skips when the probability that the candidate comes within `tolerance` of the incumbent, read from residuals
+    calibrated on unseen datasets, is below `max_false_skip`; that threshold is the stated false-skip rate. With the
+    incumbent's configuration the comparison uses within-task differences, which cancel the task's bias.
+    """
+    loaded = holder.require()
+    inline = _inline(body, 2, experience)
+    return JSONResponse(await _run(request, inline, _decide, body, loaded, experience, samples, settings))
+
+
+def _decide(body: DecideRequest, loaded: LoadedModel, experience: ExperienceIndex, samples: SampleFeatures,
+            settings: Settings) -> dict[str, Any]:
+    ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
+                       max_sample_rows=settings.max_sample_rows)
+    candidate = as_frame(candidate_columns(ctx.row, [body.candidate], loc="candidate"))
+    incumbent_config = as_frame(candidate_columns(ctx.row, [body.incumbent_config], loc="incumbent_config")) \
+        if body.incumbent_config else None
+    factor = 100.0 if body.unit == "score" else 1.0
+    d = decide_one(loaded.scorer, candidate, body.incumbent * factor, tolerance=body.tolerance * factor,
+                   incumbent_config=incumbent_config, max_false_skip=body.max_false_skip)
+    return jsonable({"model": loaded.describe(), "action": d.action, "p_beat": d.p_beat,
+                     "predicted_points": d.predicted, "predicted_score": d.predicted / 100.0,
+                     "incumbent_points": d.incumbent, "tolerance_points": d.tolerance, "threshold": d.threshold,
+                     "stated_false_skip_rate": d.stated_false_skip_rate, "basis": d.basis})
