@@ -15,6 +15,27 @@ from collector.store import KnowledgeBase
 DEFAULT_OUT = Path("bench") / "out" / "automl"
 
 
+def _command_line(ctx: click.Context) -> str:
+    """The command as typed, up to option order: every option that differs from its default."""
+    parts = ["metaml bench automl"]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        value = ctx.params.get(param.name)
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name == "DEFAULT":
+            continue
+        flag = max(param.opts, key=len)
+        if param.is_flag:
+            if value:
+                parts.append(flag)
+        elif param.multiple:
+            parts.extend(f"{flag} {v}" for v in value)
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
 @click.group("bench")
 def bench() -> None:
     """Benchmarks: replay AutoML search on held-out tasks with and without the knowledge base."""
@@ -82,7 +103,8 @@ def automl(kb_path: Path, n_tasks: int, task_keys: tuple[str, ...], seeds: int, 
                                progress=None if as_json else say)
     except ValueError as e:
         raise fail(str(e)) from e
-    report = write_report(result, out_dir, context={"knowledge base": str(kb_path), "runs": f"{len(runs):,}",
+    report = write_report(result, out_dir, context={"command": _command_line(click.get_current_context()),
+                                                    "knowledge base": str(kb_path), "runs": f"{len(runs):,}",
                                                     "sources": ", ".join(config.sources), "jobs": jobs})
     summary = summarize(result)
     if as_json:

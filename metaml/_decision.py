@@ -9,7 +9,8 @@ skips when that probability is below ``max_false_skip``. Because a skipped candi
 threshold under calibrated residuals, the threshold is the stated false-skip rate; the AutoML replay benchmark
 measures the rate actually reached on held-out tasks.
 
-**Recommendation.** Candidates are ranked by the ranking view, discounted by their failure probability; the prior
+**Recommendation.** Candidates are ranked by the ranking view, pulled toward the worst candidate by their failure
+probability; the prior
 over each choice (model, method, each hyperparameter) is a softmax over the candidates' predicted standing, exported
 in shapes Optuna, Ray Tune and a probabilistic grammar search take directly.
 """
@@ -115,7 +116,9 @@ def recommend(model: MetaModel, candidates: pd.DataFrame, params: dict[str, str]
         temperature: softmax temperature over predicted standings (lower = sharper priors).
     """
     pred = model.predict(candidates)
-    utility = pred["rank_score"] * (1.0 - pred["p_fail"].fillna(0.0))
+    p_fail = pred["p_fail"].fillna(0.0)
+    # a likely failure counts as the worst candidate, whatever the sign of the ranking score
+    utility = (1.0 - p_fail) * pred["rank_score"] + p_fail * pred["rank_score"].min()
     ranked = candidates[list(params.values())].copy()
     ranked.columns = [f"param.{p}" for p in params]
     ranked = pd.concat([ranked, pred], axis=1)

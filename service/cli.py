@@ -15,6 +15,7 @@ from collector.cli import COMMANDS as COLLECTOR_COMMANDS
 from collector.cli import ExitCode
 from collector.features._describe_cli import describe
 from collector.importers._harvest_cli import harvest
+from metaml._bench_cli import bench
 from metaml._models_cli import models
 from metaml.cli import COMMANDS as METAML_COMMANDS
 from service.keys_cli import keys
@@ -36,12 +37,13 @@ def cli() -> None:
     Inspect:  metaml kb stats | sql | export | import | schema
     Learn:    metaml evaluate --protocol lodo|lomo|lofo|loso|gkfold   report against the baselines
               metaml train                 fit, save and register a meta-model version; metaml models list|promote
+              metaml bench automl          replay AutoML searches on held-out tasks: compute saved by the knowledge
     Serve:    metaml serve                 the HTTP API (docs/api.md); metaml keys create|list|revoke
     Set METAML_KB (or pass --kb) to choose the knowledge base file; the default is ./metaml-data/kb.duckdb.
     """
 
 
-for _command in [*COLLECTOR_COMMANDS, harvest, describe, *METAML_COMMANDS, models, serve, keys, quickstart]:
+for _command in [*COLLECTOR_COMMANDS, harvest, describe, *METAML_COMMANDS, models, bench, serve, keys, quickstart]:
     cli.add_command(_command)
 
 

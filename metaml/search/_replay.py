@@ -31,7 +31,7 @@ from metaml._data import CONFIG_COLUMNS, LEARN_COLUMNS
 from metaml.search._space import SearchSpace
 
 #: Columns cleared on the rows the meta-model scores: a candidate is described before it runs.
-OUTCOME_COLUMNS = tuple(c for c in LEARN_COLUMNS if c.startswith("outcome_")) + ("run_id", "hparams_seed")
+OUTCOME_COLUMNS = (*(c for c in LEARN_COLUMNS if c.startswith("outcome_")), "run_id", "hparams_seed")
 
 
 @dataclass
