@@ -1,6 +1,7 @@
 # metaml: knowledge base, meta-learner and HTTP service in one image.
 #   docker build -t metaml .
 #   docker run -p 8000:8000 -v $PWD/metaml-data:/app/metaml-data -v /path/to/shared/data:/data:ro metaml
+#   (first time: docker run ... metaml quickstart --from /data --no-serve, then the default command serves)
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
@@ -16,4 +17,4 @@ RUN pip install -e . && useradd --create-home metaml && mkdir -p /app/metaml-dat
 USER metaml
 VOLUME ["/app/metaml-data"]
 ENTRYPOINT ["metaml"]
-CMD ["kb", "stats"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
