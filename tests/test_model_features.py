@@ -147,7 +147,7 @@ FLAN_T5_BASE = {
 XLNET_BASE = {"model_type": "xlnet", "d_model": 768, "n_layer": 12, "n_head": 12, "d_head": 64, "d_inner": 3072,
               "vocab_size": 32000}  # fmt: skip
 
-# (config, published count of the base model) -- the six the brief names first, then further checks.
+# (config, published count of the base model) -- the six reference models first, then further checks.
 PUBLISHED_BASE_COUNTS = {
     "bert-base-uncased": (BERT_BASE_UNCASED, 109_482_240),
     "roberta-base": (ROBERTA_BASE, 124_645_632),
