@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FORBIDDEN = {"collector": {"metaml", "service"}, "metaml": {"service"}}
+FORBIDDEN = {
+    "collector": {"metaml", "service", "metaml_client"},
+    "metaml": {"service", "metaml_client"},
+    # the client is installed without the server's dependencies
+    "metaml_client": {"collector", "metaml", "service", "pandas", "duckdb", "numpy", "pyarrow", "lightgbm", "sklearn"},
+}
 
 
 def _imports(path: Path) -> set[str]:

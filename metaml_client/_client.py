@@ -1,0 +1,671 @@
+"""Synchronous and asynchronous clients of the metaml HTTP API (see docs/api.md).
+
+Only httpx and the standard library are imported: the client installs and runs anywhere without the service's
+dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Decision",
+    "DescribeResult",
+    "Health",
+    "MetamlAPIError",
+    "ModelList",
+    "ModelVersion",
+    "PredictResult",
+    "Prediction",
+    "PromoteResult",
+    "RankedConfig",
+    "Recommendation",
+    "RecordStatus",
+    "RunPage",
+    "SqlResult",
+    "UploadResult",
+]
+
+RETRY_STATUSES = frozenset({429, 503})
+MAX_RETRY_SLEEP_S = 60.0
+
+
+class MetamlAPIError(Exception):
+    """An error answer of the API: its HTTP status and the body's ``{"error": {code, message, details}}``."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> MetamlAPIError:
+        try:
+            err = response.json()["error"]
+            return cls(response.status_code, str(err.get("code")), str(err.get("message")), err.get("details"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return cls(response.status_code, "http_error", response.text[:500] or response.reason_phrase)
+
+
+# -- typed results ----------------------------------------------------------------------------------------------------
+@dataclass
+class RecordStatus:
+    index: int
+    locator: str
+    status: str
+    run_id: str | None = None
+    uri: str | None = None
+    field: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class UploadResult:
+    total: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    uploader: str
+    records: list[RecordStatus]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> UploadResult:
+        return cls(total=d["total"], accepted=d["accepted"], duplicates=d["duplicates"], rejected=d["rejected"],
+                   uploader=d["uploader"], records=[RecordStatus(**r) for r in d["records"]])
+
+
+@dataclass
+class RunPage:
+    runs: list[dict[str, Any]]
+    count: int
+    next_cursor: str | None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RunPage:
+        return cls(runs=list(d["runs"]), count=d["count"], next_cursor=d.get("next_cursor"))
+
+
+@dataclass
+class DescribeResult:
+    name: str | None
+    n_rows: int
+    meta: dict[str, Any]
+    stored: bool
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DescribeResult:
+        return cls(name=d.get("name"), n_rows=d["n_rows"], meta=dict(d["meta"]), stored=d["stored"])
+
+
+@dataclass
+class SqlResult:
+    columns: list[dict[str, str]]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SqlResult:
+        return cls(columns=list(d["columns"]), rows=list(d["rows"]), row_count=d["row_count"],
+                   truncated=d["truncated"])
+
+    @property
+    def names(self) -> list[str]:
+        return [c["name"] for c in self.columns]
+
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as dicts keyed by column name."""
+        names = self.names
+        return [dict(zip(names, row, strict=True)) for row in self.rows]
+
+
+@dataclass
+class Prediction:
+    index: int
+    points: float
+    score: float
+    points_lo: float
+    points_hi: float
+    rank_score: float | None
+    runtime_s: float | None
+    p_fail: float | None
+    support: list[dict[str, Any]]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], offset: int = 0) -> Prediction:
+        return cls(index=d["index"] + offset, points=d["points"], score=d["score"], points_lo=d["points_lo"],
+                   points_hi=d["points_hi"], rank_score=d.get("rank_score"), runtime_s=d.get("runtime_s"),
+                   p_fail=d.get("p_fail"), support=list(d.get("support") or []))
+
+
+@dataclass
+class PredictResult:
+    model: dict[str, Any]
+    model_ms: float
+    n_candidates: int
+    task: dict[str, Any]
+    predictions: list[Prediction]
+
+    @classmethod
+    def merge(cls, answers: Sequence[Mapping[str, Any]], sizes: Sequence[int]) -> PredictResult:
+        """One result from the answers to consecutive batches (indices continue across batches)."""
+        preds: list[Prediction] = []
+        offset = 0
+        for answer, size in zip(answers, sizes, strict=True):
+            preds.extend(Prediction.from_json(p, offset) for p in answer["predictions"])
+            offset += size
+        first = answers[0]
+        return cls(model=dict(first["model"]), model_ms=sum(a["model_ms"] for a in answers),
+                   n_candidates=sum(a["n_candidates"] for a in answers), task=dict(first["task"]), predictions=preds)
+
+
+@dataclass
+class RankedConfig:
+    rank: int
+    config: dict[str, Any]
+    points: float
+    score: float
+    points_lo: float
+    points_hi: float
+    runtime_s: float | None
+    p_fail: float
+    utility: float
+
+
+@dataclass
+class Recommendation:
+    model: dict[str, Any]
+    model_ms: float
+    n_candidates: int
+    truncated: bool
+    task: dict[str, Any]
+    params: dict[str, str]
+    ranked: list[RankedConfig]
+    priors: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Recommendation:
+        return cls(model=dict(d["model"]), model_ms=d["model_ms"], n_candidates=d["n_candidates"],
+                   truncated=d["truncated"], task=dict(d["task"]), params=dict(d["params"]),
+                   ranked=[RankedConfig(**r) for r in d["ranked"]], priors=dict(d["priors"]))
+
+    @property
+    def optuna_trials(self) -> list[dict[str, Any]]:
+        """Parameter dicts for ``study.enqueue_trial`` (``model``, ``method`` label, each varied hyperparameter)."""
+        return list(self.priors.get("optuna", {}).get("enqueue_trials", []))
+
+
+@dataclass
+class Decision:
+    model: dict[str, Any]
+    action: str
+    p_beat: float
+    predicted_points: float
+    predicted_score: float
+    incumbent_points: float
+    tolerance_points: float
+    threshold: float
+    stated_false_skip_rate: float
+    basis: str
+
+    @property
+    def skip(self) -> bool:
+        return self.action == "skip"
+
+
+@dataclass
+class ModelVersion:
+    version: int
+    run_id: str | None
+    created_at: str | None
+    aliases: list[str]
+    status: str | None
+    kb_snapshot: str | None
+    metrics: dict[str, float]
+    loaded: bool
+
+
+@dataclass
+class ModelList:
+    registered_name: str
+    loaded: dict[str, Any] | None
+    versions: list[ModelVersion]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ModelList:
+        return cls(registered_name=d["registered_name"], loaded=d.get("loaded"),
+                   versions=[ModelVersion(**v) for v in d["versions"]])
+
+
+@dataclass
+class PromoteResult:
+    version: int
+    aliases: list[str]
+    loaded: dict[str, Any]
+    previous: dict[str, Any] | None = None
+
+
+@dataclass
+class Health:
+    status: str
+    ready: bool | None = None
+    model: str | None = None
+    model_version: int | None = None
+    reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+# -- requests, shared by both clients ---------------------------------------------------------------------------------
+@dataclass
+class _Req:
+    method: str
+    path: str
+    parse: Callable[[Any], Any]
+    json: Any = None
+    params: dict[str, Any] | None = None
+    content: bytes | None = None
+    headers: dict[str, str] | None = None
+    files: Any = None
+    data: dict[str, Any] | None = None
+    ok_statuses: frozenset[int] = frozenset()  # non-2xx statuses answered as results (readiness)
+
+
+def _dataset(dataset: str | Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": dataset} if isinstance(dataset, str) else dict(dataset)
+
+
+def _task_body(task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], source: str,
+               extra: Mapping[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {"dataset": _dataset(dataset), "source": source}
+    if task is not None:
+        body["task"] = dict(task)
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return body
+
+
+def _upload_req(records: Any, fmt: str | None) -> _Req:
+    parse = UploadResult.from_json
+    if isinstance(records, str | os.PathLike):
+        path = Path(records)
+        data = {"format": fmt} if fmt else None
+        return _Req("POST", "/v1/runs", parse, files={"file": (path.name, path.read_bytes())}, data=data)
+    if isinstance(records, Mapping):
+        records = [records]
+    return _Req("POST", "/v1/runs", parse, json=list(records))
+
+
+def _list_req(filters: Mapping[str, Any]) -> _Req:
+    return _Req("GET", "/v1/runs", RunPage.from_json, params={k: v for k, v in filters.items() if v is not None})
+
+
+def _describe_req(texts: Sequence[str] | None, labels: Sequence[Any] | None, path: str | os.PathLike | None,
+                  fields: Mapping[str, Any]) -> _Req:
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if path is not None:
+        p = Path(path)
+        data = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in fields.items()}
+        return _Req("POST", "/v1/datasets/describe", DescribeResult.from_json,
+                    files={"file": (p.name, p.read_bytes())}, data=data)
+    body = {"texts": list(texts or []), **fields}
+    if labels is not None:
+        body["labels"] = list(labels)
+    return _Req("POST", "/v1/datasets/describe", DescribeResult.from_json, json=body)
+
+
+def _predict_reqs(task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
+                  candidates: Sequence[Mapping[str, Any]], batch_size: int, source: str,
+                  extra: Mapping[str, Any]) -> tuple[list[_Req], list[int]]:
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    candidates = list(candidates)
+    if not candidates:
+        raise ValueError("no candidates to predict")
+    reqs, sizes = [], []
+    for start in range(0, len(candidates), batch_size):
+        chunk = candidates[start:start + batch_size]
+        body = _task_body(task, dataset, source, extra) | {"candidates": [dict(c) for c in chunk]}
+        reqs.append(_Req("POST", "/v1/predict", lambda d: d, json=body))
+        sizes.append(len(chunk))
+    return reqs, sizes
+
+
+def _recommend_req(task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], space: Mapping[str, Any],
+                   budget: int, source: str, extra: Mapping[str, Any]) -> _Req:
+    body = _task_body(task, dataset, source, extra) | {"space": dict(space), "budget": budget}
+    return _Req("POST", "/v1/recommend", Recommendation.from_json, json=body)
+
+
+def _decide_req(task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], candidate: Mapping[str, Any],
+                incumbent: float, tolerance: float, unit: str, incumbent_config: Mapping[str, Any] | None,
+                max_false_skip: float | None, source: str) -> _Req:
+    body = _task_body(task, dataset, source, {"incumbent_config": incumbent_config, "max_false_skip": max_false_skip})
+    body |= {"candidate": dict(candidate), "incumbent": incumbent, "unit": unit, "tolerance": tolerance}
+    return _Req("POST", "/v1/decide", lambda d: Decision(**d), json=body)
+
+
+def _sql_req(query: str, max_rows: int | None) -> _Req:
+    body: dict[str, Any] = {"query": query}
+    if max_rows is not None:
+        body["max_rows"] = max_rows
+    return _Req("POST", "/v1/sql", SqlResult.from_json, json=body)
+
+
+def _models_req() -> _Req:
+    return _Req("GET", "/v1/models", ModelList.from_json)
+
+
+def _promote_req(version: int) -> _Req:
+    return _Req("POST", f"/v1/models/{int(version)}/promote", lambda d: PromoteResult(**d))
+
+
+def _health_req() -> _Req:
+    return _Req("GET", "/healthz", lambda d: Health(status=d["status"], raw=dict(d)))
+
+
+def _ready_req() -> _Req:
+    def parse(d: Mapping[str, Any]) -> Health:
+        return Health(status=d["status"], ready=d["status"] == "ready", model=d.get("model"),
+                      model_version=d.get("model_version"), reason=d.get("reason"), raw=dict(d))
+
+    return _Req("GET", "/readyz", parse, ok_statuses=frozenset({503}))
+
+
+def _stats_req() -> _Req:
+    return _Req("GET", "/v1/stats", dict)
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    """Seconds asked by a ``Retry-After`` header (delta-seconds or an HTTP date), if any."""
+    value = response.headers.get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Base:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float, retries: int, backoff: float) -> None:
+        if retries < 0 or backoff < 0:
+            raise ValueError("retries and backoff must not be negative")
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self._headers = {"User-Agent": "metaml-client/0.1", "Accept": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = timeout
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        asked = _retry_after(response)
+        delay = asked if asked is not None else self.backoff * (2 ** attempt)
+        return min(delay, MAX_RETRY_SLEEP_S)
+
+    def _should_retry(self, attempt: int, response: httpx.Response | None) -> bool:
+        return attempt < self.retries and (response is None or response.status_code in RETRY_STATUSES)
+
+    @staticmethod
+    def _kwargs(req: _Req) -> dict[str, Any]:
+        kw: dict[str, Any] = {"params": req.params, "headers": req.headers}
+        if req.json is not None:
+            kw["json"] = req.json
+        if req.files is not None:
+            kw["files"] = req.files
+            kw["data"] = req.data
+        if req.content is not None:
+            kw["content"] = req.content
+        return kw
+
+    @staticmethod
+    def _result(req: _Req, response: httpx.Response) -> Any:
+        if response.is_success or response.status_code in req.ok_statuses:
+            return req.parse(response.json())
+        raise MetamlAPIError.from_response(response)
+
+
+class Client(_Base):
+    """A blocking client of the metaml API.
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:8000``.
+        api_key: sent as ``Authorization: Bearer <key>`` (reads need none unless the server requires it).
+        timeout: seconds per request.
+        retries: retries after a connection error or a 429/503 answer (never after another 4xx), with exponential
+            backoff (``backoff * 2**attempt`` seconds), or the answer's ``Retry-After`` when it gives one.
+        backoff: the first retry's delay in seconds.
+
+    Every method raises :class:`MetamlAPIError` for an error answer.
+    """
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30, retries: int = 3,
+                 backoff: float = 0.5, *, transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(base_url, api_key, timeout, retries, backoff)
+        self._http = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=timeout,
+                                  transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, req: _Req) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(req.method, req.path, **self._kwargs(req))
+            except httpx.TransportError:
+                if not self._should_retry(attempt, None):
+                    raise
+                time.sleep(self._delay(attempt, None))
+                attempt += 1
+                continue
+            if response.status_code in RETRY_STATUSES and response.status_code not in req.ok_statuses \
+                    and self._should_retry(attempt, response):
+                time.sleep(self._delay(attempt, response))
+                attempt += 1
+                continue
+            return self._result(req, response)
+
+    # runs
+    def upload_runs(self, records: Iterable[Mapping[str, Any]] | Mapping[str, Any] | str | os.PathLike[str], *,
+                    format: str | None = None) -> UploadResult:
+        """Upload run records (a list of dicts in the nested record shape, or one), or a file (a path) in any format
+        ``metaml ingest`` reads (``format`` names it when its name does not)."""
+        return self._send(_upload_req(records, format))
+
+    def list_runs(self, **filters: Any) -> RunPage:
+        """One page of runs: filters ``dataset``, ``model``, ``method``, ``source``, ``task_type``, ``status``,
+        ``min_score``, ``max_score``, ``limit``, ``cursor``."""
+        return self._send(_list_req(filters))
+
+    def iter_runs(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every run matching ``filters``, across all pages."""
+        cursor = filters.pop("cursor", None)
+        while True:
+            page = self.list_runs(**filters, cursor=cursor)
+            yield from page.runs
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """One run in its nested record shape (404 ``not_found`` when missing)."""
+        return self._send(_Req("GET", f"/v1/runs/{run_id}", dict))
+
+    def describe_dataset(self, texts: Sequence[str] | None = None, labels: Sequence[Any] | None = None, *,
+                         path: str | os.PathLike[str] | None = None, **fields: Any) -> DescribeResult:
+        """Dataset meta-features from texts (and labels), or from a file; ``name=..., store=True`` stores them."""
+        return self._send(_describe_req(texts, labels, path, fields))
+
+    def stats(self) -> dict[str, Any]:
+        return self._send(_stats_req())
+
+    def sql(self, query: str, max_rows: int | None = None) -> SqlResult:
+        """One read-only query (the ``analyst`` scope)."""
+        return self._send(_sql_req(query, max_rows))
+
+    # the meta-learner
+    def predict(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
+                candidates: Sequence[Mapping[str, Any]], batch_size: int = 1000, *, source: str = "upload",
+                **extra: Any) -> PredictResult:
+        """Score candidate configurations, ``batch_size`` per request (indices run over the whole list). ``task``
+        is the record's task part (None: accuracy); ``dataset`` a name or a dataset spec dict; ``extra``: other
+        request fields (``support``, ``outputs``)."""
+        reqs, sizes = _predict_reqs(task, dataset, candidates, batch_size, source, extra)
+        return PredictResult.merge([self._send(r) for r in reqs], sizes)
+
+    def recommend(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], space: Mapping[str, Any],
+                  budget: int = 10, *, source: str = "upload", **extra: Any) -> Recommendation:
+        """The ``budget`` configurations of ``space`` to try first, and priors (``extra``: ``enqueue``, ``seed``,
+        ``temperature``, ``max_candidates``, ``samples_per_point``)."""
+        return self._send(_recommend_req(task, dataset, space, budget, source, extra))
+
+    def decide(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], candidate: Mapping[str, Any],
+               incumbent: float, tolerance: float = 0.0, *, unit: str = "score",
+               incumbent_config: Mapping[str, Any] | None = None, max_false_skip: float | None = None,
+               source: str = "upload") -> Decision:
+        """Evaluate or skip ``candidate`` given the best score so far (``unit``: ``score`` or ``points``)."""
+        return self._send(_decide_req(task, dataset, candidate, incumbent, tolerance, unit, incumbent_config,
+                                      max_false_skip, source))
+
+    def models(self) -> ModelList:
+        return self._send(_models_req())
+
+    def promote(self, version: int) -> PromoteResult:
+        """Promote a registered version and serve it (the ``admin`` scope)."""
+        return self._send(_promote_req(version))
+
+    def health(self) -> Health:
+        """Liveness (``/healthz``)."""
+        return self._send(_health_req())
+
+    def ready(self) -> Health:
+        """Readiness (``/readyz``): ``ready`` False instead of an error while the knowledge base cannot be read."""
+        return self._send(_ready_req())
+
+
+class AsyncClient(_Base):
+    """The asynchronous twin of :class:`Client` (same arguments and methods, awaited; ``iter_runs`` is an async
+    iterator)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30, retries: int = 3,
+                 backoff: float = 0.5, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(base_url, api_key, timeout, retries, backoff)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=timeout,
+                                       transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, req: _Req) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(req.method, req.path, **self._kwargs(req))
+            except httpx.TransportError:
+                if not self._should_retry(attempt, None):
+                    raise
+                await asyncio.sleep(self._delay(attempt, None))
+                attempt += 1
+                continue
+            if response.status_code in RETRY_STATUSES and response.status_code not in req.ok_statuses \
+                    and self._should_retry(attempt, response):
+                await asyncio.sleep(self._delay(attempt, response))
+                attempt += 1
+                continue
+            return self._result(req, response)
+
+    async def upload_runs(self, records: Iterable[Mapping[str, Any]] | Mapping[str, Any] | str | os.PathLike[str],
+                          *, format: str | None = None) -> UploadResult:
+        return await self._send(_upload_req(records, format))
+
+    async def list_runs(self, **filters: Any) -> RunPage:
+        return await self._send(_list_req(filters))
+
+    async def iter_runs(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
+        cursor = filters.pop("cursor", None)
+        while True:
+            page = await self.list_runs(**filters, cursor=cursor)
+            for run in page.runs:
+                yield run
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    async def get_run(self, run_id: str) -> dict[str, Any]:
+        return await self._send(_Req("GET", f"/v1/runs/{run_id}", dict))
+
+    async def describe_dataset(self, texts: Sequence[str] | None = None, labels: Sequence[Any] | None = None, *,
+                               path: str | os.PathLike[str] | None = None, **fields: Any) -> DescribeResult:
+        return await self._send(_describe_req(texts, labels, path, fields))
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._send(_stats_req())
+
+    async def sql(self, query: str, max_rows: int | None = None) -> SqlResult:
+        return await self._send(_sql_req(query, max_rows))
+
+    async def predict(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
+                      candidates: Sequence[Mapping[str, Any]], batch_size: int = 1000, *, source: str = "upload",
+                      **extra: Any) -> PredictResult:
+        reqs, sizes = _predict_reqs(task, dataset, candidates, batch_size, source, extra)
+        gate = asyncio.Semaphore(4)  # a few batches in flight at once
+
+        async def one(req: _Req) -> Any:
+            async with gate:
+                return await self._send(req)
+
+        answers = await asyncio.gather(*(one(r) for r in reqs))
+        return PredictResult.merge(answers, sizes)
+
+    async def recommend(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
+                        space: Mapping[str, Any], budget: int = 10, *, source: str = "upload",
+                        **extra: Any) -> Recommendation:
+        return await self._send(_recommend_req(task, dataset, space, budget, source, extra))
+
+    async def decide(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
+                     candidate: Mapping[str, Any], incumbent: float, tolerance: float = 0.0, *, unit: str = "score",
+                     incumbent_config: Mapping[str, Any] | None = None, max_false_skip: float | None = None,
+                     source: str = "upload") -> Decision:
+        return await self._send(_decide_req(task, dataset, candidate, incumbent, tolerance, unit, incumbent_config,
+                                            max_false_skip, source))
+
+    async def models(self) -> ModelList:
+        return await self._send(_models_req())
+
+    async def promote(self, version: int) -> PromoteResult:
+        return await self._send(_promote_req(version))
+
+    async def health(self) -> Health:
+        return await self._send(_health_req())
+
+    async def ready(self) -> Health:
+        return await self._send(_ready_req())

@@ -1,0 +1,142 @@
+"""Optuna helpers: warm-start a study with the meta-learner's recommendations, skip unpromising trials, and report
+finished trials back to the knowledge base.
+
+The parameters follow the recommendation's own names: ``model`` (a model id), ``method`` (a label such as ``full``
+or ``lora(lora_r=8)``, see :func:`method_label`) and each varied hyperparameter (``learning_rate``...). An objective
+suggests them under those names and turns them into a configuration with :func:`config_from_params`.
+
+Studies are assumed to maximize the task's primary metric on the normalized scale (``score``, 0.91 not 91.0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from metaml_client._client import Client, Decision, Recommendation, UploadResult
+
+__all__ = ["SkipUnpromising", "config_from_params", "method_label", "report_back", "warm_start"]
+
+CONFIG_ATTR = "metaml_config"
+DATASET_ATTR = "metaml_dataset"
+P_BEAT_ATTR = "metaml_p_beat"
+ACTION_ATTR = "metaml_action"
+
+
+def method_label(method: Mapping[str, Any]) -> str:
+    """``lora(lora_r=8)``: a method's name and the parameters it sets, as the server labels it."""
+    params = {k: v for k, v in method.items() if k not in ("name", "kind", "config") and v is not None}
+    return str(method["name"]) + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
+
+
+def _parse_label(label: str) -> tuple[str, dict[str, str]]:
+    name, _, rest = label.partition("(")
+    params = dict(p.split("=", 1) for p in rest.rstrip(")").split(", ") if "=" in p) if rest else {}
+    return name, params
+
+
+def config_from_params(params: Mapping[str, Any], space: Mapping[str, Any]) -> dict[str, Any]:
+    """The candidate configuration (``model``, ``method``, ``hparams``) a trial's parameters stand for in
+    ``space`` (the search space sent to ``recommend``): the method label is matched against the space's methods,
+    other parameters are hyperparameters, and the space's ``fixed`` ones are added."""
+    params = dict(params)
+    config: dict[str, Any] = {"model": {"id": params.pop("model")}}
+    label = params.pop("method", None)
+    methods = list(space.get("methods") or [{"name": "full"}])
+    if label is None:
+        config["method"] = dict(methods[0])
+    else:
+        name, given = _parse_label(str(label))
+        for m in methods:
+            mine = {k: str(v) for k, v in m.items() if k not in ("name", "kind", "config") and v is not None}
+            if m["name"] == name and mine == given:
+                config["method"] = dict(m)
+                break
+        else:
+            raise ValueError(f"method {label!r} is not one of the space's methods "
+                             f"({', '.join(method_label(m) for m in methods)})")
+    config["hparams"] = {**dict(space.get("fixed") or {}), **params}
+    return config
+
+
+def warm_start(study: optuna.Study, client: Client, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
+               space: Mapping[str, Any], budget: int, **kwargs: Any) -> Recommendation:
+    """Ask ``/v1/recommend`` for the ``budget`` best configurations of ``space`` and enqueue them in ``study``
+    (``study.enqueue_trial``), best first; returns the recommendation (its ``priors`` hold per-parameter
+    distributions too). ``kwargs`` go to :meth:`Client.recommend` (``source``, ``seed``...)."""
+    kwargs.setdefault("enqueue", budget)
+    rec = client.recommend(task, dataset, space, budget, **kwargs)
+    for params in rec.optuna_trials[:budget]:
+        study.enqueue_trial(params, user_attrs={"metaml_warm_start": True}, skip_if_exists=True)
+    return rec
+
+
+class SkipUnpromising:
+    """Skip trials the meta-learner says will not beat the study's best value.
+
+    Call ``check(trial, config)`` at the start of the objective: it asks ``/v1/decide`` for ``config`` against the
+    best value so far (and the best trial's configuration, when known, for a within-task comparison) and raises
+    ``optuna.TrialPruned`` when the answer is skip, so the trial shows as PRUNED with the user attributes
+    ``metaml_p_beat`` and ``metaml_action``. Nothing is skipped before ``min_completed`` trials have completed.
+    """
+
+    def __init__(self, client: Client, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], *,
+                 tolerance: float = 0.0, max_false_skip: float | None = None, source: str = "upload",
+                 min_completed: int = 1) -> None:
+        self.client = client
+        self.task = task
+        self.dataset = dataset
+        self.tolerance = tolerance
+        self.max_false_skip = max_false_skip
+        self.source = source
+        self.min_completed = min_completed
+        self.skipped = 0
+
+    def check(self, trial: optuna.Trial, config: Mapping[str, Any]) -> Decision | None:
+        """None when there is no incumbent yet; else the decision (raises ``optuna.TrialPruned`` on skip)."""
+        trial.set_user_attr(CONFIG_ATTR, dict(config))
+        trial.set_user_attr(DATASET_ATTR, self.dataset)
+        study = trial.study
+        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(done) < max(1, self.min_completed):
+            return None
+        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+            raise ValueError("SkipUnpromising needs a study that maximizes the score")
+        best = study.best_trial
+        decision = self.client.decide(self.task, self.dataset, config, float(best.value), self.tolerance,
+                                      unit="score", incumbent_config=best.user_attrs.get(CONFIG_ATTR),
+                                      max_false_skip=self.max_false_skip, source=self.source)
+        trial.set_user_attr(P_BEAT_ATTR, decision.p_beat)
+        trial.set_user_attr(ACTION_ATTR, decision.action)
+        if decision.skip:
+            self.skipped += 1
+            raise optuna.TrialPruned(f"metaml: P(beat {best.value:.4f}) = {decision.p_beat:.3f} "
+                                     f"< {decision.threshold:g}")
+        return decision
+
+
+def report_back(client: Client, trial: optuna.Trial | optuna.trial.FrozenTrial, config: Mapping[str, Any],
+                score: float | None, runtime_s: float | None = None, *, dataset: str | Mapping[str, Any] | None = None,
+                task: Mapping[str, Any] | None = None, status: str = "ok",
+                provenance: Mapping[str, Any] | None = None) -> UploadResult:
+    """Post a finished trial to ``/v1/runs`` as a run record: ``config``'s parts, ``score`` (normalized) and
+    ``runtime_s``, on ``dataset`` (default: the one :class:`SkipUnpromising` recorded on the trial), with
+    provenance source ``optuna`` and the study and trial number as locator. Needs the ``write`` scope."""
+    if dataset is None:
+        dataset = trial.user_attrs.get(DATASET_ATTR)
+    if dataset is None:
+        raise ValueError("name the dataset the trial ran on (dataset=...)")
+    study_name = trial.study.study_name if isinstance(trial, optuna.Trial) else None
+    record = {
+        "task": dict(task) if task is not None else {"primary_metric": "accuracy"},
+        "dataset": {"name": dataset} if isinstance(dataset, str) else dict(dataset),
+        "model": dict(config["model"]),
+        "method": dict(config.get("method") or {"name": "full"}),
+        "hparams": dict(config.get("hparams") or {}),
+        "outcome": {"status": status, "score": score, "runtime_s": runtime_s},
+        "provenance": {"source": "optuna", "locator": f"{study_name or 'study'} trial {trial.number}",
+                       **dict(provenance or {})},
+    }
+    return client.upload_runs([record])
