@@ -295,8 +295,7 @@ class MetaModel(BaseEstimator):
             df = df[draw.groupby(df["task_key"]).rank(method="first") <= self.max_rows_per_task].reset_index(drop=True)
         if df["points"].notna().sum() < 10:
             raise ValueError(f"too few learnable runs to fit a meta-model ({df['points'].notna().sum()})")
-        self.featurizer_ = (self.featurizer or RunFeaturizer()).__class__(**(self.featurizer or RunFeaturizer())
-                                                                         .get_params())
+        self.featurizer_ = _fresh(self.featurizer, RunFeaturizer)
         feats = self.featurizer_.fit_transform(df, df["points"])
         ok = df["points"].notna().to_numpy()
         self.outcome_ = _fresh(self.outcome, OutcomeEstimator).fit(
