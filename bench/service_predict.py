@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,8 +42,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from service.testing import free_port, sample_candidates, wait_until_answering
+
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("roberta-base", "bert-base-uncased", "microsoft/deberta-base", "distilbert-base-uncased")
 
 
 # -- the load generator (runs in its own process) --------------------------------------------------------------------
@@ -96,12 +96,6 @@ def run_load(url: str, path: str, body: bytes, *, clients: int, seconds: float, 
 # -- setup ------------------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def build(public_data: Path, work: Path) -> dict[str, Any]:
     """Knowledge base, the default meta-model, its registered and promoted version."""
     from collector.enrich import enrich_datasets, enrich_models
@@ -129,7 +123,7 @@ class MlflowServer:
     def __init__(self, model_uri: str, log_path: Path) -> None:
         self.model_uri = model_uri
         self.log_path = log_path
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -144,18 +138,12 @@ class MlflowServer:
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", self.model_uri, "--env-manager", "local",
              "-h", "127.0.0.1", "-p", str(self.port), "-w", "1"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/ping", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError(f"mlflow models serve did not answer: {self.log_path.read_text()[-3000:]}")
+        try:
+            wait_until_answering(self.proc, f"{self.url}/ping", timeout=180, log_path=self.log_path, poll=0.2)
+        except RuntimeError:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -166,18 +154,6 @@ class MlflowServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(15)
         self._log.close()
-
-
-def candidates(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` candidates across four models, full fine-tuning and LoRA, log-uniform learning rates."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        method = {"name": "lora", "lora_r": int(rng.choice([4, 8, 16]))} if i % 3 == 2 else {"name": "full"}
-        out.append({"model": {"id": MODELS[i % len(MODELS)]}, "method": method,
-                    "hparams": {"learning_rate": float(10 ** rng.uniform(-5.5, -3)),
-                                "batch_size": int(rng.choice([16, 32, 64])), "epochs": int(rng.integers(1, 6))}})
-    return out
 
 
 def mlflow_body(model: Any, answer: dict[str, Any], configs: list[dict[str, Any]]) -> bytes:
@@ -232,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         ours_server = ServerProcess(setup["kb"], settings={"tracking_uri": setup["uri"]}, log_path=work / "metaml.log")
         with ours_server as ours, MlflowServer(setup["outcome_uri"], work / "mlflow.log") as theirs:
             for n in args.batch_sizes:
-                configs = candidates(n, seed=n)
+                configs = sample_candidates(n, seed=n)
                 ours_body = json.dumps({"dataset": {"name": "glue/sst2"}, "candidates": configs}).encode()
                 lean_body = json.dumps({"dataset": {"name": "glue/sst2"}, "candidates": configs, "support": 0,
                                         "outputs": []}).encode()

@@ -96,7 +96,10 @@ def learning_frame(runs: pd.DataFrame) -> pd.DataFrame:
 
     Adds ``points`` (100 x score; NaN for failed runs), ``task_key``, ``config_key`` (runs differing only by seed
     share it), ``failed`` (status failed or diverged). Drops runs whose metric is lower-is-better or unbounded.
+    A frame that already is a learning frame is returned as it is.
     """
+    if {"points", "task_key", "config_key", "failed"} <= set(runs.columns):
+        return runs  # already a learning frame (evaluation folds are): do not recompute per predictor
     keep = runs["task_higher_is_better"].fillna(True).astype(bool) & runs["task_metric_scale"].isin(BOUNDED_SCALES)
     df = runs.loc[keep].copy()
     df["points"] = 100.0 * df["outcome_score"].astype(float)

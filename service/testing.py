@@ -25,6 +25,49 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+def wait_until_answering(proc: subprocess.Popen, url: str, *, timeout: float, log_path: Path,
+                         poll: float = 0.05) -> None:
+    """Wait until ``url`` answers 200 while the child ``proc`` runs.
+
+    Raises:
+        RuntimeError: the process exited, or ``url`` did not answer within ``timeout`` (the log's tail attached).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(poll)
+    raise RuntimeError(f"server did not answer within {timeout:g}s:\n{_tail(log_path)}")
+
+
+#: Models of the public sources that candidate factories draw from.
+SAMPLE_MODELS = ("roberta-base", "bert-base-uncased", "microsoft/deberta-base", "distilbert-base-uncased")
+
+
+def sample_candidates(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` candidate configurations across :data:`SAMPLE_MODELS`, full fine-tuning and LoRA, log-uniform learning
+    rates (for tests and benchmarks of ``/v1/predict``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        method = {"name": "lora", "lora_r": int(rng.choice([4, 8, 16]))} if i % 3 == 2 else {"name": "full"}
+        out.append({"model": {"id": SAMPLE_MODELS[i % len(SAMPLE_MODELS)]}, "method": method,
+                    "hparams": {"learning_rate": float(10 ** rng.uniform(-5.5, -3)),
+                                "batch_size": int(rng.choice([16, 32, 64])), "epochs": int(rng.integers(1, 6))}})
+    return out
+
+
 class ServerProcess:
     """One server process for the knowledge base ``kb``.
 
@@ -68,22 +111,12 @@ class ServerProcess:
                "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self._tail(log_path)}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"server did not answer within {timeout:g}s:\n{self._tail(log_path)}")
-
-    @staticmethod
-    def _tail(path: Path) -> str:
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+        try:
+            wait_until_answering(self.proc, f"{self.url}/healthz", timeout=timeout, log_path=log_path)
+        except RuntimeError:
+            self.kill()
+            raise
+        return self
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop gracefully (SIGTERM to its process group), then SIGKILL if it lingers."""

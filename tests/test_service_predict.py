@@ -28,10 +28,10 @@ from service.api.candidates import as_frame, candidate_columns
 from service.api.predictor import Scorer, build_scorer, check_scorer
 from service.api.schemas import Candidate
 from service.keys import create_key
-from service.testing import ServerProcess
+from service.testing import SAMPLE_MODELS, ServerProcess, sample_candidates
 
 MAX_CANDIDATES = 1500
-MODELS = ("roberta-base", "bert-base-uncased", "microsoft/deberta-base", "distilbert-base-uncased")
+MODELS = SAMPLE_MODELS
 
 
 def _auth(key: str) -> dict[str, str]:
@@ -74,18 +74,6 @@ def server(world: dict[str, Any]) -> Iterator[ServerProcess]:
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=120.0) as c:
         yield c
-
-
-def _candidates(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` candidates across four models, full fine-tuning and LoRA, log-uniform learning rates."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        method = {"name": "lora", "lora_r": int(rng.choice([4, 8, 16]))} if i % 3 == 2 else {"name": "full"}
-        out.append({"model": {"id": MODELS[i % len(MODELS)]}, "method": method,
-                    "hparams": {"learning_rate": float(10 ** rng.uniform(-5.5, -3)),
-                                "batch_size": int(rng.choice([16, 32, 64])), "epochs": int(rng.integers(1, 6))}})
-    return out
 
 
 def _expected(world: dict[str, Any], answer: dict[str, Any], configs: list[dict[str, Any]], *,
@@ -144,7 +132,7 @@ def test_predict_with_explicit_meta_features_and_with_a_raw_sample(client: httpx
     """Explicit meta-features are used as given (and `outputs` leaves out the predictions not asked for); a raw
     sample of texts and labels is described on the server; explicit fields win over the sample's; predictions match
     in-process ones."""
-    configs = _candidates(5)
+    configs = sample_candidates(5)
     meta = {"n_samples": 8000, "n_classes": 4, "tokens_mean": 35.0, "language": "en"}
     r = client.post("/v1/predict", json={"dataset": {"meta": meta}, "candidates": configs, "support": 0})
     assert r.status_code == 200, r.text
@@ -172,10 +160,10 @@ def test_predict_with_explicit_meta_features_and_with_a_raw_sample(client: httpx
     np.testing.assert_allclose(_points(body), _expected(world, body, configs)["points"], atol=1e-9, rtol=0)
 
 
-def test_predict_a_thousand_candidates(client: httpx.Client, world: dict[str, Any]) -> None:
+def test_predict_a_thousandsample_candidates(client: httpx.Client, world: dict[str, Any]) -> None:
     """1,000 candidates (four models, two methods, varied hyperparameters) are scored in one request, in request
     order, exactly as MetaModel.predict scores metaml's own candidate rows; model time is reported."""
-    configs = _candidates(1000, seed=3)
+    configs = sample_candidates(1000, seed=3)
     r = client.post("/v1/predict", json={"dataset": {"name": "glue/sst2"}, "candidates": configs})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -192,7 +180,7 @@ def test_invalid_candidates_answer_422_with_the_field(client: httpx.Client) -> N
     """A candidate the record's own parts refuse (negative learning rate, unknown method, missing model id) answers
     422 validation_error whose details point at the field, with no stack trace; more candidates than
     max_predict_candidates answer 422 batch_too_large; a dataset with no known meta-features 422 unknown_dataset."""
-    configs = _candidates(10)
+    configs = sample_candidates(10)
     configs[7]["hparams"]["learning_rate"] = -1
     bad = client.post("/v1/predict", json={"dataset": {"name": "glue/sst2"}, "candidates": configs})
     assert bad.status_code == 422
@@ -200,7 +188,7 @@ def test_invalid_candidates_answer_422_with_the_field(client: httpx.Client) -> N
     assert err["code"] == "validation_error" and err["details"][0]["loc"] == ["body", "candidates", 7, "hparams",
                                                                                 "learning_rate"]
     assert "Traceback" not in bad.text
-    configs = _candidates(3)
+    configs = sample_candidates(3)
     configs[1]["method"] = {"name": "no-such-method"}
     err = client.post("/v1/predict", json={"dataset": {"name": "glue/sst2"}, "candidates": configs}).json()["error"]
     assert err["details"][0]["loc"] == ["body", "candidates", 1, "method", "name"]
@@ -210,14 +198,15 @@ def test_invalid_candidates_answer_422_with_the_field(client: httpx.Client) -> N
     assert err["details"][0]["loc"] == ["body", "candidates", 0, "model", "id"]
 
     many = client.post("/v1/predict", json={"dataset": {"name": "glue/sst2"},
-                                            "candidates": _candidates(MAX_CANDIDATES + 1)})
+                                            "candidates": sample_candidates(MAX_CANDIDATES + 1)})
     assert many.status_code == 422
     assert many.json()["error"]["code"] == "batch_too_large"
     assert many.json()["error"]["details"] == {"max_predict_candidates": MAX_CANDIDATES}
 
-    unknown = client.post("/v1/predict", json={"dataset": {"name": "no/such-dataset"}, "candidates": _candidates(1)})
+    unknown = client.post("/v1/predict",
+                          json={"dataset": {"name": "no/such-dataset"}, "candidates": sample_candidates(1)})
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_dataset"
-    nothing = client.post("/v1/predict", json={"dataset": {}, "candidates": _candidates(1)})
+    nothing = client.post("/v1/predict", json={"dataset": {}, "candidates": sample_candidates(1)})
     assert nothing.status_code == 422 and nothing.json()["error"]["code"] == "validation_error"
 
 
@@ -338,7 +327,7 @@ def test_promotion_hot_swaps_the_model_while_requests_run(client: httpx.Client, 
     in-process; the registry's production alias and /readyz follow."""
     root = _auth(world["keys"]["root"])
     client.post("/v1/models/1/promote", headers=root).raise_for_status()
-    configs = _candidates(200, seed=5)
+    configs = sample_candidates(200, seed=5)
     request = {"dataset": {"name": "glue/sst2"}, "candidates": configs, "support": 1}
     answers: list[tuple[float, float, int, int | None]] = []
     stop = threading.Event()
@@ -388,14 +377,14 @@ def test_server_without_a_model_answers_503_and_stays_ready(world: dict[str, Any
     empty = f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"
     with ServerProcess(world["kb"].path, keys_db=world["work"] / "keys.db", settings={"tracking_uri": empty},
                        log_path=tmp_path / "server.log") as s, httpx.Client(base_url=s.url, timeout=60) as c:
-        r = c.post("/v1/predict", json={"dataset": {"name": "glue/sst2"}, "candidates": _candidates(2)})
+        r = c.post("/v1/predict", json={"dataset": {"name": "glue/sst2"}, "candidates": sample_candidates(2)})
         assert r.status_code == 503 and r.headers["Retry-After"]
         assert r.json()["error"]["code"] == "model_unavailable"
         message = r.json()["error"]["message"]
         assert "metaml train" in message and "metaml models promote" in message
         for path, body in (("/v1/recommend", {"dataset": {"name": "glue/sst2"},
                                                "space": {"models": [{"id": "roberta-base"}]}}),
-                           ("/v1/decide", {"dataset": {"name": "glue/sst2"}, "candidate": _candidates(1)[0],
+                           ("/v1/decide", {"dataset": {"name": "glue/sst2"}, "candidate": sample_candidates(1)[0],
                                            "incumbent": 0.9, "unit": "score"})):
             assert c.post(path, json=body).json()["error"]["code"] == "model_unavailable"
         assert c.get("/readyz").json() == {"status": "ready", "reason": None, "model": "absent", "model_version": None}
@@ -418,8 +407,9 @@ def test_serving_path_equals_metamodel_predict_on_real_runs(world: dict[str, Any
 def test_candidate_columns_equal_candidate_rows(world: dict[str, Any]) -> None:
     """The service's rows for a batch of candidates (candidate_rows once per distinct model and method, then each
     candidate's hyperparameters) hold the same values as metaml's candidate_rows on the whole batch."""
-    configs = [*_candidates(60, seed=9), {"model": {"id": "gpt2", "n_params": 124_000_000}, "method": {"name": "ia3"},
-                                          "hparams": {"lr_scheduler": "Cosine", "warmup_ratio": 0.1}}]
+    configs = [*sample_candidates(60, seed=9),
+               {"model": {"id": "gpt2", "n_params": 124_000_000}, "method": {"name": "ia3"},
+                "hparams": {"lr_scheduler": "Cosine", "warmup_ratio": 0.1}}]
     row = task_row({"primary_metric": "f1"}, {"name": "glue/mrpc", "n_train_used": 500}, source="upload")
     got = as_frame(candidate_columns(row, [Candidate.model_validate(c) for c in configs]))
     expected = candidate_rows(row, configs)
