@@ -2,12 +2,19 @@
 
 **Skip rule.** For a candidate and the incumbent (best score so far on the task, in points), the probability that
 the candidate beats ``incumbent - tolerance`` is read from residuals calibrated on *unseen datasets*
-(:class:`~metaml._estimators.OutcomeEstimator` keeps them). When the incumbent's own configuration is given, the
-comparison uses within-task *differences* (predicted gap between the two configurations plus the calibrated error of
-such gaps), which cancels the task-level bias of absolute predictions; otherwise it uses absolute residuals. The rule
-skips when that probability is below ``max_false_skip``. Because a skipped candidate's chance of winning is below the
-threshold under calibrated residuals, the threshold is the stated false-skip rate; the AutoML replay benchmark
-measures the rate actually reached on held-out tasks.
+(:class:`~metaml._estimators.OutcomeEstimator` keeps them), on one of three bases, the first that applies:
+
+* **task-recalibrated** (``history``: at least ``min_history`` configurations already scored on this task): the
+  task's own residuals give its bias (mean of score - prediction) and its spread; the pooled within-task residual
+  shape is rescaled to that spread, shrunk toward the pooled spread on the log scale with ``prior_weight``
+  pseudo-observations, and widened by the bias's own uncertainty (``sqrt(1 + 1/n)``). Pooled residuals mix sources
+  whose errors differ several fold (a few points on one task, twenty on another); this basis fits the task at hand;
+* **within-task difference** (``incumbent_config``): the predicted gap between the candidate and the incumbent's
+  configuration plus the calibrated error of such gaps, which cancels the task-level bias;
+* **absolute prediction**: the candidate's prediction and the pooled residuals.
+
+The rule skips when that probability is below ``max_false_skip``, the stated false-skip rate; the AutoML replay
+benchmark measures the rate actually reached on held-out tasks.
 
 **Recommendation.** Candidates are ranked by the ranking view, pulled toward the worst candidate by their failure
 probability; the prior
@@ -18,6 +25,7 @@ in shapes Optuna, Ray Tune and a probabilistic grammar search take directly.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,22 +60,89 @@ def _p_exceed(residuals: np.ndarray, margin: float) -> float:
 
 
 def decide(model: MetaModel, candidate: pd.DataFrame, incumbent: float, *, tolerance: float = 0.0,
-           incumbent_config: pd.DataFrame | None = None, max_false_skip: float = 0.05) -> Decision:
-    """Evaluate or skip one candidate (a one-row runs-table frame) against the incumbent score (points)."""
+           incumbent_config: pd.DataFrame | None = None, history: pd.DataFrame | None = None,
+           history_points: Sequence[float | None] | np.ndarray | None = None, max_false_skip: float = 0.05,
+           min_history: int = 3, prior_weight: float = 5.0) -> Decision:
+    """Evaluate or skip one candidate (a one-row runs-table frame) against the incumbent score (points).
+
+    Args:
+        model: a fitted meta-model (anything with ``predict`` and a fitted ``outcome_``).
+        candidate: the candidate's runs-table row.
+        incumbent: the best score so far on the task, in points.
+        tolerance: points below the incumbent the candidate may land and still be worth evaluating.
+        incumbent_config: the incumbent's runs-table row.
+        history: runs-table rows of the configurations already evaluated on this task, with ``history_points``
+            their scores in points (None or NaN for a failed run, which is left out).
+        max_false_skip: skip when P(beat) is below this.
+        min_history: scored configurations the task-recalibrated basis needs.
+        prior_weight: pseudo-observations of the pooled spread in the task's spread estimate.
+    """
     pred = float(model.predict(candidate)["points"].iloc[0])
     outcome = model.outcome_
     bar = incumbent - tolerance
-    if incumbent_config is not None and len(outcome.pair_residuals_) >= 50:
+    scored = _scored_history(history, history_points)
+    if scored is not None and len(scored[1]) >= max(min_history, 2):
+        rows, points = scored
+        errors = points - model.predict(rows)["points"].to_numpy(dtype=float)
+        shape, scale = _task_scale(outcome, errors, prior_weight)
+        basis = f"task-recalibrated on {len(errors)} evaluated configurations"
+        # P(scale x shape > margin): the shape sample is sorted, so this is one binary search
+        above = shape.size - int(np.searchsorted(shape, (bar - pred - float(errors.mean())) / scale, side="right"))
+        p_beat = (above + 1) / (shape.size + 2)
+    elif incumbent_config is not None and len(outcome.pair_residuals_) >= 50:
         inc_pred = float(model.predict(incumbent_config)["points"].iloc[0])
-        residuals, basis = outcome.pair_residuals_, "within-task difference to the incumbent's configuration"
-        margin = bar - incumbent - (pred - inc_pred)
+        basis = "within-task difference to the incumbent's configuration"
+        p_beat = _p_exceed(outcome.pair_residuals_, bar - incumbent - (pred - inc_pred))
     else:
-        residuals, basis = outcome.residuals_, "absolute prediction"
-        margin = bar - pred
-    p_beat = _p_exceed(residuals, margin)
+        basis = "absolute prediction"
+        p_beat = _p_exceed(outcome.residuals_, bar - pred)
     return Decision(action="skip" if p_beat < max_false_skip else "evaluate", p_beat=p_beat, predicted=pred,
                     incumbent=incumbent, tolerance=tolerance, threshold=max_false_skip,
                     stated_false_skip_rate=max_false_skip, basis=basis)
+
+
+def _scored_history(history: pd.DataFrame | None, points: Sequence[float | None] | np.ndarray | None
+                    ) -> tuple[pd.DataFrame, np.ndarray] | None:
+    if history is None or points is None:
+        return None
+    values = np.array([np.nan if v is None else float(v) for v in points], dtype=float)
+    if len(values) != len(history):
+        raise ValueError(f"history has {len(history)} rows but {len(values)} scores")
+    keep = np.isfinite(values)
+    return history[keep], values[keep]
+
+
+_SHAPES: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+
+
+def _residual_shape(outcome: Any) -> tuple[np.ndarray, float]:
+    """The pooled within-task residuals, centred, divided by their spread and sorted; and that spread (cached per
+    fitted estimator: a search asks this once per proposal)."""
+    pair = outcome.pair_residuals_
+    hit = _SHAPES.get(id(pair))
+    if hit is not None and hit[0] is pair:
+        return hit[1], hit[2]
+    values = np.asarray(pair, dtype=float)
+    # a pair difference carries two runs' errors: its spread is sqrt(2) x one run's within-task error
+    base = values / math.sqrt(2.0) if values.size >= 50 else np.asarray(outcome.residuals_, dtype=float)
+    base = base - np.median(base)
+    pooled = float(base.std()) or 1.0
+    shape = np.sort(base / pooled)
+    if len(_SHAPES) >= 16:
+        _SHAPES.clear()
+    _SHAPES[id(pair)] = (pair, shape, pooled)  # holding ``pair`` keeps its id from being reused
+    return shape, pooled
+
+
+def _task_scale(outcome: Any, errors: np.ndarray, prior_weight: float) -> tuple[np.ndarray, float]:
+    """The standardized residual shape and this task's spread (see the module docstring)."""
+    shape, pooled = _residual_shape(outcome)
+    n = len(errors)
+    task_var = max(float(errors.var(ddof=1)), 0.01)  # scores are in points: no task is known to 0.1 point
+    # shrink on the log scale: pooled variances span two orders of magnitude, an arithmetic mean would let the
+    # widest source decide every task's spread
+    log_var = (n * math.log(task_var) + prior_weight * math.log(pooled**2)) / (n + prior_weight)
+    return shape, math.exp(log_var / 2) * math.sqrt(1.0 + 1.0 / n)
 
 
 @dataclass

@@ -349,9 +349,12 @@ def _recommend_req(task: Mapping[str, Any] | None, dataset: str | Mapping[str, A
 
 def _decide_req(task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], candidate: Mapping[str, Any],
                 incumbent: float, tolerance: float, unit: str, incumbent_config: Mapping[str, Any] | None,
-                max_false_skip: float | None, source: str) -> _Req:
+                max_false_skip: float | None, source: str,
+                history: Iterable[tuple[Mapping[str, Any], float | None]] | None) -> _Req:
     body = _task_body(task, dataset, source, {"incumbent_config": incumbent_config, "max_false_skip": max_false_skip})
     body |= {"candidate": dict(candidate), "incumbent": incumbent, "unit": unit, "tolerance": tolerance}
+    if history:
+        body["history"] = [{"config": dict(config), "score": score} for config, score in history]
     return _Req("POST", "/v1/decide", lambda d: Decision(**d), json=body)
 
 
@@ -545,10 +548,13 @@ class Client(_Base):
     def decide(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], candidate: Mapping[str, Any],
                incumbent: float, tolerance: float = 0.0, *, unit: str = "score",
                incumbent_config: Mapping[str, Any] | None = None, max_false_skip: float | None = None,
-               source: str = "upload") -> Decision:
-        """Evaluate or skip ``candidate`` given the best score so far (``unit``: ``score`` or ``points``)."""
+               source: str = "upload",
+               history: Iterable[tuple[Mapping[str, Any], float | None]] | None = None) -> Decision:
+        """Evaluate or skip ``candidate`` given the best score so far (``unit``: ``score`` or ``points``).
+        ``history``: the search's (configuration, score) pairs so far, score None for a failed run; with at least
+        3 scored the server recalibrates its residuals to this task."""
         return self._send(_decide_req(task, dataset, candidate, incumbent, tolerance, unit, incumbent_config,
-                                      max_false_skip, source))
+                                      max_false_skip, source, history))
 
     def models(self) -> ModelList:
         return self._send(_models_req())
@@ -654,9 +660,10 @@ class AsyncClient(_Base):
     async def decide(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
                      candidate: Mapping[str, Any], incumbent: float, tolerance: float = 0.0, *, unit: str = "score",
                      incumbent_config: Mapping[str, Any] | None = None, max_false_skip: float | None = None,
-                     source: str = "upload") -> Decision:
+                     source: str = "upload",
+                     history: Iterable[tuple[Mapping[str, Any], float | None]] | None = None) -> Decision:
         return await self._send(_decide_req(task, dataset, candidate, incumbent, tolerance, unit, incumbent_config,
-                                            max_false_skip, source))
+                                            max_false_skip, source, history))
 
     async def models(self) -> ModelList:
         return await self._send(_models_req())

@@ -303,6 +303,36 @@ def test_decide_skips_a_clearly_bad_candidate_and_evaluates_a_strong_one(client:
     assert missing_unit.status_code == 422 and missing_unit.json()["error"]["details"][0]["loc"] == ["body", "unit"]
 
 
+def test_decide_recalibrates_to_the_search_history(client: httpx.Client) -> None:
+    """With the search's history the answer comes from the task-recalibrated basis, computed as the library computes
+    it: a history whose scores sit exactly on the predictions makes the rule sharper than one whose scores scatter
+    20 points around them; failed runs (null) are left out of the count; fewer than 3 scored falls back."""
+    lrs = [1e-5, 2e-5, 5e-5, 2e-4, 6e-4]
+    configs = [{"model": {"id": "microsoft/deberta-base"},
+                "hparams": {"learning_rate": lr, "batch_size": 32, "epochs": 3}} for lr in lrs]
+    task = {"dataset": {"name": "glue/mnli"}, "source": "opda"}
+    preds = client.post("/v1/predict", json={**task, "candidates": configs, "support": 0}).json()["predictions"]
+    points = [p["points"] for p in preds]
+    cand, past = configs[-1], list(range(4))
+    incumbent = max(points[i] for i in past)
+
+    def ask(scores: list[float | None]) -> dict[str, Any]:
+        history = [{"config": configs[i], "score": s} for i, s in zip(past, scores, strict=True)]
+        answer = client.post("/v1/decide", json={**task, "candidate": cand, "incumbent": incumbent, "unit": "points",
+                                                  "tolerance": 0.0, "history": history})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    exact = ask([points[i] for i in past])
+    scattered = ask([points[i] + d for i, d in zip(past, (20.0, -20.0, 20.0, -20.0), strict=True)])
+    assert exact["basis"] == scattered["basis"] == "task-recalibrated on 4 evaluated configurations"
+    gap = incumbent - points[-1]
+    assert (exact["p_beat"] < scattered["p_beat"]) if gap > 0 else (exact["p_beat"] > scattered["p_beat"])
+    with_failures = ask([points[0], None, points[2], None])
+    assert with_failures["basis"] == "absolute prediction"
+    assert ask([points[0], None, points[2], points[3]])["basis"] == "task-recalibrated on 3 evaluated configurations"
+
+
 def test_models_list_and_promotion_need_the_admin_scope(client: httpx.Client, world: dict[str, Any]) -> None:
     """GET /v1/models lists both versions with aliases, key metrics and which one is served; promoting needs an admin
     key (401 without a key, 403 with a read key) and a registered version (404)."""

@@ -19,7 +19,8 @@ Four variants of each (:data:`VARIANTS`):
   ``z`` the ranking score standardized over the task's candidates (a failure counts as the worst outcome). The
   grammar search starts from :meth:`GrammarDistribution.biased`;
 * ``skip``: before each evaluation after the first, :func:`metaml._decision.decide` compares the candidate with the
-  incumbent (its score and its configuration) and the candidate is skipped when its calibrated probability of
+  incumbent (its score and its configuration, and the search's history, so the residuals are recalibrated to the task
+  once ``min_history`` configurations have scored) and the candidate is skipped when its calibrated probability of
   beating the incumbent is below ``max_false_skip``. A skipped candidate is removed from the candidate set, costs
   ``skip_cost_fraction`` of its cost (0 by default) and is recorded; the searcher receives no observation for it;
   the evaluation budget counts only evaluations that ran;
@@ -32,6 +33,7 @@ the model itself (a test checks they agree).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -102,12 +104,15 @@ class Knowledge:
         return [int(i) for i in np.argsort(-self.standing, kind="stable")[:k]]
 
     def decide(self, i: int, incumbent: float, incumbent_index: int | None, *, tolerance: float = 0.0,
-               max_false_skip: float = 0.05) -> Decision:
-        """:func:`metaml._decision.decide` for candidate ``i`` against the incumbent."""
+               max_false_skip: float = 0.05, history: Sequence[tuple[int, float]] = ()) -> Decision:
+        """:func:`metaml._decision.decide` for candidate ``i`` against the incumbent, with the search's
+        ``history`` of (configuration, score) pairs (NaN for a failed one)."""
         if self._lookup is None:
             self._lookup = _PredictionLookup(self.predictions, self.outcome)
         inc = pd.DataFrame(index=[incumbent_index]) if incumbent_index is not None else None
+        past = pd.DataFrame(index=[h[0] for h in history]) if history else None
         return decide(self._lookup, pd.DataFrame(index=[i]), incumbent, tolerance=tolerance, incumbent_config=inc,
+                      history=past, history_points=[h[1] for h in history] if history else None,
                       max_false_skip=max_false_skip)
 
     def grammar_prior(self, space: SearchSpace, *, temperature: float = 1.0,
@@ -260,7 +265,8 @@ def run_search(task: ReplayTask, searcher: str, *, variant: str = "alone", knowl
         i = s.ask(env.available)
         if use_skip and env.incumbent is not None:
             d = knowledge.decide(i, env.incumbent, env.incumbent_index, tolerance=settings.tolerance,
-                                 max_false_skip=settings.max_false_skip)
+                                 max_false_skip=settings.max_false_skip,
+                                 history=[(e[0], e[2]) for e in env.trace.evals])
             if d.action == "skip":
                 env.skip(i, d.p_beat)
                 s.tell(i, None, skipped=True)

@@ -362,6 +362,13 @@ class RecommendResult(_Model):
     priors: Priors
 
 
+class Evaluated(_Model):
+    """A configuration already evaluated on the task, and what it scored."""
+
+    config: Candidate
+    score: float | None = Field(allow_inf_nan=False, description="In the request's `unit`; null for a failed run.")
+
+
 class DecideRequest(_TaskRequest):
     """Evaluate or skip one candidate, given the best score so far."""
 
@@ -374,6 +381,10 @@ class DecideRequest(_TaskRequest):
     incumbent_config: Candidate | None = Field(
         None, description="The incumbent's configuration: the comparison then uses within-task differences.")
     max_false_skip: float = Field(0.05, gt=0, lt=1, description="Skip only when P(beat) is below this.")
+    history: list[Evaluated] = Field(
+        default_factory=list, max_length=1000,
+        description="Configurations already evaluated on this task (the incumbent's among them): with at least 3 "
+                    "scored, the residuals are recalibrated to this task's bias and spread.")
 
 
 class DecideResult(_Model):
@@ -388,7 +399,8 @@ class DecideResult(_Model):
     tolerance_points: float
     threshold: float
     stated_false_skip_rate: float = Field(description="Among skipped candidates, the share that would have won.")
-    basis: str = Field(description="absolute prediction, or within-task difference to the incumbent's configuration.")
+    basis: str = Field(description="task-recalibrated (with `history`), within-task difference to the incumbent's "
+                                   "configuration, or absolute prediction.")
 
 
 class ModelVersion(_Model):

@@ -149,7 +149,9 @@ async def decide(request: Request, body: DecideRequest, holder: Holder, experien
 
     Skips when the probability that the candidate comes within `tolerance` of the incumbent, read from residuals
     calibrated on unseen datasets, is below `max_false_skip`; that threshold is the stated false-skip rate. With the
-    incumbent's configuration the comparison uses within-task differences, which cancel the task's bias.
+    search's `history` (at least 3 scored configurations) the residuals are recalibrated to the task's own bias and
+    spread; else, with the incumbent's configuration, the comparison uses within-task differences, which cancel the
+    task's bias.
     """
     loaded = holder.require()
     inline = _inline(body, 2, experience)
@@ -164,8 +166,12 @@ def _decide(body: DecideRequest, loaded: LoadedModel, experience: ExperienceInde
     incumbent_config = as_frame(candidate_columns(ctx.row, [body.incumbent_config], loc="incumbent_config")) \
         if body.incumbent_config else None
     factor = 100.0 if body.unit == "score" else 1.0
+    history = as_frame(candidate_columns(ctx.row, [h.config for h in body.history], loc="history")) \
+        if body.history else None
     d = decide_one(loaded.scorer, candidate, body.incumbent * factor, tolerance=body.tolerance * factor,
-                   incumbent_config=incumbent_config, max_false_skip=body.max_false_skip)
+                   incumbent_config=incumbent_config, history=history,
+                   history_points=[None if h.score is None else h.score * factor for h in body.history],
+                   max_false_skip=body.max_false_skip)
     return jsonable({"model": loaded.describe(), "action": d.action, "p_beat": d.p_beat,
                      "predicted_points": d.predicted, "predicted_score": d.predicted / 100.0,
                      "incumbent_points": d.incumbent, "tolerance_points": d.tolerance, "threshold": d.threshold,
