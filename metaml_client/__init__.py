@@ -7,8 +7,10 @@ with Client("http://127.0.0.1:8000", api_key="mk_...") as c:
     rec = c.recommend(None, "glue/sst2", {"models": [{"id": "roberta-base"}]}, budget=5)
 ```
 
-Optuna helpers (warm start, skipping unpromising trials, reporting runs back) are in ``metaml_client.optuna``, which
-imports optuna; this package itself does not.
+Integrations, each importing its framework (this package itself does not): ``metaml_client.optuna`` and
+``metaml_client.ray_tune`` (warm start, skipping unpromising trials, reporting runs back). The Hugging Face
+``Trainer`` callback that records each run is ``collector.trainer_callback`` (it builds records with the collector
+and posts them with a ``Client``).
 """
 
 from metaml_client._client import (

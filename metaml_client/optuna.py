@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 
 from metaml_client._client import Client, Decision, Recommendation, UploadResult
+from metaml_client._space import config_from_params, method_label
 
 __all__ = ["SkipUnpromising", "config_from_params", "method_label", "report_back", "warm_start"]
 
@@ -23,42 +24,6 @@ CONFIG_ATTR = "metaml_config"
 DATASET_ATTR = "metaml_dataset"
 P_BEAT_ATTR = "metaml_p_beat"
 ACTION_ATTR = "metaml_action"
-
-
-def method_label(method: Mapping[str, Any]) -> str:
-    """``lora(lora_r=8)``: a method's name and the parameters it sets, as the server labels it."""
-    params = {k: v for k, v in method.items() if k not in ("name", "kind", "config") and v is not None}
-    return str(method["name"]) + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
-
-
-def _parse_label(label: str) -> tuple[str, dict[str, str]]:
-    name, _, rest = label.partition("(")
-    params = dict(p.split("=", 1) for p in rest.rstrip(")").split(", ") if "=" in p) if rest else {}
-    return name, params
-
-
-def config_from_params(params: Mapping[str, Any], space: Mapping[str, Any]) -> dict[str, Any]:
-    """The candidate configuration (``model``, ``method``, ``hparams``) a trial's parameters stand for in
-    ``space`` (the search space sent to ``recommend``): the method label is matched against the space's methods,
-    other parameters are hyperparameters, and the space's ``fixed`` ones are added."""
-    params = dict(params)
-    config: dict[str, Any] = {"model": {"id": params.pop("model")}}
-    label = params.pop("method", None)
-    methods = list(space.get("methods") or [{"name": "full"}])
-    if label is None:
-        config["method"] = dict(methods[0])
-    else:
-        name, given = _parse_label(str(label))
-        for m in methods:
-            mine = {k: str(v) for k, v in m.items() if k not in ("name", "kind", "config") and v is not None}
-            if m["name"] == name and mine == given:
-                config["method"] = dict(m)
-                break
-        else:
-            raise ValueError(f"method {label!r} is not one of the space's methods "
-                             f"({', '.join(method_label(m) for m in methods)})")
-    config["hparams"] = {**dict(space.get("fixed") or {}), **params}
-    return config
 
 
 def warm_start(study: optuna.Study, client: Client, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
@@ -79,7 +44,9 @@ class SkipUnpromising:
     Call ``check(trial, config)`` at the start of the objective: it asks ``/v1/decide`` for ``config`` against the
     best value so far (and the best trial's configuration, when known, for a within-task comparison) and raises
     ``optuna.TrialPruned`` when the answer is skip, so the trial shows as PRUNED with the user attributes
-    ``metaml_p_beat`` and ``metaml_action``. Nothing is skipped before ``min_completed`` trials have completed.
+    ``metaml_p_beat`` and ``metaml_action``. The study's completed and failed trials go along as the history, so the
+    server recalibrates its residuals to the task once 3 have scored. Nothing is skipped before ``min_completed``
+    trials have completed.
     """
 
     def __init__(self, client: Client, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], *,
@@ -105,9 +72,14 @@ class SkipUnpromising:
         if study.direction != optuna.study.StudyDirection.MAXIMIZE:
             raise ValueError("SkipUnpromising needs a study that maximizes the score")
         best = study.best_trial
+        # the study's history (failed trials score None) lets the server recalibrate its residuals to this task
+        history = [(t.user_attrs[CONFIG_ATTR], t.value if t.state == optuna.trial.TrialState.COMPLETE else None)
+                   for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                     optuna.trial.TrialState.FAIL))
+                   if CONFIG_ATTR in t.user_attrs]
         decision = self.client.decide(self.task, self.dataset, config, float(best.value), self.tolerance,
                                       unit="score", incumbent_config=best.user_attrs.get(CONFIG_ATTR),
-                                      max_false_skip=self.max_false_skip, source=self.source)
+                                      max_false_skip=self.max_false_skip, source=self.source, history=history)
         trial.set_user_attr(P_BEAT_ATTR, decision.p_beat)
         trial.set_user_attr(ACTION_ATTR, decision.action)
         if decision.skip:

@@ -1,13 +1,18 @@
-"""Shared fixtures: where the public data lives, and fresh knowledge bases."""
+"""Shared fixtures: where the public data lives, fresh knowledge bases, and a live server with a trained meta-model
+for the client tests."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from collector.store import KnowledgeBase
+from metaml_client import Client
+from service.testing import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,3 +35,45 @@ def public_data() -> Path:
 def kb(tmp_path: Path) -> KnowledgeBase:
     """An empty knowledge base in a fresh directory."""
     return KnowledgeBase(tmp_path / "kb.duckdb")
+
+
+@pytest.fixture(scope="session")
+def served_world(public_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """As in test_service_predict: a knowledge base from the TransferGraph and OPDA DeBERTa files (SST-2 described),
+    one small meta-model registered as version 1 and promoted; an admin key and a read key. Shared by the client
+    tests (test_client, test_ray_tune): they add runs, so they compare counts before and after, never absolute ones."""
+    from collector.enrich import enrich_datasets, enrich_models
+    from collector.ingest import ingest_path
+    from metaml._artifact import snapshot_id
+    from metaml._data import load_runs
+    from metaml._estimators import MetaModel, OutcomeEstimator
+    from metaml._tracking import log_model_version, promote
+    from service.keys import create_key
+
+    work = tmp_path_factory.mktemp("client")
+    kb = KnowledgeBase(work / "kb.duckdb")
+    for source in ("transfergraph", "opda_deberta"):
+        ingest_path(kb, public_data / "metadatasets" / source)
+    enrich_models(kb)
+    enrich_datasets(kb, public_data / "text", names=["glue_sst2"])
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    model = MetaModel(outcome=OutcomeEstimator(n_estimators=50, random_state=0), random_state=0).fit(load_runs(kb))
+    log_model_version(model, {"kb_snapshot": snapshot_id(kb), "evaluation": {"spearman": 0.3}}, tracking_uri=uri)
+    promote(1, tracking_uri=uri)
+    keys = {name: create_key(work / "keys.db", name, scopes)[1]
+            for name, scopes in {"root": ["admin"], "reader": ["read"]}.items()}
+    return {"work": work, "kb": kb, "uri": uri, "keys": keys}
+
+
+@pytest.fixture(scope="session")
+def served(served_world: dict[str, Any]) -> Iterator[ServerProcess]:
+    """The server of :func:`served_world` (uvicorn in a child process)."""
+    with ServerProcess(served_world["kb"].path, settings={"tracking_uri": served_world["uri"]}) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def served_client(served: ServerProcess, served_world: dict[str, Any]) -> Iterator[Client]:
+    """A client of :func:`served` with the admin key."""
+    with Client(served.url, api_key=served_world["keys"]["root"], timeout=120) as c:
+        yield c

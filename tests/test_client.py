@@ -17,13 +17,6 @@ from typing import Any
 import optuna
 import pytest
 
-from collector.enrich import enrich_datasets, enrich_models
-from collector.ingest import ingest_path
-from collector.store import KnowledgeBase
-from metaml._artifact import snapshot_id
-from metaml._data import load_runs
-from metaml._estimators import MetaModel, OutcomeEstimator
-from metaml._tracking import log_model_version, promote
 from metaml_client import (
     AsyncClient,
     Client,
@@ -39,7 +32,6 @@ from metaml_client import (
     SqlResult,
     UploadResult,
 )
-from service.keys import create_key
 from service.testing import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,37 +40,6 @@ SPACE = {"models": [{"id": "roberta-base"}, {"id": "microsoft/deberta-base"}],
          "hparams": {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}, "fixed": {"epochs": 3}}
 CANDIDATE = {"model": {"id": "roberta-base"}, "method": {"name": "full"},
              "hparams": {"learning_rate": 2e-5, "batch_size": 32, "epochs": 3}}
-
-
-@pytest.fixture(scope="module")
-def world(public_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """As in test_service_predict: a knowledge base from the TransferGraph and OPDA DeBERTa files (SST-2 described),
-    one small meta-model registered as version 1 and promoted; an admin key and a read key."""
-    work = tmp_path_factory.mktemp("client")
-    kb = KnowledgeBase(work / "kb.duckdb")
-    for source in ("transfergraph", "opda_deberta"):
-        ingest_path(kb, public_data / "metadatasets" / source)
-    enrich_models(kb)
-    enrich_datasets(kb, public_data / "text", names=["glue_sst2"])
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    model = MetaModel(outcome=OutcomeEstimator(n_estimators=50, random_state=0), random_state=0).fit(load_runs(kb))
-    log_model_version(model, {"kb_snapshot": snapshot_id(kb), "evaluation": {"spearman": 0.3}}, tracking_uri=uri)
-    promote(1, tracking_uri=uri)
-    keys = {name: create_key(work / "keys.db", name, scopes)[1]
-            for name, scopes in {"root": ["admin"], "reader": ["read"]}.items()}
-    return {"work": work, "kb": kb, "uri": uri, "keys": keys}
-
-
-@pytest.fixture(scope="module")
-def server(world: dict[str, Any]) -> Iterator[ServerProcess]:
-    with ServerProcess(world["kb"].path, settings={"tracking_uri": world["uri"]}) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess, world: dict[str, Any]) -> Iterator[Client]:
-    with Client(server.url, api_key=world["keys"]["root"], timeout=120) as c:
-        yield c
 
 
 def test_importing_the_client_pulls_in_none_of_the_service() -> None:
@@ -91,90 +52,92 @@ def test_importing_the_client_pulls_in_none_of_the_service() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_every_method_returns_typed_results(client: Client, world: dict[str, Any]) -> None:
-    health = client.health()
+def test_every_method_returns_typed_results(served_client: Client, served_world: dict[str, Any]) -> None:
+    health = served_client.health()
     assert isinstance(health, Health) and health.status == "ok"
-    ready = client.ready()
+    ready = served_client.ready()
     assert ready.ready and ready.model == "loaded" and ready.model_version == 1
-    assert client.stats()["runs"] > 0
+    assert served_client.stats()["runs"] > 0
 
-    page = client.list_runs(dataset="SST-2", limit=5)
+    page = served_client.list_runs(dataset="SST-2", limit=5)
     assert isinstance(page, RunPage) and page.count == 5 and page.next_cursor
-    run = client.get_run(page.runs[0]["run_id"])
+    run = served_client.get_run(page.runs[0]["run_id"])
     assert run["dataset"]["name"] == "glue/sst2"
-    n = client.sql("SELECT count(*) FROM runs WHERE dataset_name = 'glue/sst2'").rows[0][0]
-    every = list(client.iter_runs(dataset="SST-2", limit=max(1, n // 3)))
+    n = served_client.sql("SELECT count(*) FROM runs WHERE dataset_name = 'glue/sst2'").rows[0][0]
+    every = list(served_client.iter_runs(dataset="SST-2", limit=max(1, n // 3)))
     assert len({r["run_id"] for r in every}) == len(every) == n > 3  # several pages
 
     record = {"task": {"primary_metric": "accuracy"}, "dataset": {"name": "client-test"},
               "model": {"id": "roberta-base"}, "method": {"name": "lora", "lora_r": 8},
               "hparams": {"learning_rate": 3e-4, "seed": 11}, "outcome": {"score": 0.81}}
-    up = client.upload_runs([record])
+    up = served_client.upload_runs([record])
     assert isinstance(up, UploadResult) and (up.accepted, up.uploader) == (1, "root")
-    assert client.upload_runs(record).records[0].status == "duplicate"  # one dict is fine too
-    path = world["work"] / "runs.jsonl"
+    assert served_client.upload_runs(record).records[0].status == "duplicate"  # one dict is fine too
+    path = served_world["work"] / "runs.jsonl"
     path.write_text('{"task": {"primary_metric": "accuracy"}, "dataset": {"name": "client-test"}, '
                     '"model": {"id": "roberta-base"}, "method": {"name": "full"}, "hparams": {"learning_rate": 1e-4}, '
                     '"outcome": {"score": 0.7}}\n')
-    assert client.upload_runs(path).accepted == 1
-    assert client.get_run(up.records[0].run_id)["outcome"]["score"] == pytest.approx(0.81)
+    assert served_client.upload_runs(path).accepted == 1
+    assert served_client.get_run(up.records[0].run_id)["outcome"]["score"] == pytest.approx(0.81)
 
-    described = client.describe_dataset(["a fine movie", "a dull film", "great plot", "boring"], [1, 0, 1, 0],
-                                        landmark_sample=0)
+    described = served_client.describe_dataset(["a fine movie", "a dull film", "great plot", "boring"], [1, 0, 1, 0],
+                                               landmark_sample=0)
     assert isinstance(described, DescribeResult) and described.n_rows == 4 and described.meta["n_classes"] == 2
 
-    sql = client.sql("SELECT method_name, count(*) AS n FROM runs GROUP BY 1 ORDER BY 1", max_rows=50)
+    sql = served_client.sql("SELECT method_name, count(*) AS n FROM runs GROUP BY 1 ORDER BY 1", max_rows=50)
     assert isinstance(sql, SqlResult) and sql.names == ["method_name", "n"]
     assert sum(r["n"] for r in sql.records()) > 0
 
     # a big candidate list is split in batches; indices continue across them
     many = [{**CANDIDATE, "hparams": {**CANDIDATE["hparams"], "learning_rate": 1e-5 * (1 + i % 50)}}
             for i in range(25)]
-    batched = client.predict(None, "SST-2", many, batch_size=10, support=0)
-    whole = client.predict({"primary_metric": "accuracy"}, {"name": "glue/sst2"}, many, support=0)
+    batched = served_client.predict(None, "SST-2", many, batch_size=10, support=0)
+    whole = served_client.predict({"primary_metric": "accuracy"}, {"name": "glue/sst2"}, many, support=0)
     assert isinstance(batched, PredictResult) and batched.n_candidates == 25
     assert [p.index for p in batched.predictions] == list(range(25))
     assert [p.points for p in batched.predictions] == pytest.approx([p.points for p in whole.predictions])
     assert batched.task["dataset"] == "glue/sst2" and batched.model["version"] == 1
 
-    rec = client.recommend(None, "glue/sst2", SPACE, budget=4, enqueue=4)
+    rec = served_client.recommend(None, "glue/sst2", SPACE, budget=4, enqueue=4)
     assert isinstance(rec, Recommendation) and [r.rank for r in rec.ranked] == [1, 2, 3, 4]
     assert len(rec.optuna_trials) == 4 and set(rec.optuna_trials[0]) >= {"model", "method", "learning_rate"}
 
-    decision = client.decide(None, "glue/sst2", CANDIDATE, 0.99, incumbent_config=CANDIDATE)
+    decision = served_client.decide(None, "glue/sst2", CANDIDATE, 0.99, incumbent_config=CANDIDATE)
     assert isinstance(decision, Decision) and decision.action in ("skip", "evaluate") and 0 <= decision.p_beat <= 1
     bad = {**CANDIDATE, "hparams": {"learning_rate": 0.5}}
-    assert client.decide(None, "glue/sst2", bad, 95.0, unit="points", max_false_skip=0.5).incumbent_points == 95.0
+    by_points = served_client.decide(None, "glue/sst2", bad, 95.0, unit="points", max_false_skip=0.5)
+    assert by_points.incumbent_points == 95.0
 
-    models = client.models()
+    models = served_client.models()
     assert isinstance(models, ModelList) and [v.version for v in models.versions] == [1]
     assert models.versions[0].loaded and models.versions[0].metrics["spearman"] == pytest.approx(0.3)
-    promoted = client.promote(1)
+    promoted = served_client.promote(1)
     assert isinstance(promoted, PromoteResult) and promoted.version == 1 and "production" in promoted.aliases
 
 
-def test_errors_map_to_metaml_api_error(server: ServerProcess, client: Client, world: dict[str, Any]) -> None:
-    with Client(server.url, api_key="mk_nope_nope", retries=0) as wrong, pytest.raises(MetamlAPIError) as e:
+def test_errors_map_to_metaml_api_error(served: ServerProcess, served_client: Client,
+                                        served_world: dict[str, Any]) -> None:
+    with Client(served.url, api_key="mk_nope_nope", retries=0) as wrong, pytest.raises(MetamlAPIError) as e:
         wrong.list_runs()
     assert (e.value.status, e.value.code) == (401, "unauthorized")
-    with Client(server.url, api_key=world["keys"]["reader"]) as reader, pytest.raises(MetamlAPIError) as e:
+    with Client(served.url, api_key=served_world["keys"]["reader"]) as reader, pytest.raises(MetamlAPIError) as e:
         reader.sql("SELECT 1")
     assert (e.value.status, e.value.code) == (403, "forbidden") and "analyst" in str(e.value.details)
     with pytest.raises(MetamlAPIError) as e:
-        client.get_run("0" * 32)
+        served_client.get_run("0" * 32)
     assert (e.value.status, e.value.code) == (404, "not_found")
     with pytest.raises(MetamlAPIError) as e:
-        client.promote(99)
+        served_client.promote(99)
     assert e.value.status == 404
     with pytest.raises(MetamlAPIError) as e:
-        client.predict(None, "glue/sst2", [{**CANDIDATE, "hparams": {"learning_rate": -1}}])
+        served_client.predict(None, "glue/sst2", [{**CANDIDATE, "hparams": {"learning_rate": -1}}])
     assert (e.value.status, e.value.code) == (422, "validation_error")
     assert e.value.details[0]["loc"][:3] == ["body", "candidates", 0]
     with pytest.raises(MetamlAPIError) as e:
-        client.recommend(None, "no-such-dataset-anywhere", SPACE, budget=2)
+        served_client.recommend(None, "no-such-dataset-anywhere", SPACE, budget=2)
     assert (e.value.status, e.value.code) == (422, "unknown_dataset")
     with pytest.raises(MetamlAPIError) as e:
-        client.sql("DELETE FROM runs")
+        served_client.sql("DELETE FROM runs")
     assert (e.value.status, e.value.code) == (400, "query_refused")
 
 
@@ -243,9 +206,9 @@ def test_retries_connection_errors_with_backoff() -> None:
     assert "Connect" in type(e.value).__name__
 
 
-def test_async_client(server: ServerProcess, world: dict[str, Any], flaky: str) -> None:
+def test_async_client(served: ServerProcess, served_world: dict[str, Any], flaky: str) -> None:
     async def go() -> None:
-        async with AsyncClient(server.url, api_key=world["keys"]["root"], timeout=120) as c:
+        async with AsyncClient(served.url, api_key=served_world["keys"]["root"], timeout=120) as c:
             assert (await c.health()).status == "ok"
             runs = [r async for r in c.iter_runs(dataset="glue/sst2", limit=5)]
             assert len(runs) > 5 and len({r["run_id"] for r in runs}) == len(runs)
@@ -265,15 +228,17 @@ def test_async_client(server: ServerProcess, world: dict[str, Any], flaky: str) 
     asyncio.run(go())
 
 
-def test_optuna_example_end_to_end(server: ServerProcess, client: Client, world: dict[str, Any]) -> None:
+def test_optuna_example_end_to_end(served: ServerProcess, served_client: Client,
+                                   served_world: dict[str, Any]) -> None:
     """The example warm-starts a study, skips with the decide check, scores from the knowledge base through SQL,
     and posts every completed trial back as a run."""
     spec = importlib.util.spec_from_file_location("optuna_warm_start", REPO / "examples" / "optuna_warm_start.py")
     assert spec and spec.loader
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    before = client.list_runs(source="optuna", limit=1000).count
-    study = example.main(["--url", server.url, "--key", world["keys"]["root"], "--trials", "10", "--budget", "4"])
+    before = served_client.list_runs(source="optuna", limit=1000).count
+    study = example.main(["--url", served.url, "--key", served_world["keys"]["root"], "--trials", "10",
+                          "--budget", "4"])
     states = [t.state for t in study.trials]
     assert len(states) == 10 and states.count(optuna.trial.TrialState.COMPLETE) >= 4
     assert set(states) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
@@ -283,7 +248,7 @@ def test_optuna_example_end_to_end(server: ServerProcess, client: Client, world:
             assert t.user_attrs["metaml_action"] == "skip" and t.user_attrs["metaml_p_beat"] < 0.05
         elif t.number > 0:
             assert "metaml_p_beat" in t.user_attrs
-    posted = list(client.iter_runs(source="optuna"))
+    posted = list(served_client.iter_runs(source="optuna"))
     completed = states.count(optuna.trial.TrialState.COMPLETE)
     assert before + completed >= len(posted) >= before + 1
     assert {r["dataset"]["name"] for r in posted} == {"glue/sst2"}

@@ -1,4 +1,4 @@
-"""The Trainer callback (`metaml_client.trainer`) with real `transformers.Trainer` runs on CPU: a tiny randomly
+"""The Trainer callback (`collector.trainer_callback`) with real `transformers.Trainer` runs on CPU: a tiny randomly
 initialized BERT fine-tuned for a few steps on a few hundred real SST-2 sentences (read from the public data at test
 time, tokenized by a word-level tokenizer trained on them), evaluated with accuracy on a slice of the dev split.
 Records go to a local knowledge base, to a live server, or to the spool file when the server is unreachable."""
@@ -33,8 +33,8 @@ from collector.formats import RawRecord  # noqa: E402
 from collector.ingest import ingest_path, validate  # noqa: E402
 from collector.schema import from_row  # noqa: E402
 from collector.store import KnowledgeBase  # noqa: E402
+from collector.trainer_callback import MetamlCallback, MetamlCallbackWarning, build_record  # noqa: E402
 from metaml_client import Client  # noqa: E402
-from metaml_client.trainer import MetamlCallback, MetamlCallbackWarning, build_record  # noqa: E402
 
 N_TRAIN, N_DEV, MAX_LEN, STEPS = 320, 64, 48, 8
 

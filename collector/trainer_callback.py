@@ -1,8 +1,8 @@
 """Record every Hugging Face ``Trainer`` run into the metaml knowledge base.
 
 ```python
+from collector.trainer_callback import MetamlCallback
 from metaml_client import Client
-from metaml_client.trainer import MetamlCallback
 
 callback = MetamlCallback("glue/sst2", client=Client(url, api_key="mk_..."), train_data=raw_train_split)
 trainer = Trainer(model, args, train_dataset=tokenized_train, eval_dataset=tokenized_dev,
@@ -61,8 +61,9 @@ When posting fails (server unreachable, an error answer after the client's retri
 ``metaml ingest PATH`` sends it later.
 
 Dependencies: this module imports ``transformers`` (the ``train`` extra). Building a record reuses the mapping of the
-``hf_trainer`` importer and the feature extractors of ``collector`` (part of the same distribution), imported when
-training ends, not when this module is imported.
+``hf_trainer`` importer and the collector's feature extractors, imported when training ends. ``client=`` is any object
+with the :class:`RunClient` methods (:class:`metaml_client.Client` has them); the collector does not import the
+client package.
 """
 
 from __future__ import annotations
@@ -83,16 +84,16 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import transformers
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 if TYPE_CHECKING:
     from collector.ingest import IngestReport
-    from metaml_client._client import Client, UploadResult
 
-__all__ = ["RECORD_FILE", "SOURCE", "SPOOL_FILE", "MetamlCallback", "MetamlCallbackWarning", "build_record"]
+__all__ = ["RECORD_FILE", "SOURCE", "SPOOL_FILE", "MetamlCallback", "MetamlCallbackWarning", "RunClient",
+           "build_record"]
 
 #: ``provenance.source`` of the records this module builds.
 SOURCE = "trainer_callback"
@@ -109,6 +110,14 @@ _LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 _EMBEDDING = re.compile(r"(?:^|\.)(?:embeddings?|wte|wpe|embed_tokens|embed_positions|shared)(?:\.|$)")
 
 logger = logging.getLogger(__name__)
+
+
+class RunClient(Protocol):
+    """What the callback needs of a service client (:class:`metaml_client.Client` provides both)."""
+
+    def upload_runs(self, records: Any, **kwargs: Any) -> Any: ...
+
+    def describe_dataset(self, texts: Any = None, labels: Any = None, **kwargs: Any) -> Any: ...
 
 
 class MetamlCallbackWarning(UserWarning):
@@ -139,7 +148,7 @@ def build_record(
     max_seq_length: int | None = None,
     extra_hparams: Mapping[str, Any] | None = None,
     features: str = "auto",
-    client: Client | None = None,
+    client: RunClient | None = None,
     domain: str | None = None,
     landmark_sample: int = 2000,
     uploader: str | None = None,
@@ -538,7 +547,7 @@ def _scalars(values: Any) -> list[Any]:
     return out
 
 
-def _meta_features(data: _TrainData, mode: str, client: Client | None, domain: str | None, landmark_sample: int,
+def _meta_features(data: _TrainData, mode: str, client: RunClient | None, domain: str | None, landmark_sample: int,
                    seed: int) -> dict[str, Any]:
     if mode == "none" or not data.texts:
         return {}
@@ -715,7 +724,7 @@ class MetamlCallback(TrainerCallback):
     resident set size (``ru_maxrss``), which covers the process's whole life, not just this run.
     """
 
-    def __init__(self, dataset: str, *, client: Client | None = None, kb: str | os.PathLike[str] | None = None,
+    def __init__(self, dataset: str, *, client: RunClient | None = None, kb: str | os.PathLike[str] | None = None,
                  train_data: Any = None, text_column: str | None = None, text_pair_column: str | None = None,
                  label_column: str | None = None, model_id: str | None = None, task_type: str | None = None,
                  primary_metric: str | None = None, split: str = "validation", max_seq_length: int | None = None,
@@ -740,7 +749,7 @@ class MetamlCallback(TrainerCallback):
         }
         self.record: dict[str, Any] | None = None
         self.run_id: str | None = None
-        self.upload_result: UploadResult | None = None
+        self.upload_result: Any = None
         self.ingest_report: IngestReport | None = None
         self.record_path: Path | None = None
         self.spooled_to: Path | None = None
