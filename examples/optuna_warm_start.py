@@ -53,19 +53,29 @@ def lookup_score(client: Client, dataset: str, config: Mapping[str, Any]) -> tup
     return 0.5, None
 
 
-def main(argv: Sequence[str] | None = None) -> optuna.Study:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def search_space() -> dict[str, Any]:
+    """The models x full fine-tuning / LoRA x a learning-rate range, 3 epochs (the ``space`` of ``/v1/recommend``)."""
+    return {"models": [{"id": m} for m in MODELS], "methods": [dict(m) for m in METHODS],
+            "hparams": {"learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True}}, "fixed": {"epochs": 3}}
+
+
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    """The options every example takes: server, key, trials, dataset, warm-start budget, seed."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--key", default=None, help="an API key with the analyst and write scopes")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--dataset", default="glue/sst2")
     parser.add_argument("--budget", type=int, default=4, help="configurations to warm-start with")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> optuna.Study:
+    args = argument_parser(__doc__.splitlines()[0]).parse_args(argv)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = {"models": [{"id": m} for m in MODELS], "methods": [dict(m) for m in METHODS],
-             "hparams": {"learning_rate": {"low": LR_LOW, "high": LR_HIGH, "log": True}}, "fixed": {"epochs": 3}}
+    space = search_space()
     with Client(args.url, api_key=args.key) as client:
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed))
         rec = warm_start(study, client, None, args.dataset, space, args.budget, seed=args.seed)

@@ -18,7 +18,6 @@ running Ray cluster (the workers must reach the server's URL); without it a loca
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 from collections.abc import Sequence
@@ -47,29 +46,16 @@ def _optuna_example() -> ModuleType:
     return module
 
 
-def search_space() -> dict[str, Any]:
-    """The Optuna example's space: its models x full fine-tuning / LoRA x a learning-rate range, 3 epochs."""
-    example = _optuna_example()
-    return {"models": [{"id": m} for m in example.MODELS], "methods": [dict(m) for m in example.METHODS],
-            "hparams": {"learning_rate": {"low": example.LR_LOW, "high": example.LR_HIGH, "log": True}},
-            "fixed": {"epochs": 3}}
-
-
 def main(argv: Sequence[str] | None = None) -> tune.ResultGrid:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--key", default=None, help="an API key with the analyst and write scopes")
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--dataset", default="glue/sst2")
-    parser.add_argument("--budget", type=int, default=4, help="configurations to warm-start with")
-    parser.add_argument("--seed", type=int, default=0)
+    example = _optuna_example()
+    parser = example.argument_parser(__doc__.splitlines()[0])
     parser.add_argument("--address", default=None, help="a Ray cluster to join (default: start a local one)")
     parser.add_argument("--concurrency", type=int, default=2, help="trials running at once")
     parser.add_argument("--storage-path", default=None, help="where Tune keeps the results (default ~/ray_results)")
     args = parser.parse_args(argv)
 
-    lookup_score = _optuna_example().lookup_score
-    space = search_space()
+    lookup_score = example.lookup_score
+    space = example.search_space()
     with Client(args.url, api_key=args.key) as client:
         start = warm_start(client, None, args.dataset, space, args.budget, seed=args.seed)
     skipper = SkipUnpromising(args.url, None, args.dataset, space, api_key=args.key)

@@ -66,7 +66,9 @@ class SkipUnpromising:
         trial.set_user_attr(CONFIG_ATTR, dict(config))
         trial.set_user_attr(DATASET_ATTR, self.dataset)
         study = trial.study
-        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                           optuna.trial.TrialState.FAIL))
+        done = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
         if len(done) < max(1, self.min_completed):
             return None
         if study.direction != optuna.study.StudyDirection.MAXIMIZE:
@@ -74,9 +76,7 @@ class SkipUnpromising:
         best = study.best_trial
         # the study's history (failed trials score None) lets the server recalibrate its residuals to this task
         history = [(t.user_attrs[CONFIG_ATTR], t.value if t.state == optuna.trial.TrialState.COMPLETE else None)
-                   for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                                     optuna.trial.TrialState.FAIL))
-                   if CONFIG_ATTR in t.user_attrs]
+                   for t in finished if CONFIG_ATTR in t.user_attrs]
         decision = self.client.decide(self.task, self.dataset, config, float(best.value), self.tolerance,
                                       unit="score", incumbent_config=best.user_attrs.get(CONFIG_ATTR),
                                       max_false_skip=self.max_false_skip, source=self.source, history=history)

@@ -42,8 +42,8 @@ def served_world(public_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """As in test_service_predict: a knowledge base from the TransferGraph and OPDA DeBERTa files (SST-2 described),
     one small meta-model registered as version 1 and promoted; an admin key and a read key. Shared by the client
     tests (test_client, test_ray_tune): they add runs, so they compare counts before and after, never absolute ones."""
-    from collector.enrich import enrich_datasets, enrich_models
-    from collector.ingest import ingest_path
+    from factories import served_knowledge_base
+
     from metaml._artifact import snapshot_id
     from metaml._data import load_runs
     from metaml._estimators import MetaModel, OutcomeEstimator
@@ -51,11 +51,7 @@ def served_world(public_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from service.keys import create_key
 
     work = tmp_path_factory.mktemp("client")
-    kb = KnowledgeBase(work / "kb.duckdb")
-    for source in ("transfergraph", "opda_deberta"):
-        ingest_path(kb, public_data / "metadatasets" / source)
-    enrich_models(kb)
-    enrich_datasets(kb, public_data / "text", names=["glue_sst2"])
+    kb = served_knowledge_base(public_data, work)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     model = MetaModel(outcome=OutcomeEstimator(n_estimators=50, random_state=0), random_state=0).fit(load_runs(kb))
     log_model_version(model, {"kb_snapshot": snapshot_id(kb), "evaluation": {"spearman": 0.3}}, tracking_uri=uri)

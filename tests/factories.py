@@ -50,3 +50,18 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
         for r in records:
             f.write(json.dumps(r) + "\n")
     return path
+
+
+def served_knowledge_base(public_data: Path, work: Path) -> Any:
+    """The knowledge base the service and client tests serve: the real TransferGraph and OPDA DeBERTa files, model
+    features, and SST-2's meta-features computed from its text."""
+    from collector.enrich import enrich_datasets, enrich_models
+    from collector.ingest import ingest_path
+    from collector.store import KnowledgeBase
+
+    kb = KnowledgeBase(work / "kb.duckdb")
+    for source in ("transfergraph", "opda_deberta"):
+        ingest_path(kb, public_data / "metadatasets" / source)
+    enrich_models(kb)
+    enrich_datasets(kb, public_data / "text", names=["glue_sst2"])
+    return kb

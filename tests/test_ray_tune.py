@@ -192,7 +192,7 @@ def test_ray_tune_example_end_to_end(ray_session: None, served: ServerProcess, s
     assert os.getpid() not in pids and len(pids) >= 2
 
     # the recommendation's top configurations ran first
-    start = warm_start(served_client, None, "glue/sst2", example.search_space(), 3, seed=1)
+    start = warm_start(served_client, None, "glue/sst2", example._optuna_example().search_space(), 3, seed=1)
     first = sorted(results, key=lambda r: r.metrics["trial_id"])[:3]
     for point, result in zip(start.points_to_evaluate, first, strict=True):
         assert {k: result.config[k] for k in point} == pytest.approx(point)

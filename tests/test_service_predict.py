@@ -14,11 +14,9 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from factories import served_knowledge_base
 
-from collector.enrich import enrich_datasets, enrich_models
 from collector.features import load_public_text
-from collector.ingest import ingest_path
-from collector.store import KnowledgeBase
 from metaml._artifact import snapshot_id
 from metaml._candidates import candidate_rows, task_row
 from metaml._data import load_runs
@@ -44,11 +42,7 @@ def world(public_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     text), two small meta-models fitted on it with different seeds, logged as versions 1 and 2 of a fresh SQLite
     registry, version 1 promoted; an admin key and a read key."""
     work = tmp_path_factory.mktemp("service-predict")
-    kb = KnowledgeBase(work / "kb.duckdb")
-    for source in ("transfergraph", "opda_deberta"):
-        ingest_path(kb, public_data / "metadatasets" / source)
-    enrich_models(kb)
-    enrich_datasets(kb, public_data / "text", names=["glue_sst2"])
+    kb = served_knowledge_base(public_data, work)
     runs = load_runs(kb)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     models = []
