@@ -30,6 +30,7 @@ FORMATS: dict[str, str] = {
     "lmbff": "collector.importers.lmbff:LmBff",
     "mteb": "collector.importers.mteb:MtebClassification",
     "peft_bench": "collector.importers.peft_bench:PeftMethodComparison",
+    "xautolm": "collector.importers.xautolm:Xautolm",
     "jsonl": "collector.formats.canonical:JsonLines",
     "json": "collector.formats.canonical:JsonDocument",
     "csv": "collector.formats.canonical:CanonicalCsv",
@@ -61,11 +62,24 @@ def get_format(name: str, **options: Any) -> Format:
         raise FormatError(f"format {name!r} does not take the options {sorted(options)}: {e}") from e
 
 
+def _format_class(name: str) -> type[Format]:
+    module, cls = FORMATS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def skipped_note(path: Path) -> str | None:
+    """Why ``path`` holds no runs although it comes with a format's data (e.g. a table of aggregates), or None."""
+    for name in available_formats():
+        note = _format_class(name).skips(path)
+        if note:
+            return note
+    return None
+
+
 def detect_format(path: Path) -> str | None:
     """The first registered format that recognizes ``path``, or None."""
     for name in available_formats():
-        module, cls = FORMATS[name].split(":")
-        if getattr(importlib.import_module(module), cls).detect(path):
+        if _format_class(name).detect(path):
             return name
     return None
 
@@ -94,6 +108,9 @@ def plan_inputs(path: Path, fmt: str | None = None) -> list[PlannedInput]:
     if fmt is not None:
         get_format(fmt)
         return [PlannedInput(path, fmt)]
+    note = skipped_note(path)
+    if note is not None:
+        return [PlannedInput(path, None, note)]
     detected = detect_format(path)
     if detected is not None:
         return [PlannedInput(path, detected)]
@@ -123,4 +140,5 @@ __all__ = [
     "detect_format",
     "get_format",
     "plan_inputs",
+    "skipped_note",
 ]

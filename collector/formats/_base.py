@@ -62,6 +62,12 @@ class Format(ABC):
         """True when ``path`` is unambiguously in this format."""
         return False
 
+    @classmethod
+    def skips(cls, path: Path) -> str | None:
+        """Why ``path``, a file that comes with this format's data, holds no runs (e.g. a table of aggregates),
+        or None. Such files are skipped and listed when a folder is walked, never read or rejected."""
+        return None
+
     @abstractmethod
     def read(self, path: Path) -> Iterator[Item]:
         """Yield the items of ``path``.
