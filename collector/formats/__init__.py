@@ -35,6 +35,7 @@ FORMATS: dict[str, str] = {
     "peft_bench": "collector.importers.peft_bench:PeftMethodComparison",
     "xautolm": "collector.importers.xautolm:Xautolm",
     "ray_tune": "collector.importers.ray_tune:RayTuneExperiment",
+    "syne_tune": "collector.importers.syne_tune:SyneTuneExperiment",
     "jsonl": "collector.formats.canonical:JsonLines",
     "json": "collector.formats.canonical:JsonDocument",
     "csv": "collector.formats.canonical:CanonicalCsv",

@@ -7,6 +7,8 @@ limit ended it (``timeout``, ``timed out``, ``exceeded allowed time``). Anything
 
 from __future__ import annotations
 
+import re
+
 _OOM = ("out of memory", "outofmemory", "out of shared memory", "can't allocate memory", "cannot allocate memory")
 _TIMEOUT = ("timeout", "timed out", "exceeded allowed time")
 
@@ -25,3 +27,16 @@ def clip_message(message: str, limit: int = 2000) -> str:
     """An error text cut to what a record keeps: stripped, at most ``limit`` characters."""
     text = message.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXCEPTION = re.compile(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b")
+
+
+def exception_line(text: str) -> str | None:
+    """The exception a traceback ends with (``RuntimeError: CUDA out of memory...``): its last line naming an
+    exception, else its last non-empty line; None for an empty text. Terminal colours are removed."""
+    lines = [line.strip() for line in _ANSI.sub("", text).splitlines() if line.strip()]
+    if not lines:
+        return None
+    return next((line for line in reversed(lines) if _EXCEPTION.match(line)), lines[-1])

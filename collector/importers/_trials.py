@@ -195,18 +195,19 @@ class TrialMapping:
             merged.update({k: v for k, v in layer.items() if v is not None})
         return _nest(merged)
 
-    def full_budget(self, parts: Mapping[str, Any], params: Mapping[str, Any]) -> float | None:
-        """A full trial's value of the budget attribute for this trial (None when the mapping names none)."""
+    def full_budget(self, parts: Mapping[str, Any], params: Mapping[str, Any],
+                    default: float | None = None) -> float | None:
+        """A full trial's value of the budget attribute for this trial: the mapping's ``budget.max`` (a number, or
+        the parameter or record field it names), else ``default`` (what the tuner itself says)."""
         if self.budget is None or self.budget.max is None:
-            return None
+            return default
         if isinstance(self.budget.max, int | float):
             return float(self.budget.max)
-        flat = flatten(params)
-        value = flat.get(self.budget.max)
+        value = flatten(params).get(self.budget.max)
         if value is None and "." in self.budget.max:
             part, _, key = self.budget.max.partition(".")
             value = (parts.get(part) or {}).get(key)
-        return float(value) if _finite(value) else None
+        return finite_number(value)
 
 
 # -- outcome -------------------------------------------------------------------------------------------------------
@@ -280,6 +281,13 @@ def is_metric(key: str) -> bool:
     return key not in NOT_METRICS and not key.startswith(("metaml_", "st_", "config/", "config_"))
 
 
+def budget_reached(reports: Iterable[Mapping[str, Any]], attr: str | None) -> float | None:
+    """The most of the budget attribute ``attr`` a trial's reports reached (None when they never report it)."""
+    if not attr:
+        return None
+    return max((v for r in reports if (v := finite_number(r.get(attr))) is not None), default=None)
+
+
 def stopped_early(reached: float | None, full: float | None) -> bool:
     """Whether a trial that reached ``reached`` of its budget attribute, out of ``full``, ended before its budget."""
     return reached is not None and full is not None and reached < full
@@ -318,6 +326,11 @@ def _metric_name(key: str) -> str:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (booleans are not), else None."""
+    return float(value) if _finite(value) else None
 
 
 def _scalar_or_list(value: Any) -> bool:

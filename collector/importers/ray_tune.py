@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,10 +44,13 @@ from typing import Any, ClassVar
 
 from collector.errors import FormatError
 from collector.formats._base import Format, Item, RawRecord, Rejected
+from collector.importers._failures import exception_line
 from collector.importers._trials import (
     TrialMapping,
     TrialProblem,
     TrialResult,
+    budget_reached,
+    finite_number,
     numeric_items,
     stopped_early,
     trial_record,
@@ -127,16 +129,14 @@ class RayTuneExperiment(Format):
         if failed:
             result = TrialResult("failed", error=trial.error or "Ray Tune trial status ERROR")
         else:
-            full = self.mapping.full_budget(parts, trial.params)
-            if full is None and (self.mapping.budget is None or self.mapping.budget.max is None):
-                full = experiment_full
+            full = self.mapping.full_budget(parts, trial.params, experiment_full)
             stopped = status == "PAUSED" or stopped_early(trial.reached(self._budget_attr()), full)
             result = TrialResult("stopped" if stopped else "ok")
             if not stopped:
                 result.values = dict(numeric_items(last))
-        result.curve = [(_int(r.get("training_iteration")), _number(r.get("epoch")), key, value)
+        result.curve = [(_int(r.get("training_iteration")), finite_number(r.get("epoch")), key, value)
                         for r in trial.results for key, value in numeric_items(r)]
-        result.runtime_s = _number(last.get("time_total_s"))
+        result.runtime_s = finite_number(last.get("time_total_s"))
         return trial_record(parts, result, metric)
 
 
@@ -167,8 +167,7 @@ class _Loaded:
     error: str | None = None
 
     def reached(self, attr: str) -> float | None:
-        values = [v for r in self.results if (v := _number(r.get(attr))) is not None]
-        return max(values) if values else None
+        return budget_reached(self.results, attr)
 
 
 def _trial_dirs(path: Path, limit: int | None = None) -> list[Path]:
@@ -291,24 +290,14 @@ def _cell(text: str | None) -> Any:
 
 
 def _error_text(file: Path) -> str:
-    """A Ray error file: the exception's last line, with the text before it kept for the kind."""
+    """A Ray error file's exception line (``RuntimeError: CUDA out of memory...``)."""
     try:
         text = file.read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         return f"error file unreadable: {e}"
-    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    exception = next((line for line in reversed(lines) if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", line)),
-                     lines[-1] if lines else "Ray Tune trial status ERROR")
-    return exception
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    return exception_line(text) or "Ray Tune trial status ERROR"
 
 
 def _int(value: Any) -> int | None:
-    number = _number(value)
+    number = finite_number(value)
     return int(number) if number is not None and number >= 0 else None
