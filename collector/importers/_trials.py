@@ -93,7 +93,7 @@ _LABEL = re.compile(r"^\s*(?P<name>[A-Za-z][\w\-]*)\s*\((?P<args>.*)\)\s*$")
 #: Reported keys that are a metric's bookkeeping, not a metric of the model (never curves nor ``outcome.metrics``).
 NOT_METRICS = frozenset({"epoch", "step", "training_iteration", "iterations_since_restore", "timestamp",
                          "time_this_iter_s", "time_total_s", "time_since_restore", "pid", "done",
-                         "learning_rate", "lr", "grad_norm", "total_flos"})
+                         "learning_rate", "lr", "grad_norm", "total_flos", "trial_id"})
 
 
 class TrialProblem(ValueError):

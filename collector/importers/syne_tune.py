@@ -139,7 +139,7 @@ class SyneTuneExperiment(Format):
                 result.values = {k: v for k, v in numeric_items(rows[-1]) if k != attr}
         result.curve = [(_step(r, attr, i), finite_number(r.get("epoch")), key, value)
                         for i, r in enumerate(rows, start=1) for key, value in numeric_items(r)
-                        if key not in ("trial_id", attr)]
+                        if key != attr]
         if rows:
             result.runtime_s = finite_number(rows[-1].get("st_worker_time"))
         metric = self.mapping.metric or meta.metric
