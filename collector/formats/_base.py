@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,15 @@ class Rejected:
 
 
 Item = RawRecord | Rejected
+
+
+class RecordProblem(ValueError):
+    """Raised inside a format for one record that cannot be read; the format turns it into :class:`Rejected` with
+    the record's place. Carries the record field concerned, when there is one."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class Format(ABC):
@@ -78,6 +88,21 @@ class Format(ABC):
 
     def estimate(self, path: Path) -> int | None:
         """Roughly how many items :meth:`read` will yield (for progress bars), or None."""
+        return None
+
+
+def sqlite_tables(path: Path) -> set[str] | None:
+    """The table names of a SQLite file, read without writing to it; None when ``path`` is not a SQLite file."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                return None
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error):
         return None
 
 

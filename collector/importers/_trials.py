@@ -45,6 +45,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from collector.errors import FormatError
+from collector.formats._base import Format, RecordProblem
 from collector.importers._failures import clip_message, error_kind
 from collector.schema import RunRecord
 from collector.schema._vocab import METRICS, canonical_metric
@@ -96,12 +97,8 @@ NOT_METRICS = frozenset({"epoch", "step", "training_iteration", "iterations_sinc
                          "learning_rate", "lr", "grad_norm", "total_flos", "trial_id"})
 
 
-class TrialProblem(ValueError):
-    """A trial that cannot become a record; carries the record field concerned."""
-
-    def __init__(self, field: str | None, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+#: A trial that cannot become a record (with the record field concerned).
+TrialProblem = RecordProblem
 
 
 @dataclass(frozen=True)
@@ -208,6 +205,14 @@ class TrialMapping:
             part, _, key = self.budget.max.partition(".")
             value = (parts.get(part) or {}).get(key)
         return finite_number(value)
+
+
+class TrialFormat(Format):
+    """A tuner's format: it reads trials and takes a mapping (a file, a dict in the file's shape, or a
+    :class:`TrialMapping`; None infers everything from parameter names)."""
+
+    def __init__(self, mapping: str | Path | Mapping[str, Any] | TrialMapping | None = None) -> None:
+        self.mapping = TrialMapping.load(mapping)
 
 
 # -- outcome -------------------------------------------------------------------------------------------------------

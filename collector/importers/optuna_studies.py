@@ -37,23 +37,23 @@ in order, and a lost line would shift every later operation).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from collector.errors import FormatError
-from collector.formats._base import Format, Item, RawRecord, Rejected
+from collector.formats._base import Item, RawRecord, Rejected, sqlite_tables
 from collector.importers._trials import (
     INFERRED,
+    TrialFormat,
     TrialMapping,
     TrialProblem,
     TrialResult,
     flatten,
     trial_record,
 )
+from collector.importers.mlflow_runs import SQLITE_SUFFIXES
 
-SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 OPTUNA_TABLES = frozenset({"studies", "trials", "trial_params", "trial_values", "version_info"})
 JOURNAL_SNIFF = 1 << 16
 #: User attributes that say something about the run (besides the inferred parameter names).
@@ -62,7 +62,7 @@ ATTRS: dict[str, str] = {"metaml_dataset": "dataset.name", "primary_metric": "ta
 ERROR_ATTRS = ("error", "error_message", "fail_reason")
 
 
-class OptunaStudies(Format):
+class OptunaStudies(TrialFormat):
     """Reads the trials of an Optuna storage.
 
     Args:
@@ -78,9 +78,9 @@ class OptunaStudies(Format):
 
     def __init__(self, storage: str | None = None, studies: list[str] | None = None,
                  mapping: str | Path | Mapping[str, Any] | TrialMapping | None = None) -> None:
+        super().__init__(mapping)
         self.storage = storage
         self.studies = list(studies) if studies else None
-        self.mapping = TrialMapping.load(mapping)
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -203,20 +203,7 @@ def _config_fields(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def is_optuna_sqlite(path: Path) -> bool:
     """A SQLite file (opened read-only) holding Optuna's tables."""
-    if path.suffix.lower() not in SQLITE_SUFFIXES:
-        return False
-    try:
-        with open(path, "rb") as f:
-            if f.read(16) != b"SQLite format 3\x00":
-                return False
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            con.close()
-    except (OSError, sqlite3.Error):
-        return False
-    return tables >= OPTUNA_TABLES
+    return path.suffix.lower() in SQLITE_SUFFIXES and (sqlite_tables(path) or set()) >= OPTUNA_TABLES
 
 
 def _sqlite_url(path: Path) -> str:

@@ -37,16 +37,16 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from collector.errors import FormatError
-from collector.formats._base import Format, Item, RawRecord, Rejected
+from collector.formats._base import Item, RawRecord, Rejected
 from collector.importers._failures import exception_line
 from collector.importers._trials import (
-    TrialMapping,
+    TrialFormat,
     TrialProblem,
     TrialResult,
     budget_reached,
@@ -62,20 +62,17 @@ MAX_FILE_BYTES = 1 << 28
 FINISHED = {"TERMINATED": "ok", "ERROR": "failed", "PAUSED": "stopped"}
 
 
-class RayTuneExperiment(Format):
+class RayTuneExperiment(TrialFormat):
     """Reads a Ray Tune experiment directory (or a folder of them).
 
     Args:
-        mapping: a mapping file, dict or :class:`~collector.importers._trials.TrialMapping`.
+        mapping: what the trials' parameters mean (:class:`~collector.importers._trials.TrialFormat`).
     """
 
     name: ClassVar[str] = "ray_tune"
     description: ClassVar[str] = ("Ray Tune experiment directory: experiment_state-*.json, <trial>/params.json, "
                                   "result.json / progress.csv, error.txt")
     source: ClassVar[str] = "ray_tune"
-
-    def __init__(self, mapping: str | Path | Mapping[str, Any] | TrialMapping | None = None) -> None:
-        self.mapping = TrialMapping.load(mapping)
 
     @classmethod
     def detect(cls, path: Path) -> bool:

@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from collector.errors import FormatError
-from collector.formats._base import Format, Item, RawRecord, Rejected
+from collector.formats._base import Item, RawRecord, Rejected
 from collector.importers._failures import exception_line
 from collector.importers._trials import (
-    TrialMapping,
+    TrialFormat,
     TrialProblem,
     TrialResult,
     budget_reached,
@@ -58,20 +58,17 @@ TRACEBACK = "Traceback (most recent call last)"
 STOPPING = {"STOP", "PAUSE"}
 
 
-class SyneTuneExperiment(Format):
+class SyneTuneExperiment(TrialFormat):
     """Reads a Syne Tune tuner folder (or a folder of them).
 
     Args:
-        mapping: a mapping file, dict or :class:`~collector.importers._trials.TrialMapping`.
+        mapping: what the trials' parameters mean (:class:`~collector.importers._trials.TrialFormat`).
     """
 
     name: ClassVar[str] = "syne_tune"
     description: ClassVar[str] = ("Syne Tune tuner folder: metadata.json, results.csv.zip, <trial id>/config.json "
                                   "and std.err")
     source: ClassVar[str] = "syne_tune"
-
-    def __init__(self, mapping: str | Path | Mapping[str, Any] | TrialMapping | None = None) -> None:
-        self.mapping = TrialMapping.load(mapping)
 
     @classmethod
     def detect(cls, path: Path) -> bool:

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from collector.errors import FormatError
-from collector.formats._base import Format, Item, RawRecord, Rejected
+from collector.formats._base import Format, Item, RawRecord, RecordProblem, Rejected
 from collector.importers._failures import clip_message, error_kind
 from collector.schema._vocab import canonical_dataset
 
@@ -152,14 +152,6 @@ CONSUMED = frozenset({"inner_model", "use_mixed_precision", "use_gradient_clippi
                       "num_trainable_layers", *HPARAMS, *EXTRA_HPARAMS, *LORA_FIELDS, *LORA_CONFIG})
 
 
-class ExperienceProblem(ValueError):
-    """An experience file that cannot become a record; carries the field concerned."""
-
-    def __init__(self, field: str | None, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
 class Xautolm(Format):
     """Reads an XAutoLM / AutoGOAL experience store (the store, a task or date folder, or one file)."""
 
@@ -202,7 +194,7 @@ class Xautolm(Format):
             loc = file.relative_to(root).as_posix()
             try:
                 yield RawRecord(_record(_load(file), file), loc, str(file))
-            except ExperienceProblem as e:
+            except RecordProblem as e:
                 yield Rejected(loc, str(e), field=e.field, uri=str(file))
 
 
@@ -248,24 +240,24 @@ def _load(file: Path) -> dict[str, Any]:
     try:
         size = file.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise ExperienceProblem(None, f"file of {size:,} bytes, larger than an experience can be "
+            raise RecordProblem(None, f"file of {size:,} bytes, larger than an experience can be "
                                           f"({MAX_FILE_BYTES:,})")
         if size == 0:
-            raise ExperienceProblem(None, "empty file")
+            raise RecordProblem(None, "empty file")
         text = file.read_bytes().decode("utf-8")
         value = json.loads(text)  # accepts the -Infinity / Infinity tokens AutoGOAL writes
     except UnicodeDecodeError as e:
-        raise ExperienceProblem(None, f"not UTF-8 text: {e}") from None
+        raise RecordProblem(None, f"not UTF-8 text: {e}") from None
     except json.JSONDecodeError as e:
-        raise ExperienceProblem(None, f"invalid JSON (truncated or malformed) at line {e.lineno} column {e.colno}: "
+        raise RecordProblem(None, f"invalid JSON (truncated or malformed) at line {e.lineno} column {e.colno}: "
                                       f"{e.msg}") from None
     except OSError as e:
-        raise ExperienceProblem(None, f"cannot read: {e}") from None
+        raise RecordProblem(None, f"cannot read: {e}") from None
     if not isinstance(value, dict):
-        raise ExperienceProblem(None, f"expected a JSON object, got {type(value).__name__}")
+        raise RecordProblem(None, f"expected a JSON object, got {type(value).__name__}")
     missing = sorted(EXPERIENCE_KEYS - set(value))
     if missing:
-        raise ExperienceProblem(missing[0], f"not an experience: missing {', '.join(missing)}")
+        raise RecordProblem(missing[0], f"not an experience: missing {', '.join(missing)}")
     return value
 
 
@@ -299,10 +291,10 @@ def _algorithm(exp: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     algorithms = exp["algorithms"]
     if not isinstance(algorithms, list) or len(algorithms) != 1 or not isinstance(algorithms[0], dict) \
             or len(algorithms[0]) != 1:
-        raise ExperienceProblem("algorithms", "expected one algorithm ({class: parameters})")
+        raise RecordProblem("algorithms", "expected one algorithm ({class: parameters})")
     (cls, params), = algorithms[0].items()
     if not isinstance(params, dict):
-        raise ExperienceProblem(f"algorithms.{cls}", "the algorithm's parameters are not an object")
+        raise RecordProblem(f"algorithms.{cls}", "the algorithm's parameters are not an object")
     values: dict[str, Any] = {}
     for key, wrapped in params.items():
         values[key] = wrapped.get("value") if isinstance(wrapped, dict) and "value" in wrapped else wrapped
@@ -313,7 +305,7 @@ def _method(cls: str, params: dict[str, Any]) -> dict[str, Any]:
     name = next((m for prefix, m in METHODS if cls.startswith(prefix)), None)
     classifier = next((c for suffix, c in CLASSIFIERS.items() if cls.endswith(suffix)), None)
     if name is None or classifier is None:
-        raise ExperienceProblem("algorithms", f"unknown algorithm class {cls!r}: expected FineTune, PartialFineTune "
+        raise RecordProblem("algorithms", f"unknown algorithm class {cls!r}: expected FineTune, PartialFineTune "
                                               f"or Lora followed by {' or '.join(CLASSIFIERS)}")
     method: dict[str, Any] = {"name": name}
     config: dict[str, Any] = {"classifier": classifier}
@@ -333,10 +325,10 @@ def _method(cls: str, params: dict[str, Any]) -> dict[str, Any]:
 def _model_id(params: dict[str, Any]) -> str:
     inner = params.get("inner_model")
     if not isinstance(inner, dict) or len(inner) != 1:
-        raise ExperienceProblem("inner_model", "expected inner_model.value to hold one model class")
+        raise RecordProblem("inner_model", "expected inner_model.value to hold one model class")
     (cls,) = inner
     if cls not in MODELS:
-        raise ExperienceProblem("inner_model", f"unknown model class {cls!r}: add its Hub id to "
+        raise RecordProblem("inner_model", f"unknown model class {cls!r}: add its Hub id to "
                                                "collector.importers.xautolm.MODELS")
     return MODELS[cls]
 
@@ -358,7 +350,7 @@ def _dataset_name(exp: dict[str, Any], file: Path) -> str:
     folder = file.parent.parent.name if DATE_DIR.match(file.parent.name) else None
     name = folder or (exp.get("alias") if isinstance(exp.get("alias"), str) else None)
     if not name:
-        raise ExperienceProblem("alias", "no task folder (<task>/<date>/<file>) and no alias to name the dataset")
+        raise RecordProblem("alias", "no task folder (<task>/<date>/<file>) and no alias to name the dataset")
     return canonical_dataset(re.split(r"_warmstart", name, maxsplit=1)[0].strip())
 
 
@@ -366,7 +358,7 @@ def _dataset_features(values: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if values is None:
         return {}, {}
     if not isinstance(values, list) or len(values) != 10 or not all(_finite(v) for v in values):
-        raise ExperienceProblem("dataset_features", "expected 10 finite numbers (TextClassificationFeatureExtractor)")
+        raise RecordProblem("dataset_features", "expected 10 finite numbers (TextClassificationFeatureExtractor)")
     n, k, entropy, p_min, p_max, ratio, mean, std, coef_var, landmark = values
     meta: dict[str, Any] = {"n_samples": int(n), "n_classes": int(k), "min_class_share": p_min,
                             "max_class_share": p_max, "chars_mean": mean, "chars_std": std}
@@ -397,9 +389,9 @@ def _outcome(exp: dict[str, Any]) -> dict[str, Any]:
     if isinstance(f1, float) and f1 == -math.inf:
         return {"status": "failed", "error_kind": "error", "error_message": INF_MESSAGE}
     if f1 is None:
-        raise ExperienceProblem("f1", "neither a score (f1) nor an error")
+        raise RecordProblem("f1", "neither a score (f1) nor an error")
     if not _finite(f1) or not 0.0 <= f1 <= 1.0:
-        raise ExperienceProblem("f1", f"f1 = {f1!r} is not a macro F1 in [0, 1]")
+        raise RecordProblem("f1", f"f1 = {f1!r} is not a macro F1 in [0, 1]")
     out: dict[str, Any] = {"status": "ok", "score": f1, "split": SPLIT, "metrics": {"f1_macro": f1}}
     if _finite(accuracy):
         out["metrics"]["accuracy"] = accuracy
