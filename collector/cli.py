@@ -78,18 +78,24 @@ def _emit_json(payload: Any) -> None:
               help="Records per transaction.")
 @click.option("--experiment", "experiments", multiple=True,
               help="MLflow: read only this experiment (repeatable); default every active experiment.")
+@click.option("--study", "studies", multiple=True,
+              help="Optuna: read only this study (repeatable); default every study in the storage.")
+@click.option("--mapping", "mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Optuna, Ray Tune, Syne Tune: a YAML/JSON file saying what the trials' parameters are (model, "
+                   "method, learning rate...), and the dataset, task and metric (docs/sources/tuner_mapping.md).")
 @click.option("--enrich/--no-enrich", default=True, show_default=True,
               help="After storing, fill the runs' model features from the registry and attach stored dataset "
                    "meta-features.")
 def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool, rejects_path: Path | None,
-           uploader: str | None, chunk_size: int, experiments: tuple[str, ...] = (), enrich: bool = True) -> None:
+           uploader: str | None, chunk_size: int, experiments: tuple[str, ...] = (), studies: tuple[str, ...] = (),
+           mapping: Path | None = None, enrich: bool = True) -> None:
     """Validate, normalize, deduplicate and store the runs found in PATHS.
 
-    PATHS are files, directories or archives in any format of `metaml formats`, or MLflow tracking URIs
-    (sqlite:///mlflow.db, http://host:5000); a directory holding several sources is walked and each part read
-    with its own format. Every record is accounted for: ingested,
-    duplicate (same content id as a stored run) or rejected (with its place and reason). Re-running the same
-    ingest adds nothing.
+    PATHS are files, directories or archives in any format of `metaml formats`, MLflow tracking URIs
+    (sqlite:///mlflow.db, http://host:5000) or Optuna storage URLs (sqlite:///optuna.db; other RDB URLs with
+    --format optuna); a directory holding several sources is walked and each part read with its own format.
+    Every record is accounted for: ingested, duplicate (same content id as a stored run) or rejected (with its
+    place and reason). Re-running the same ingest adds nothing.
 
     Exit code 0: all stored or duplicate; 2: some records rejected; 1: an input could not be read at all.
     """
@@ -97,7 +103,8 @@ def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool
     reports: list[IngestReport] = []
     for path in paths:
         try:
-            options = {"experiments": list(experiments)} if experiments else None
+            options = {k: v for k, v in (("experiments", list(experiments)), ("studies", list(studies)),
+                                         ("mapping", mapping)) if v}
             target = path if "://" in path else Path(path)
             reports.extend(ingest_path(kb, target, fmt, options=options, uploader=uploader, chunk_size=chunk_size,
                                        progress=not as_json))
@@ -147,7 +154,8 @@ def _print_ingest_summary(reports: list[IngestReport], totals: dict[str, int], r
                    f"{totals['duplicates']:>8,}{totals['rejected']:>10,}")
     skipped = [r.uri for r in reports if r.skipped]
     if skipped:
-        click.echo(f"skipped {len(skipped)} documentation file(s): {', '.join(Path(s).name for s in skipped[:5])}")
+        click.echo(f"skipped {len(skipped)} file(s) holding no runs (documentation, aggregates): "
+                   f"{', '.join(Path(s).name for s in skipped[:5])}")
     if rejects_path:
         click.echo(f"rejects report: {rejects_path}")
     click.echo(f"knowledge base: {kb_path}")

@@ -4,6 +4,8 @@ for the client tests."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,3 +75,16 @@ def served_client(served: ServerProcess, served_world: dict[str, Any]) -> Iterat
     """A client of :func:`served` with the admin key."""
     with Client(served.url, api_key=served_world["keys"]["root"], timeout=120) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    """A Ray instance of this test module alone (two CPUs, its own short temp dir: socket paths stay short)."""
+    ray = pytest.importorskip("ray")
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)

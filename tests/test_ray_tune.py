@@ -7,11 +7,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 SPACE = {"models": [{"id": "roberta-base"}, {"id": "microsoft/deberta-base"}],
          "methods": [{"name": "full"}, {"name": "lora", "lora_r": 8}],
          "hparams": {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}, "fixed": {"epochs": 3}}
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    """A Ray instance of this test process alone (two CPUs, its own short temp dir: socket paths stay short)."""
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _run(trainable: Any, param_space: dict[str, Any], samples: int, callbacks: list[Any], storage: Path,

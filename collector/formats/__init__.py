@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +27,23 @@ FORMATS: dict[str, str] = {
     "hf_cards": "collector.importers.hf_cards:ModelCards",
     "hub_samples": "collector.importers.hf_cards:HubSamples",
     "mlflow": "collector.importers.mlflow_runs:MlflowRuns",
+    "optuna": "collector.importers.optuna_studies:OptunaStudies",
     "model_recycling": "collector.importers.model_recycling:ModelRecycling",
     "setfit": "collector.importers.setfit:SetFitResults",
     "lmbff": "collector.importers.lmbff:LmBff",
     "mteb": "collector.importers.mteb:MtebClassification",
     "peft_bench": "collector.importers.peft_bench:PeftMethodComparison",
+    "xautolm": "collector.importers.xautolm:Xautolm",
+    "ray_tune": "collector.importers.ray_tune:RayTuneExperiment",
+    "syne_tune": "collector.importers.syne_tune:SyneTuneExperiment",
     "jsonl": "collector.formats.canonical:JsonLines",
     "json": "collector.formats.canonical:JsonDocument",
     "csv": "collector.formats.canonical:CanonicalCsv",
     "parquet": "collector.formats.canonical:CanonicalParquet",
 }
+
+#: Formats that read a storage named by a URI rather than a local path, and the option that carries the URI.
+URI_OPTIONS: dict[str, str] = {"mlflow": "tracking_uri", "optuna": "storage"}
 
 #: Files met while walking a directory that are documentation, not data: skipped and listed as such.
 DOC_FILES = {"origin.txt", "license", "license.txt", "readme.md", "readme.txt", "notice", ".ds_store"}
@@ -61,13 +70,55 @@ def get_format(name: str, **options: Any) -> Format:
         raise FormatError(f"format {name!r} does not take the options {sorted(options)}: {e}") from e
 
 
+def _format_class(name: str) -> type[Format]:
+    module, cls = FORMATS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def skipped_note(path: Path) -> str | None:
+    """Why ``path`` holds no runs although it comes with a format's data (e.g. a table of aggregates), or None."""
+    for name in available_formats():
+        note = _format_class(name).skips(path)
+        if note:
+            return note
+    return None
+
+
 def detect_format(path: Path) -> str | None:
     """The first registered format that recognizes ``path``, or None."""
     for name in available_formats():
-        module, cls = FORMATS[name].split(":")
-        if getattr(importlib.import_module(module), cls).detect(path):
+        if _format_class(name).detect(path):
             return name
     return None
+
+
+def format_options(name: str, options: Mapping[str, Any], *, named: bool) -> dict[str, Any]:
+    """The options a format is constructed with: all of ``options`` when the user named the format (an option it
+    does not take is then an error), else only those its constructor takes (so that ``--mapping`` reaches every
+    tuner experiment found in a folder, and nothing else)."""
+    if named or not options:
+        return dict(options)
+    accepted = inspect.signature(_format_class(name)).parameters
+    return {k: v for k, v in options.items() if k in accepted}
+
+
+def uri_format(uri: str, fmt: str | None = None) -> str:
+    """The format that reads the storage at ``uri``: ``fmt`` when given (it must read URIs), ``optuna`` for a
+    ``sqlite:///`` file holding Optuna's tables, else ``mlflow`` (a tracking URI).
+
+    Raises:
+        FormatError: ``fmt`` does not read URIs.
+    """
+    if fmt is not None:
+        if fmt not in URI_OPTIONS:
+            raise FormatError(f"a URI is read only by the formats {', '.join(URI_OPTIONS)}, not {fmt!r}", uri=uri)
+        return fmt
+    if uri.startswith("sqlite:///") and "optuna" in available_formats():
+        from collector.importers.optuna_studies import is_optuna_sqlite
+
+        if is_optuna_sqlite(Path(uri[len("sqlite:///"):])):
+            return "optuna"
+    return "mlflow"
 
 
 @dataclass
@@ -94,6 +145,9 @@ def plan_inputs(path: Path, fmt: str | None = None) -> list[PlannedInput]:
     if fmt is not None:
         get_format(fmt)
         return [PlannedInput(path, fmt)]
+    note = skipped_note(path)
+    if note is not None:
+        return [PlannedInput(path, None, note)]
     detected = detect_format(path)
     if detected is not None:
         return [PlannedInput(path, detected)]
@@ -114,6 +168,7 @@ def plan_inputs(path: Path, fmt: str | None = None) -> list[PlannedInput]:
 
 __all__ = [
     "FORMATS",
+    "URI_OPTIONS",
     "Format",
     "Item",
     "PlannedInput",
@@ -121,6 +176,9 @@ __all__ = [
     "Rejected",
     "available_formats",
     "detect_format",
+    "format_options",
     "get_format",
     "plan_inputs",
+    "skipped_note",
+    "uri_format",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,15 @@ class Rejected:
 Item = RawRecord | Rejected
 
 
+class RecordProblem(ValueError):
+    """Raised inside a format for one record that cannot be read; the format turns it into :class:`Rejected` with
+    the record's place. Carries the record field concerned, when there is one."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class Format(ABC):
     """An input format of ``metaml ingest``.
 
@@ -62,6 +72,12 @@ class Format(ABC):
         """True when ``path`` is unambiguously in this format."""
         return False
 
+    @classmethod
+    def skips(cls, path: Path) -> str | None:
+        """Why ``path``, a file that comes with this format's data, holds no runs (e.g. a table of aggregates),
+        or None. Such files are skipped and listed when a folder is walked, never read or rejected."""
+        return None
+
     @abstractmethod
     def read(self, path: Path) -> Iterator[Item]:
         """Yield the items of ``path``.
@@ -72,6 +88,21 @@ class Format(ABC):
 
     def estimate(self, path: Path) -> int | None:
         """Roughly how many items :meth:`read` will yield (for progress bars), or None."""
+        return None
+
+
+def sqlite_tables(path: Path) -> set[str] | None:
+    """The table names of a SQLite file, read without writing to it; None when ``path`` is not a SQLite file."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                return None
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error):
         return None
 
 

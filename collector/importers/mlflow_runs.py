@@ -77,14 +77,13 @@ import contextlib
 import json
 import os
 import re
-import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from collector.errors import FormatError
-from collector.formats._base import Format, Item, RawRecord, Rejected
+from collector.formats._base import Format, Item, RawRecord, Rejected, sqlite_tables
 from collector.schema._vocab import METRICS, canonical_dataset, canonical_metric
 
 TAG = "metaml."
@@ -180,20 +179,7 @@ class MlflowRuns(Format):
 
 def is_mlflow_sqlite(path: Path) -> bool:
     """A SQLite file (opened read-only) holding MLflow's tracking tables."""
-    if path.suffix.lower() not in SQLITE_SUFFIXES:
-        return False
-    try:
-        with open(path, "rb") as f:
-            if f.read(16) != b"SQLite format 3\x00":
-                return False
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            con.close()
-    except (OSError, sqlite3.Error):
-        return False
-    return tables >= MLFLOW_TABLES
+    return path.suffix.lower() in SQLITE_SUFFIXES and (sqlite_tables(path) or set()) >= MLFLOW_TABLES
 
 
 def _is_experiment_dir(path: Path) -> bool:

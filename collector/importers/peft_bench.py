@@ -66,6 +66,7 @@ from typing import Any, ClassVar
 
 from collector.errors import FormatError
 from collector.formats._base import Format, Item, RawRecord, Rejected
+from collector.importers._failures import error_kind
 from collector.schema._vocab import canonical_method
 
 ARCHIVE = "results_raw.tar.gz"
@@ -316,7 +317,7 @@ def _outcome(metric: str, train_info: dict[str, Any], run_info: dict[str, Any], 
     out: dict[str, Any] = {"status": "ok", "split": "test", "score": score}
     if status != "success":
         message = str(run_info.get("error_msg") or "") or f"status {status!r}"
-        out.update(status="failed", error_kind=_error_kind(message), error_message=message[:500])
+        out.update(status="failed", error_kind=error_kind(message), error_message=message[:500])
     elif not _finite(score):
         raise _Skip(f"successful run without a finite 'test {metric}' in its final metrics entry: {score!r}")
     metrics = {metric: score} if _finite(score) else {}
@@ -332,15 +333,6 @@ def _outcome(metric: str, train_info: dict[str, Any], run_info: dict[str, Any], 
         curve=_curve(metric, entries[:-1] if final.get(f"test {metric}") is not None else entries),
     )
     return out
-
-
-def _error_kind(message: str) -> str:
-    low = message.lower()
-    if "out of memory" in low or "outofmemory" in low or "oom" in low.split():
-        return "oom"
-    if "timeout" in low or "timed out" in low:
-        return "timeout"
-    return "error"
 
 
 def _curve(metric: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

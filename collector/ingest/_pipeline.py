@@ -19,7 +19,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from collector.errors import CollectorError, FormatError
-from collector.formats import PlannedInput, RawRecord, Rejected, get_format, plan_inputs
+from collector.formats import (
+    URI_OPTIONS,
+    PlannedInput,
+    RawRecord,
+    Rejected,
+    format_options,
+    get_format,
+    plan_inputs,
+    uri_format,
+)
 from collector.schema import RowBuffer, RunRecord
 from collector.store import KnowledgeBase
 
@@ -203,10 +212,12 @@ def ingest_path(
 
     Args:
         kb: where to store.
-        path: a file, directory or archive; or an MLflow tracking URI (``sqlite:///mlflow.db``,
-            ``http://host:5000``), which is read with the ``mlflow`` format.
+        path: a file, directory or archive; or a storage URI: an MLflow tracking URI (``sqlite:///mlflow.db``,
+            ``http://host:5000``) or an Optuna RDB URL (``sqlite:///optuna.db`` holding Optuna's tables, or any URL
+            with ``fmt="optuna"``).
         fmt: read ``path`` in this format instead of detecting one.
-        options: keyword arguments for the format (e.g. ``{"experiments": ["exp-1"]}`` for ``mlflow``).
+        options: keyword arguments for the format (e.g. ``{"experiments": ["exp-1"]}`` for ``mlflow``); when
+            formats are detected, each gets those its constructor takes (e.g. ``mapping`` for the tuner formats).
         uploader: ``provenance.uploader`` for records that do not name one.
         chunk_size: records per transaction.
         progress: show a progress bar per input on stderr.
@@ -219,19 +230,18 @@ def ingest_path(
     """
     options = dict(options or {})
     if isinstance(path, str) and "://" in path:
-        if fmt not in (None, "mlflow"):
-            raise FormatError(f"a URI can only be read as an MLflow tracking store, not as {fmt!r}", uri=path)
-        plan = [PlannedInput(Path(path), "mlflow")]
-        options["tracking_uri"] = path
+        fmt = uri_format(path, fmt)
+        plan = [PlannedInput(Path(path), fmt)]
+        options[URI_OPTIONS[fmt]] = path
     else:
         plan = plan_inputs(Path(path), fmt)
-    return [_ingest_one(kb, p, options if p.fmt == fmt or "tracking_uri" in options else {}, uploader=uploader,
-                        chunk_size=chunk_size, progress=progress) for p in plan]
+    return [_ingest_one(kb, p, format_options(p.fmt, options, named=fmt is not None) if p.fmt else {},
+                        uploader=uploader, chunk_size=chunk_size, progress=progress) for p in plan]
 
 
 def _ingest_one(kb: KnowledgeBase, planned: PlannedInput, options: Mapping[str, Any], *, uploader: str | None,
                 chunk_size: int, progress: bool) -> IngestReport:
-    uri = options.get("tracking_uri") or str(planned.path)
+    uri = next((str(options[o]) for o in URI_OPTIONS.values() if options.get(o)), str(planned.path))
     if planned.fmt is None:
         return IngestReport(uri=uri, format=None, skipped=True)
     try:

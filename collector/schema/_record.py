@@ -71,8 +71,13 @@ class ArchType(StrEnum):
 
 
 class RunStatus(StrEnum):
+    """``ok``: finished, with a score. ``failed``: ended by an error (``error_kind``). ``stopped``: ended early by
+    the search that ran it (a pruned Optuna trial, a trial an ASHA/Hyperband scheduler stopped): no final score; what
+    it reported before it was stopped is its ``curve``."""
+
     ok = "ok"
     failed = "failed"
+    stopped = "stopped"
 
 
 class ErrorKind(StrEnum):
@@ -349,6 +354,10 @@ class RunRecord(_Part):
                 raise ValueError("outcome.score is required when outcome.status is 'ok'")
             if out.error_kind is not None:
                 raise ValueError("outcome.error_kind is only allowed when outcome.status is 'failed'")
+        elif out.status is RunStatus.stopped:
+            if out.score is not None or out.error_kind is not None:
+                raise ValueError("a stopped run has no score and no error_kind: what it reported before it was "
+                                 "stopped belongs in outcome.curve")
         elif out.error_kind is None:
             out.error_kind = ErrorKind.error
         hp = self.hparams
