@@ -7,6 +7,9 @@
   falling back to the model's, then the method's mean, then the global mean.
 * :class:`KNearestDatasets` — the Auto-sklearn 1.0 idea: the k training datasets nearest on meta-features vote with
   their (model, method) scores, distance-weighted; falls back to :class:`ModelMethodMean`.
+* :class:`ExperienceLookup` — the lookup a learned model must not lose to: the standing of the candidate's exact
+  configuration, else of its (checkpoint, method), its checkpoint, ... on the training tasks (same source first), as
+  :meth:`metaml._experience.Experience.lookup` computes it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from metaml._data import learning_frame
+from metaml._experience import Experience
 
 META_COLUMNS = ("dataset_meta_n_samples", "dataset_meta_n_classes", "dataset_meta_class_entropy",
                 "dataset_meta_tokens_mean", "dataset_meta_type_token_ratio", "dataset_meta_non_ascii_share",
@@ -27,14 +31,19 @@ LOG_META = {"dataset_meta_n_samples", "dataset_meta_tokens_mean"}
 
 
 class _Baseline(BaseEstimator):
-    def fit(self, runs: pd.DataFrame, y: Any = None) -> _Baseline:
+    def fit(self, runs: pd.DataFrame, y: Any = None, *, keys: dict[str, np.ndarray] | None = None) -> _Baseline:
+        """Learn from the runs' scores (``keys``: precomputed experience keys, used by those that read them)."""
         df = learning_frame(runs)
-        df = df[df["points"].notna()]
-        if df.empty:
+        if df["points"].isna().all():
             raise ValueError("no learnable runs")
         self.global_mean_ = float(df["points"].mean())
-        self._fit(df)
+        self.global_std_ = float(df["points"].std()) or 1.0
+        self._fit_all(df, keys)
+        self._fit(df[df["points"].notna()])
         return self
+
+    def _fit_all(self, df: pd.DataFrame, keys: dict[str, np.ndarray] | None) -> None:
+        pass
 
     def _fit(self, df: pd.DataFrame) -> None:
         pass
@@ -135,7 +144,26 @@ class KNearestDatasets(ModelMethodMean):
         return out
 
 
+class ExperienceLookup(_Baseline):
+    """The standing of the candidate's most specific key with experience (:data:`metaml._experience.LOOKUP_ORDER`).
+
+    Its ranking view is the standing itself; its points are the training mean plus the standing in training standard
+    deviations (a lookup knows ranks, not levels).
+    """
+
+    def _fit_all(self, df: pd.DataFrame, keys: dict[str, np.ndarray] | None) -> None:
+        self.experience_ = Experience().fit(df, keys=keys)
+
+    def rank_score(self, runs: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "experience_")
+        return self.experience_.lookup(runs)
+
+    def _predict(self, runs: pd.DataFrame) -> np.ndarray:
+        return self.global_mean_ + self.global_std_ * self.rank_score(runs)
+
+
 BASELINES: dict[str, type[_Baseline]] = {
+    "lookup": ExperienceLookup,
     "random": RandomBaseline,
     "global_mean": GlobalMean,
     "model_method_mean": ModelMethodMean,

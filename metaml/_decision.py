@@ -198,6 +198,7 @@ def recommend(model: MetaModel, candidates: pd.DataFrame, params: dict[str, str]
     ranked.columns = [f"param.{p}" for p in params]
     ranked = pd.concat([ranked, pred], axis=1)
     ranked["utility"] = utility
+    ranked["candidate"] = np.arange(len(ranked))
     ranked = ranked.sort_values("utility", ascending=False).reset_index(drop=True)
     priors: dict[str, dict[str, Any]] = {}
     spread = ranked["utility"].std()

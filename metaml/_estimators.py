@@ -1,63 +1,76 @@
-"""The meta-estimators: outcome (with calibrated intervals and a ranking view), cost and failure.
+"""The meta-estimators: outcome (a ranking view, points on the metric's scale, calibrated intervals), cost, failure.
 
-Each follows the scikit-learn contract on featurized input (``__init__`` stores parameters; ``fit`` validates,
-learns, sets ``*_`` attributes, returns ``self``; predictions check the estimator is fitted). :class:`MetaModel`
-bundles a :class:`~metaml._features.RunFeaturizer` with the three of them and works on runs-table rows directly; it is
-the one artifact that is saved, versioned and served.
+Each follows the scikit-learn contract on a numeric matrix (``__init__`` stores parameters; ``fit`` validates, learns,
+sets ``*_`` attributes, returns ``self``; predictions check the estimator is fitted). :class:`MetaModel` bundles a
+:class:`~metaml._features.RunFeaturizer` with the three of them and works on runs-table rows directly; it is the one
+artifact that is saved, versioned and served.
+
+**The outcome, in two stages.** What an AutoML system compares is configurations *within* a task, so the first
+stage (the ranking view, :meth:`OutcomeEstimator.rank_score`) learns the score standardized within its task
+(``z``) from every feature. The second stage puts that standing on the metric's scale: a small model of the points
+from the task's own description and ``z`` only, constrained to increase with ``z`` (LightGBM's monotone constraint).
+So within one task the points rank candidates exactly as the ranking view does, whatever the source says, and a
+task's level and spread come from what is known of the task.
+
+**Intervals** are normalized, Mondrian split-conformal (crepes): out-of-fold residuals (two folds over datasets, so
+each residual is one of an unseen dataset), divided by a learned difficulty (the expected absolute residual of a row,
+itself fit out of fold), give per-bin quantiles (bins: the row's source family; a global bin for a source the
+calibration did not see). Intervals and points never leave the metric's range.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.model_selection import GroupKFold
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from metaml._data import learning_frame, within_task_z
-from metaml._features import RunFeaturizer
+from metaml._features import TASK_COLUMNS, RunFeaturizer
 
 warnings.filterwarnings("ignore", message=".*X does not have valid feature names.*")
 
+#: Sources whose intervals are calibrated together (a source of its own where not listed).
+SOURCE_FAMILIES: dict[str, str] = {"hub_samples": "hf_cards"}
+#: Bin of the rows whose source the calibration never saw.
+GLOBAL_BIN = "*"
+#: Fewest calibration residuals a bin needs (else its rows use the global bin).
+MIN_BIN_RESIDUALS = 50
+#: The metric scales' ranges in points.
+SCALE_RANGES = {"unit": (0.0, 100.0), "signed_unit": (-100.0, 100.0)}
 
-def _lgb_params(est: Any) -> dict[str, Any]:
-    return {"n_estimators": est.n_estimators, "learning_rate": est.learning_rate, "num_leaves": est.num_leaves,
-            "min_child_samples": est.min_child_samples, "subsample": 0.8, "subsample_freq": 1,
-            "colsample_bytree": 0.8, "reg_lambda": 1.0, "random_state": est.random_state, "n_jobs": est.n_jobs,
-            "verbose": -1}
 
-
-def _frame(arr: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
+def _lgb_params(est: Any, **override: Any) -> dict[str, Any]:
+    params = {"n_estimators": est.n_estimators, "learning_rate": est.learning_rate, "num_leaves": est.num_leaves,
+              "min_child_samples": est.min_child_samples, "subsample": 0.8, "subsample_freq": 1,
+              "colsample_bytree": 0.8, "reg_lambda": 1.0, "random_state": est.random_state, "n_jobs": est.n_jobs,
+              "verbose": -1}
+    params.update(override)
+    return params
 
 
 class _LgbmEstimator(BaseEstimator):
-    """Shared input handling: the featurizer's DataFrames (categorical columns kept for LightGBM) as they are, any
-    other input through scikit-learn's own validation; NaN allowed (LightGBM routes missing values)."""
+    """Shared input handling: a float matrix (NaN allowed: LightGBM routes missing values), validated by scikit-learn
+    the first time and checked for its width afterwards."""
 
-    def _validate(self, X: Any, y: Any = None, *, reset: bool, classifier: bool = False) -> Any:
-        if isinstance(X, pd.DataFrame) and any(isinstance(d, pd.CategoricalDtype) for d in X.dtypes):
-            if reset:
-                self.n_features_in_ = X.shape[1]
-                self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-            elif X.shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                                 f"{self.n_features_in_} features as input")
-            if y is None:
-                return X
-            y = np.asarray(y) if classifier else _target(y, len(X))
-            return X, y
-        if y is None and not reset:
-            return _frame(validate_data(self, X, reset=False, ensure_all_finite="allow-nan"))
-        X, y = validate_data(self, X, y, reset=reset, ensure_all_finite="allow-nan", y_numeric=not classifier)
+    def _validate(self, X: Any, *, reset: bool = False) -> np.ndarray:
+        """The prediction input as a float matrix of the fitted width."""
+        return validate_data(self, X, reset=reset, ensure_all_finite="allow-nan", dtype=np.float64)
+
+    def _validate_fit(self, X: Any, y: Any, *, classifier: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The training input (scikit-learn's own checks, so bad input fails as scikit-learn estimators do)."""
+        X, y = validate_data(self, X, y, reset=True, ensure_all_finite="allow-nan", y_numeric=not classifier,
+                             dtype=np.float64)
         if X.shape[0] < 2:
             raise ValueError(f"Found array with {X.shape[0]} sample(s) while a minimum of 2 is required")
-        return _frame(X), y
+        return X, y
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -65,114 +78,180 @@ class _LgbmEstimator(BaseEstimator):
         return tags
 
 
+def _fit_kwargs(categorical: Sequence[int] | None) -> dict[str, Any]:
+    return {"categorical_feature": list(categorical)} if categorical else {}
+
+
 class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
-    """LightGBM regression of the score in points, with split-conformal intervals and a ranking view.
-
-    Intervals: the model is first fit on ``1 - calibration_fraction`` of the groups (datasets), and the absolute
-    residuals on the held-out groups give the ``1 - alpha`` quantile, separately for rows whose model the training
-    data knows and rows whose model it does not (Mondrian conformal on the ``xp_model_n`` feature when present); the
-    model is then refit on everything. Because the calibration groups are unseen datasets, the intervals are
-    calibrated for unseen datasets, which is how they are used.
-
-    Ranking view (``rank_mode``): ``absolute`` ranks by predicted points; ``relative`` fits a second LightGBM on
-    scores standardized within their task (what an AutoML system compares), ``lambdarank`` fits LightGBM's LambdaRank
-    on within-task grades. :meth:`rank_score` returns the chosen view.
+    """The score of a configuration on a task: its standing within the task (ranking view), its points, and a
+    calibrated interval (see the module docstring).
 
     Args:
+        n_estimators, learning_rate, num_leaves, min_child_samples: the ranking view's LightGBM.
         alpha: miscoverage of the intervals (0.2 -> 80% intervals).
-        calibration_fraction: share of groups held out for calibration.
-        rank_mode: absolute, relative or lambdarank.
+        rank_mode: ``relative`` (regression on the within-task standardized score) or ``lambdarank`` (LightGBM's
+            LambdaRank on within-task grades).
+        calibration_folds: folds over datasets for the out-of-fold residuals (0: no intervals beyond the global
+            residual spread, for tiny data).
+        random_state, n_jobs: LightGBM's.
     """
 
-    def __init__(self, n_estimators: int = 400, learning_rate: float = 0.05, num_leaves: int = 63,
-                 min_child_samples: int = 20, alpha: float = 0.2, calibration_fraction: float = 0.2,
-                 rank_mode: str = "relative", random_state: int = 0, n_jobs: int = 1) -> None:
+    def __init__(self, n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 63,
+                 min_child_samples: int = 20, alpha: float = 0.2, rank_mode: str = "relative",
+                 calibration_folds: int = 2, random_state: int = 0, n_jobs: int = 1) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
         self.alpha = alpha
-        self.calibration_fraction = calibration_fraction
         self.rank_mode = rank_mode
+        self.calibration_folds = calibration_folds
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, X: Any, y: Any, groups: Any = None, tasks: Any = None) -> OutcomeEstimator:
+    def fit(self, X: Any, y: Any, groups: Any = None, tasks: Any = None, *, bins: Any = None,
+            task_columns: Sequence[int] | None = None, categorical: Sequence[int] | None = None) -> OutcomeEstimator:
         """Args:
-            X: featurized rows. y: scores in points. groups: held-out unit for calibration (dataset names).
-            tasks: task keys, needed by the relative and lambdarank views (default: one task).
+            X: feature matrix. y: scores in points.
+            groups: the held-out unit of the calibration folds (dataset names; default: ten arbitrary groups).
+            tasks: task keys (default: one task).
+            bins: interval bin of each row (source family; default: one bin).
+            task_columns: columns of X that describe the task (default: none: the points are the task's level and
+                spread from ``z`` alone).
+            categorical: columns of X that hold category codes.
         """
-        if self.rank_mode not in ("absolute", "relative", "lambdarank"):
-            raise ValueError(f"rank_mode must be absolute, relative or lambdarank, got {self.rank_mode!r}")
-        X, y = self._validate(X, y, reset=True)
-        groups = np.asarray(groups) if groups is not None else np.arange(len(y)) % 10
-        tasks = np.asarray(tasks) if tasks is not None else np.zeros(len(y))
-        self.quantiles_ = self._calibrate(X, y, groups, tasks)
-        self.model_ = lgb.LGBMRegressor(**_lgb_params(self)).fit(X, y)
-        if self.rank_mode == "relative":
-            z = within_task_z(pd.Series(y), pd.Series(tasks)).to_numpy()
-            self.ranker_ = lgb.LGBMRegressor(**_lgb_params(self)).fit(X, z)
-        elif self.rank_mode == "lambdarank":
-            order = np.argsort(tasks, kind="stable")
-            grades = _grades(y[order], tasks[order])
-            _, sizes = np.unique(tasks[order], return_counts=True)
-            _, first = np.unique(tasks[order], return_index=True)
-            sizes = sizes[np.argsort(first)]
-            self.ranker_ = lgb.LGBMRanker(**_lgb_params(self), label_gain=list(range(32))).fit(
-                X.iloc[order], grades, group=sizes)
-        else:
-            self.ranker_ = None
+        if self.rank_mode not in ("relative", "lambdarank"):
+            raise ValueError(f"rank_mode must be relative or lambdarank, got {self.rank_mode!r}")
+        X, y = self._validate_fit(X, y)
+        n = len(y)
+        groups = np.asarray(groups) if groups is not None else np.arange(n) % 10
+        tasks = np.asarray(tasks) if tasks is not None else np.zeros(n)
+        bins = np.asarray(bins, dtype=object) if bins is not None else np.full(n, GLOBAL_BIN, dtype=object)
+        self.task_columns_ = list(task_columns or [])
+        self.categorical_ = list(categorical or [])
+        z = within_task_z(pd.Series(y), pd.Series(tasks)).to_numpy()
+        self.ranker_ = self._fit_ranker(X, y, z, tasks)
+        self.level_ = self._fit_level(X, z, y)
+        self._calibrate(X, y, z, groups, tasks, bins)
         return self
 
-    def _calibrate(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, tasks: np.ndarray) -> dict[str, float]:
-        """Interval half-widths from residuals on held-out groups; keeps samples of signed residuals and of
-        within-task pair residuals for :mod:`metaml._decision`."""
+    # -- the two stages ------------------------------------------------------------------------------------------
+
+    def _fit_ranker(self, X: np.ndarray, y: np.ndarray, z: np.ndarray, tasks: np.ndarray) -> Any:
+        kw = _fit_kwargs(self.categorical_)
+        if self.rank_mode == "relative":
+            return lgb.LGBMRegressor(**_lgb_params(self)).fit(X, z, **kw)
+        order = np.argsort(tasks, kind="stable")
+        pct = pd.Series(y[order]).groupby(pd.Series(tasks[order])).rank(pct=True).to_numpy()
+        grades = np.clip(np.floor(pct * 31.999), 0, 31).astype(int)
+        _, first, sizes = np.unique(tasks[order], return_index=True, return_counts=True)
+        sizes = sizes[np.argsort(first)]
+        return lgb.LGBMRanker(**_lgb_params(self), label_gain=list(range(32))).fit(X[order], grades, group=sizes,
+                                                                                  **kw)
+
+    def _level_input(self, X: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return np.column_stack([X[:, self.task_columns_], z]) if self.task_columns_ else z[:, None]
+
+    def _fit_level(self, X: np.ndarray, z: np.ndarray, y: np.ndarray) -> Any:
+        """Points from the task's description and the standing, increasing in the standing."""
+        inputs = self._level_input(X, z)
+        monotone = [0] * (inputs.shape[1] - 1) + [1]
+        cats = [i for i, c in enumerate(self.task_columns_) if c in self.categorical_]
+        params = _lgb_params(self, n_estimators=150, num_leaves=31, learning_rate=0.1, colsample_bytree=1.0,
+                             monotone_constraints=monotone, monotone_constraints_method="intermediate")
+        return lgb.LGBMRegressor(**params).fit(inputs, y, **_fit_kwargs(cats))
+
+    def _standing(self, X: np.ndarray) -> np.ndarray:
+        z = self.ranker_.predict(X)
+        if self.rank_mode == "lambdarank":  # LambdaRank scores have no scale: bring them to z's
+            z = (z - self.rank_center_) / self.rank_scale_
+        return z
+
+    # -- calibration ---------------------------------------------------------------------------------------------
+
+    def _calibrate(self, X: np.ndarray, y: np.ndarray, z: np.ndarray, groups: np.ndarray, tasks: np.ndarray,
+                   bins: np.ndarray) -> None:
+        """Out-of-fold residuals -> difficulty model and normalized Mondrian conformal quantiles; residual samples
+        for :mod:`metaml._decision`."""
+        from crepes import ConformalRegressor
+
         rng = np.random.default_rng(self.random_state)
-        if len(np.unique(groups)) < 2:
-            resid = y - y.mean()
-            self.residuals_ = resid.astype(np.float32)
-            self.pair_residuals_ = np.zeros(0, dtype=np.float32)
-            return {"all": float(np.quantile(np.abs(resid), 1 - self.alpha))}
-        split = GroupShuffleSplit(n_splits=1, test_size=self.calibration_fraction, random_state=self.random_state)
-        fit_idx, cal_idx = next(split.split(X, y, groups))
-        model = lgb.LGBMRegressor(**_lgb_params(self)).fit(X.iloc[fit_idx], y[fit_idx])
-        pred = model.predict(X.iloc[cal_idx])
-        signed = y[cal_idx] - pred
-        resid = np.abs(signed)
-        self.residuals_ = rng.choice(signed, size=min(len(signed), 20_000), replace=False).astype(np.float32)
-        self.pair_residuals_ = _pair_residuals(y[cal_idx], pred, tasks[cal_idx], rng)
-        level = min(1.0, (1 - self.alpha) * (1 + 1 / max(len(resid), 1)))
-        out = {"all": float(np.quantile(resid, level))}
-        strata = self._strata(X.iloc[cal_idx])
-        for name in ("known_model", "new_model"):
-            r = resid[strata == name]
-            if len(r) >= 30:
-                out[name] = float(np.quantile(r, min(1.0, (1 - self.alpha) * (1 + 1 / len(r)))))
-        return out
+        self.rank_center_, self.rank_scale_ = 0.0, 1.0
+        if self.rank_mode == "lambdarank":
+            raw = self.ranker_.predict(X)
+            self.rank_center_, self.rank_scale_ = float(raw.mean()), float(raw.std() or 1.0)
+        k = min(self.calibration_folds, len(np.unique(groups)))
+        oof = np.full(len(y), np.nan)
+        split: list[tuple[np.ndarray, np.ndarray]] = []
+        if k >= 2:
+            split = list(GroupKFold(n_splits=k).split(X, y, groups))
+            for tr, te in split:
+                ranker = self._fit_ranker(X[tr], y[tr], z[tr], tasks[tr])
+                level = self._fit_level(X[tr], z[tr], y[tr])
+                zhat = ranker.predict(X[te])
+                if self.rank_mode == "lambdarank":
+                    fitted = ranker.predict(X[tr])
+                    zhat = (zhat - fitted.mean()) / (fitted.std() or 1.0)
+                oof[te] = level.predict(self._level_input(X[te], zhat))
+        if np.isnan(oof).all():  # too little data for folds: the spread around the mean
+            oof = np.full(len(y), float(y.mean()))
+        resid = y - oof
+        # difficulty: the expected absolute residual of a row, fit out of fold as well
+        target = np.log(np.abs(resid) + 1.0)
+        params = _lgb_params(self, n_estimators=100, num_leaves=15, learning_rate=0.1)
+        sigma = np.full(len(y), float(np.exp(target.mean())))
+        for tr, te in split:
+            sigma[te] = np.exp(lgb.LGBMRegressor(**params).fit(X[tr], target[tr], **_fit_kwargs(self.categorical_))
+                               .predict(X[te]))
+        self.difficulty_ = lgb.LGBMRegressor(**params).fit(X, target, **_fit_kwargs(self.categorical_)) \
+            if len(split) else None
+        self.sigma_floor_ = float(np.quantile(sigma, 0.05))
+        sigma = np.maximum(sigma, self.sigma_floor_)
+        self.conformal_ = {GLOBAL_BIN: ConformalRegressor().fit(resid, sigmas=sigma)}
+        for b in np.unique(bins):
+            mask = bins == b
+            if b != GLOBAL_BIN and mask.sum() >= MIN_BIN_RESIDUALS:
+                self.conformal_[str(b)] = ConformalRegressor().fit(resid[mask], sigmas=sigma[mask])
+        self.residuals_ = rng.choice(resid, size=min(len(resid), 20_000), replace=False).astype(np.float32)
+        self.pair_residuals_ = _pair_residuals(y, oof, tasks, rng)
 
-    @staticmethod
-    def _strata(X: pd.DataFrame) -> np.ndarray:
-        if "xp_model_n" not in X:
-            return np.full(len(X), "all", dtype=object)
-        return np.where(X["xp_model_n"].to_numpy() > 0, "known_model", "new_model").astype(object)
-
-    def predict(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "model_")
-        return self.model_.predict(self._validate(X, reset=False))
-
-    def predict_interval(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper bounds of the ``1 - alpha`` interval, in points."""
-        X = self._validate(X, reset=False)
-        pred = self.predict(X)
-        half = np.array([self.quantiles_.get(s, self.quantiles_["all"]) for s in self._strata(X)], dtype=float)
-        return pred - half, pred + half
+    # -- predictions ---------------------------------------------------------------------------------------------
 
     def rank_score(self, X: Any) -> np.ndarray:
-        """Higher is better within a task."""
-        check_is_fitted(self, "model_")
-        if self.ranker_ is None:
-            return self.predict(X)
-        return self.ranker_.predict(self._validate(X, reset=False))
+        """The ranking view: the expected standing within the task (higher is better)."""
+        check_is_fitted(self, "ranker_")
+        return self._standing(self._validate(X, reset=False))
+
+    def predict(self, X: Any, *, rank_score: np.ndarray | None = None) -> np.ndarray:
+        """Points (not clipped: :class:`MetaModel` clips to each row's metric range)."""
+        check_is_fitted(self, "ranker_")
+        X = self._validate(X, reset=False)
+        z = self._standing(X) if rank_score is None else np.asarray(rank_score, dtype=float)
+        return self.level_.predict(self._level_input(X, z))
+
+    def difficulty(self, X: Any) -> np.ndarray:
+        """The expected absolute residual (in log-units' scale) of each row: the intervals' widths follow it."""
+        check_is_fitted(self, "ranker_")
+        X = self._validate(X, reset=False)
+        if self.difficulty_ is None:
+            return np.ones(len(X))
+        return np.maximum(np.exp(self.difficulty_.predict(X)), self.sigma_floor_)
+
+    def predict_interval(self, X: Any, *, points: np.ndarray | None = None, bins: Any = None,
+                         difficulty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds of the ``1 - alpha`` interval, in points (not clipped)."""
+        check_is_fitted(self, "ranker_")
+        X = self._validate(X, reset=False)
+        points = self.predict(X) if points is None else np.asarray(points, dtype=float)
+        sigma = self.difficulty(X) if difficulty is None else difficulty
+        bins = np.full(len(X), GLOBAL_BIN, dtype=object) if bins is None else np.asarray(bins, dtype=object)
+        lo, hi = np.empty(len(X)), np.empty(len(X))
+        for b in np.unique(bins):
+            mask = bins == b
+            cr = self.conformal_.get(str(b), self.conformal_[GLOBAL_BIN])
+            out = cr.predict_int(points[mask], sigmas=sigma[mask], confidence=1.0 - self.alpha)
+            lo[mask], hi[mask] = out[:, 0], out[:, 1]
+        return lo, hi
 
 
 def _pair_residuals(y: np.ndarray, pred: np.ndarray, tasks: np.ndarray, rng: np.random.Generator,
@@ -194,23 +273,6 @@ def _pair_residuals(y: np.ndarray, pred: np.ndarray, tasks: np.ndarray, rng: np.
     return np.concatenate(out).astype(np.float32)
 
 
-def _target(y: Any, n: int) -> np.ndarray:
-    y = np.asarray(y, dtype=float)
-    if y.ndim != 1:
-        y = y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"y must be 1D with {n} values, got shape {np.shape(y)}")
-    if not np.all(np.isfinite(y)):
-        raise ValueError("Input y contains NaN or infinity")
-    return y
-
-
-def _grades(y: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-    """Within-task percentile grades 0..31 for LambdaRank."""
-    pct = pd.Series(y).groupby(pd.Series(tasks)).rank(pct=True).to_numpy()
-    return np.clip(np.floor(pct * 31.999), 0, 31).astype(int)
-
-
 class CostEstimator(RegressorMixin, _LgbmEstimator):
     """LightGBM regression of log10(1 + training runtime); :meth:`predict` returns seconds."""
 
@@ -223,9 +285,10 @@ class CostEstimator(RegressorMixin, _LgbmEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, X: Any, y: Any) -> CostEstimator:
-        X, y = self._validate(X, y, reset=True)
-        self.model_ = lgb.LGBMRegressor(**_lgb_params(self)).fit(X, np.sign(y) * np.log10(np.abs(y) + 1.0))
+    def fit(self, X: Any, y: Any, *, categorical: Sequence[int] | None = None) -> CostEstimator:
+        X, y = self._validate_fit(X, y)
+        self.model_ = lgb.LGBMRegressor(**_lgb_params(self)).fit(X, np.sign(y) * np.log10(np.abs(y) + 1.0),
+                                                                 **_fit_kwargs(categorical))
         return self
 
     def predict(self, X: Any) -> np.ndarray:
@@ -246,14 +309,14 @@ class FailureEstimator(ClassifierMixin, _LgbmEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, X: Any, y: Any) -> FailureEstimator:
-        X, y = self._validate(X, y, reset=True, classifier=True)
+    def fit(self, X: Any, y: Any, *, categorical: Sequence[int] | None = None) -> FailureEstimator:
+        X, y = self._validate_fit(X, y, classifier=True)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             self.model_ = None
             return self
-        self.model_ = lgb.LGBMClassifier(**_lgb_params(self)).fit(X, y)
+        self.model_ = lgb.LGBMClassifier(**_lgb_params(self)).fit(X, y, **_fit_kwargs(categorical))
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -269,13 +332,32 @@ class FailureEstimator(ClassifierMixin, _LgbmEstimator):
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
+    def p_fail(self, X: Any) -> np.ndarray:
+        """P(failure) of each row (0 when training saw no failure, 1 when it saw nothing else)."""
+        proba = self.predict_proba(X)
+        return proba[:, list(self.classes_).index(1)] if 1 in self.classes_ else np.zeros(len(proba))
+
+
+def source_bins(sources: Any) -> np.ndarray:
+    """The interval bin of each row: its source family (:data:`SOURCE_FAMILIES`)."""
+    values = pd.Series(np.asarray(sources, dtype=object)).astype("string").fillna(GLOBAL_BIN)
+    return values.map(lambda s: SOURCE_FAMILIES.get(s, s)).to_numpy(dtype=object)
+
+
+def metric_range(scales: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest points each row's metric scale allows (infinite for an unbounded scale)."""
+    scales = pd.Series(np.asarray(scales, dtype=object))
+    lo = scales.map(lambda s: SCALE_RANGES.get(s, (-np.inf, np.inf))[0]).to_numpy(dtype=float)
+    hi = scales.map(lambda s: SCALE_RANGES.get(s, (-np.inf, np.inf))[1]).to_numpy(dtype=float)
+    return lo, hi
+
 
 class MetaModel(BaseEstimator):
     """The meta-learner on runs-table rows: featurizer + outcome + cost + failure.
 
     ``fit(runs)`` takes rows of the runs table (see :data:`metaml._data.LEARN_COLUMNS`), keeps the learnable runs,
     and learns all three targets; ``predict(runs)`` answers for candidate configurations written as runs-table rows
-    (without outcome columns).
+    (without outcome columns). Rows whose metric scale is unknown are taken to be on the ``unit`` scale.
     """
 
     def __init__(self, featurizer: RunFeaturizer | None = None, outcome: OutcomeEstimator | None = None,
@@ -288,46 +370,73 @@ class MetaModel(BaseEstimator):
         self.max_rows_per_task = max_rows_per_task
         self.random_state = random_state
 
-    def fit(self, runs: pd.DataFrame, y: Any = None) -> MetaModel:
-        df = learning_frame(runs)
-        if self.max_rows_per_task:
-            draw = pd.Series(np.random.default_rng(self.random_state).random(len(df)), index=df.index)
-            df = df[draw.groupby(df["task_key"]).rank(method="first") <= self.max_rows_per_task].reset_index(drop=True)
+    def fit(self, runs: pd.DataFrame, y: Any = None, *, parts: Sequence[str] = ("outcome", "cost", "failure"),
+            keys: dict[str, np.ndarray] | None = None) -> MetaModel:
+        """Learn from ``runs``.
+
+        Args:
+            parts: which estimators to fit besides the featurizer (an evaluation that reports only rankings can skip
+                the cost and failure models; predictions then leave them NaN).
+            keys: precomputed experience keys of ``runs`` (:meth:`metaml._experience.Experience.keys_of`).
+        """
+        df = learning_frame(runs).reset_index(drop=True)
         if df["points"].notna().sum() < 10:
             raise ValueError(f"too few learnable runs to fit a meta-model ({df['points'].notna().sum()})")
+        # the experience comes from every run; the estimators learn from at most max_rows_per_task runs per task
         self.featurizer_ = _fresh(self.featurizer, RunFeaturizer)
-        feats = self.featurizer_.fit_transform(df, df["points"])
+        X = self.featurizer_.fit_transform_array(df, df["points"], keys=keys)
+        if self.max_rows_per_task:
+            draw = pd.Series(np.random.default_rng(self.random_state).random(len(df)), index=df.index)
+            keep = (draw.groupby(df["task_key"]).rank(method="first") <= self.max_rows_per_task).to_numpy()
+            df, X = df[keep].reset_index(drop=True), X[keep]
+        cats = self.featurizer_.categorical_
         ok = df["points"].notna().to_numpy()
         self.outcome_ = _fresh(self.outcome, OutcomeEstimator).fit(
-            feats[ok], df.loc[ok, "points"], groups=df.loc[ok, "dataset_name"], tasks=df.loc[ok, "task_key"])
+            X[ok], df.loc[ok, "points"].to_numpy(), groups=df.loc[ok, "dataset_name"].to_numpy(),
+            tasks=df.loc[ok, "task_key"].to_numpy(), bins=source_bins(df.loc[ok, "provenance_source"]),
+            task_columns=self.featurizer_.column_index(TASK_COLUMNS), categorical=cats)
         rt = df["outcome_runtime_s"].notna().to_numpy() & ok
-        self.cost_ = _fresh(self.cost, CostEstimator).fit(feats[rt], df.loc[rt, "outcome_runtime_s"]) \
-            if rt.sum() >= 20 else None
-        self.failure_ = _fresh(self.failure, FailureEstimator).fit(feats, df["failed"])
+        self.cost_ = _fresh(self.cost, CostEstimator).fit(X[rt], df.loc[rt, "outcome_runtime_s"].to_numpy(),
+                                                           categorical=cats) \
+            if "cost" in parts and rt.sum() >= 20 else None
+        self.failure_ = _fresh(self.failure, FailureEstimator).fit(X, df["failed"].to_numpy(), categorical=cats) \
+            if "failure" in parts else None
         self.n_train_runs_ = len(df)
         self.train_tasks_ = df["task_key"].nunique()
         self.train_datasets_ = sorted(df["dataset_name"].unique())
         return self
 
-    def predict(self, runs: pd.DataFrame) -> pd.DataFrame:
-        """Per row: points, 80% interval (lo, hi), rank_score, runtime_s (NaN without cost data), p_fail."""
+    def predict_arrays(self, runs: pd.DataFrame,
+                       outputs: Sequence[str] = ("rank_score", "runtime_s", "p_fail")) -> dict[str, np.ndarray]:
+        """Per row: ``points``, ``lo``, ``hi`` (80% interval), and those of ``rank_score``, ``runtime_s`` (NaN
+        without a cost model) and ``p_fail`` that ``outputs`` names, as arrays. Points and intervals are clipped to
+        each row's metric range."""
         check_is_fitted(self, "outcome_")
-        feats = self.featurizer_.transform(runs)
-        lo, hi = self.outcome_.predict_interval(feats)
-        out = pd.DataFrame({"points": self.outcome_.predict(feats), "lo": lo, "hi": hi,
-                            "rank_score": self.outcome_.rank_score(feats)}, index=runs.index)
-        out["runtime_s"] = self.cost_.predict(feats) if self.cost_ is not None else np.nan
-        proba = self.failure_.predict_proba(feats)
-        out["p_fail"] = proba[:, list(self.failure_.classes_).index(1)] if 1 in self.failure_.classes_ else 0.0
+        X = self.featurizer_.transform_array(runs)
+        rank = self.outcome_.rank_score(X)
+        low, high = metric_range(runs["task_metric_scale"].fillna("unit") if "task_metric_scale" in runs
+                                 else np.full(len(runs), "unit"))
+        points = self.outcome_.predict(X, rank_score=rank)
+        lo, hi = self.outcome_.predict_interval(X, points=points, bins=source_bins(runs["provenance_source"]))
+        out = {"points": np.clip(points, low, high), "lo": np.clip(lo, low, high), "hi": np.clip(hi, low, high)}
+        if "rank_score" in outputs:
+            out["rank_score"] = rank
+        if "runtime_s" in outputs:
+            out["runtime_s"] = self.cost_.predict(X) if self.cost_ is not None else np.full(len(X), np.nan)
+        if "p_fail" in outputs:
+            out["p_fail"] = self.failure_.p_fail(X) if self.failure_ is not None else np.full(len(X), np.nan)
         return out
 
+    def predict(self, runs: pd.DataFrame) -> pd.DataFrame:
+        """Per row: points, 80% interval (lo, hi), rank_score, runtime_s (NaN without cost data), p_fail."""
+        out = self.predict_arrays(runs)
+        return pd.DataFrame(out, index=runs.index)[["points", "lo", "hi", "rank_score", "runtime_s", "p_fail"]]
+
     def rank_score(self, runs: pd.DataFrame) -> np.ndarray:
-        return self.outcome_.rank_score(self.featurizer_.transform(runs))
+        check_is_fitted(self, "outcome_")
+        return self.outcome_.rank_score(self.featurizer_.transform_array(runs))
 
 
 def _fresh(template: Any, cls: type) -> Any:
     """A new unfitted estimator with ``template``'s parameters (or the class defaults)."""
     return cls(**template.get_params()) if template is not None else cls()
-
-
-

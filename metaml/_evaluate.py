@@ -1,8 +1,14 @@
 """Run an evaluation protocol over the meta-learner and the baselines, and collect per-task metrics.
 
 Every predictor is fit on each fold's training runs only and predicts the held-out runs; a test checks that no
-held-out unit ever reaches training. The noise floor (seed-to-seed spread of identical configurations) is measured on
-the knowledge base itself, next to the errors.
+held-out unit ever reaches training. By default every held-out unit with a task of at least ``min_configs`` distinct
+configurations is evaluated (a ranking over fewer says little). Folds are made cheap so that this fits on a small
+machine: the experience keys of every run are computed once, the meta-model learns from at most
+``max_rows_per_task`` runs per task (its experience tables still read every training run), and the cost and failure
+models are fit only in folds whose held-out runs can measure them (runtimes, failures).
+
+The noise ceiling (:func:`noise_ceiling`) is what a perfect predictor of one half of a configuration's seeds reaches
+against the other half; it is measured per source where configurations repeat over seeds.
 """
 
 from __future__ import annotations
@@ -18,18 +24,23 @@ import pandas as pd
 from metaml._baselines import BASELINES
 from metaml._data import learning_frame
 from metaml._estimators import MetaModel, OutcomeEstimator
-from metaml._metrics import failure_auc, mape, per_task, summarize
+from metaml._experience import Experience
+from metaml._metrics import failure_auc, mape, per_task, summarize, task_metrics
 from metaml._protocols import folds, groups_for
 
 Factory = Callable[[], Any]
+#: Fewest distinct configurations of a held-out task for its unit to be evaluated.
+MIN_CONFIGS = 20
 
 
-def default_predictors(rank_modes: tuple[str, ...] = ("relative",), n_estimators: int = 300) -> dict[str, Factory]:
+def default_predictors(rank_modes: tuple[str, ...] = ("relative",), n_estimators: int = 300,
+                       max_rows_per_task: int | None = 400) -> dict[str, Factory]:
     """The meta-learner (one entry per ranking view) and every baseline."""
     out: dict[str, Factory] = {}
     for mode in rank_modes:
         name = "metaml" if len(rank_modes) == 1 else f"metaml[{mode}]"
-        out[name] = lambda mode=mode: MetaModel(outcome=OutcomeEstimator(rank_mode=mode, n_estimators=n_estimators))
+        out[name] = lambda mode=mode: MetaModel(outcome=OutcomeEstimator(rank_mode=mode, n_estimators=n_estimators),
+                                                max_rows_per_task=max_rows_per_task)
     for name, cls in BASELINES.items():
         out[name] = cls
     return out
@@ -43,6 +54,7 @@ class EvaluationResult:
     predictions: pd.DataFrame
     folds: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
+    fold_seconds: list[float] = field(default_factory=list)
 
     def task_table(self) -> pd.DataFrame:
         """Per (predictor, task) metrics."""
@@ -60,7 +72,8 @@ class EvaluationResult:
         for name, g in self.predictions.groupby("predictor", sort=False):
             row: dict[str, Any] = {"predictor": name, **summarize(tasks[tasks["predictor"] == name])}
             if "p_fail" in g and g["p_fail"].notna().any():
-                row["failure_auc"] = failure_auc(g["failed"].to_numpy(), g["p_fail"].fillna(0).to_numpy())
+                ok = g["p_fail"].notna()
+                row["failure_auc"] = failure_auc(g.loc[ok, "failed"].to_numpy(), g.loc[ok, "p_fail"].to_numpy())
             if "pred_runtime_s" in g and g["pred_runtime_s"].notna().any():
                 row["cost_mape"] = mape(g["outcome_runtime_s"].to_numpy(), g["pred_runtime_s"].to_numpy())
             row["fit_seconds"] = self.seconds.get(name, float("nan"))
@@ -72,13 +85,33 @@ class EvaluationResult:
         tasks = self.task_table()
         return tasks.pivot_table(index="source", columns="predictor", values=metric, aggfunc="mean")
 
+    def coverage_by_source(self, predictor: str = "metaml") -> pd.Series:
+        """Share of held-out runs inside their interval, per source (pooled over runs)."""
+        g = self.predictions[(self.predictions["predictor"] == predictor) & self.predictions["points"].notna()]
+        if "lo" not in g or g["lo"].isna().all():
+            return pd.Series(dtype=float)
+        inside = (g["points"] >= g["lo"]) & (g["points"] <= g["hi"])
+        return inside.groupby(g["provenance_source"]).mean()
+
+
+def eligible_units(frame: pd.DataFrame, protocol: str, min_configs: int = MIN_CONFIGS) -> list[str]:
+    """Held-out units that have a task with at least ``min_configs`` distinct scored configurations."""
+    scored = frame[frame["points"].notna()]
+    per_task = scored.groupby("task_key")["config_key"].nunique()
+    big = scored[scored["task_key"].isin(per_task[per_task >= min_configs].index)]
+    return sorted(set(groups_for(big, protocol)))
+
 
 def evaluate(runs: pd.DataFrame, protocol: str, *, predictors: Mapping[str, Factory] | None = None,
              max_folds: int | None = None, seed: int = 0, progress: bool = False,
-             train_sources: Sequence[str] | None = None, test_sources: Sequence[str] | None = None) -> EvaluationResult:
+             train_sources: Sequence[str] | None = None, test_sources: Sequence[str] | None = None,
+             min_configs: int = MIN_CONFIGS, units: Sequence[str] | None = None) -> EvaluationResult:
     """Evaluate ``predictors`` under ``protocol`` on the runs (rows of the runs table).
 
     Args:
+        max_folds: evaluate at most this many held-out units, sampled across sources (default: every eligible one).
+        min_configs: a unit is eligible when one of its tasks has at least this many distinct configurations.
+        units: evaluate exactly these held-out units.
         train_sources: learn only from runs of these sources (default: all). With ``test_sources`` this measures
             transfer: does knowledge from other sources help on a source's held-out tasks?
         test_sources: evaluate only runs of these sources (held-out units are chosen among them).
@@ -86,18 +119,17 @@ def evaluate(runs: pd.DataFrame, protocol: str, *, predictors: Mapping[str, Fact
     frame = learning_frame(runs)
     predictors = predictors or default_predictors()
     candidates = frame if not test_sources else frame[frame["provenance_source"].isin(test_sources)]
-    units = set(groups_for(candidates, protocol))
-    fold_list = [f for f in folds(frame, protocol, max_folds=None if test_sources else max_folds, seed=seed)
-                 if f[0] in units or protocol == "gkfold"]
-    if test_sources and max_folds is not None and len(fold_list) > max_folds:
-        rng = np.random.default_rng(seed)
-        fold_list = [fold_list[i] for i in sorted(rng.choice(len(fold_list), max_folds, replace=False))]
+    wanted = set(units) if units is not None else set(eligible_units(candidates, protocol, min_configs)) \
+        if protocol != "gkfold" else None
+    fold_list = list(folds(frame, protocol, max_folds=max_folds, seed=seed, units=wanted))
     sources = frame["provenance_source"].to_numpy()
     if train_sources or test_sources:
         fold_list = [(u, tr[np.isin(sources[tr], list(train_sources))] if train_sources else tr,
                       te[np.isin(sources[te], list(test_sources))] if test_sources else te) for u, tr, te in fold_list]
+    keys = Experience().keys_of(frame)
     parts: list[pd.DataFrame] = []
     seconds: dict[str, float] = dict.fromkeys(predictors, 0.0)
+    fold_seconds: list[float] = []
     iterator: Any = fold_list
     if progress:
         from tqdm import tqdm
@@ -105,14 +137,25 @@ def evaluate(runs: pd.DataFrame, protocol: str, *, predictors: Mapping[str, Fact
         iterator = tqdm(fold_list, desc=f"{protocol} folds", unit="fold")
     groups = groups_for(frame, protocol).to_numpy()
     for held_out, train_idx, test_idx in iterator:
+        started_fold = time.perf_counter()
         train, test = frame.iloc[train_idx], frame.iloc[test_idx]
         assert not set(groups[test_idx]) & set(groups[train_idx]), "a held-out unit reached training"
+        train_keys = {k: v[train_idx] for k, v in keys.items()}
         base = test[["run_id", "task_key", "config_key", "points", "failed", "outcome_runtime_s",
                      "provenance_source"]].copy()
         base["fold"] = held_out
+        measurable = ["outcome"]
+        if test["outcome_runtime_s"].notna().any():
+            measurable.append("cost")
+        if test["failed"].nunique() > 1:
+            measurable.append("failure")
         for name, factory in predictors.items():
             started = time.perf_counter()
-            model = factory().fit(train)
+            model = factory()
+            if isinstance(model, MetaModel):
+                model.fit(train, parts=measurable, keys=train_keys)
+            else:
+                model.fit(train, keys=train_keys)
             seconds[name] += time.perf_counter() - started
             out = base.copy()
             out["predictor"] = name
@@ -125,8 +168,9 @@ def evaluate(runs: pd.DataFrame, protocol: str, *, predictors: Mapping[str, Fact
                 out["pred"] = model.predict(test)
                 out["rank"] = model.rank_score(test)
             parts.append(out)
+        fold_seconds.append(time.perf_counter() - started_fold)
     predictions = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    return EvaluationResult(protocol, predictions, [f[0] for f in fold_list], seconds)
+    return EvaluationResult(protocol, predictions, [f[0] for f in fold_list], seconds, fold_seconds)
 
 
 def noise_floor(runs: pd.DataFrame, source: str = "taskweb") -> dict[str, float]:
@@ -156,3 +200,35 @@ def noise_floor(runs: pd.DataFrame, source: str = "taskweb") -> dict[str, float]
     return {"configs": float(len(std)), "seed_std_points": float(std.mean()),
             "seed_abs_diff_points": float((pairs["first"] - pairs["last"]).abs().mean()),
             "seed_vs_seed_spearman": float(np.nanmean(rhos)) if rhos else float("nan")}
+
+
+def noise_ceiling(runs: pd.DataFrame, *, min_configs: int = MIN_CONFIGS, seed: int = 0) -> pd.DataFrame:
+    """Per source: what ranking one half of each configuration's seeds reaches against the other half.
+
+    In every task with at least ``min_configs`` configurations run with two seeds or more, each configuration's runs
+    are split at random into two halves; the halves' means are compared like a prediction and the truth (Spearman,
+    top-1 regret in points). One row per source (mean over its tasks) with the number of tasks.
+    """
+    frame = learning_frame(runs)
+    frame = frame[frame["points"].notna()]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for task, g in frame.groupby("task_key", sort=False):
+        counts = g.groupby("config_key")["points"].transform("size")
+        g = g[counts >= 2]
+        if g["config_key"].nunique() < min_configs:
+            continue
+        half = g.groupby("config_key")["points"].transform(
+            lambda s: pd.Series(rng.permutation(len(s)) % 2, index=s.index))
+        a = g[half == 0].groupby("config_key")["points"].mean()
+        b = g[half == 1].groupby("config_key")["points"].mean()
+        both = a.index.intersection(b.index)
+        m = task_metrics(b[both].to_numpy(), a[both].to_numpy())
+        rows.append({"source": str(task).split("|")[0], "task_key": task, "spearman": m["spearman"],
+                     "regret@1": m["regret@1"]})
+    if not rows:
+        return pd.DataFrame(columns=["spearman", "regret@1", "tasks"])
+    table = pd.DataFrame(rows)
+    out = table.groupby("source")[["spearman", "regret@1"]].mean()
+    out["tasks"] = table.groupby("source").size()
+    return out

@@ -1,7 +1,8 @@
-"""Featurization of runs for the meta-estimators, as a scikit-learn transformer.
+"""Featurization of runs for the meta-estimators: one column recipe, executed to fit and to predict.
 
-:class:`RunFeaturizer` turns rows of the runs table (a DataFrame with the columns of
-:data:`metaml._data.LEARN_COLUMNS`) into a numeric/categorical frame LightGBM reads directly:
+:class:`RunFeaturizer` turns runs-table rows (a DataFrame with the columns of :data:`metaml._data.LEARN_COLUMNS`)
+into one float matrix that LightGBM reads directly (categories as integer codes, declared categorical to LightGBM;
+missing values NaN, which LightGBM routes, so runs from sources that lack a feature are never dropped):
 
 * dataset meta-features (sizes log-scaled), the data regime (few-shot K, training examples used);
 * model features (parameters log-scaled, layers, width, heads, vocabulary, positions; family, architecture,
@@ -10,18 +11,20 @@
   parameters and their share of the model);
 * training hyperparameters (learning rate, batch size, steps log-scaled; epochs, warmup, weight decay, dropout,
   sequence length; scheduler, optimizer, precision as categories);
-* **experience encodings**: how a model, a (model, method) pair, a base model, a method, a (family, method) pair and
-  an upstream task did on the *training* tasks, as the mean of their within-task standardized scores (one vote per
-  task). For the training rows each encoding leaves out every task of the row's own dataset, so the learner sees the
-  encodings as they will be for an unseen dataset and never its own target; for new rows it uses every training
-  task. This is the knowledge the meta-learner carries to an unseen task.
+* **experience** (:mod:`metaml._experience`): the standing of the exact checkpoint, of (checkpoint, method), of the
+  whole configuration, of the base model (with and without the method), of the method and of (family, method) on the
+  training tasks, over every source and over the row's own source, each with the number of tasks behind it and its
+  spread across them, and the lookup those standings give. Training rows never see their own dataset's tasks in
+  them (an unseen dataset's view); a share of training models (``model_dropout``) also lose their model-specific
+  standings, so the learner learns to predict for checkpoints without experience too.
 
-Missing values stay NaN (LightGBM routes them), so runs from sources that lack a feature are never dropped.
-Categories unseen at fit time become NaN.
+The recipe (:meth:`RunFeaturizer.transform_array`) is numpy from the raw columns to the matrix; :meth:`transform`
+returns the same matrix as a named DataFrame. Serving and training run the same code, so they cannot drift.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +32,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from metaml._data import regime, task_keys, within_task_z
+from metaml._experience import KEYS, Experience
 
 LOG_COLUMNS = {
     "dataset_meta_n_samples": "ds_log_n_samples",
@@ -87,139 +90,171 @@ CATEGORICAL_COLUMNS = {
     "hparams_precision": "hp_precision",
     "provenance_source": "source",
 }
-#: Experience encodings: name -> the columns whose combination is encoded.
-ENCODINGS: dict[str, tuple[str, ...]] = {
-    "xp_model": ("model_id",),
-    "xp_model_method": ("model_id", "method_name"),
-    "xp_base_model": ("base_or_self",),
-    "xp_method": ("method_name",),
-    "xp_family_method": ("model_family", "method_name"),
-    "xp_upstream": ("model_upstream_task",),
-}
-#: Encodings that describe one checkpoint, blanked together by ``model_dropout``.
-MODEL_SPECIFIC = ("xp_model", "xp_model_method", "xp_base_model")
+DERIVED = ("me_trainable_share", "hp_warmup", "m_fine_tuned", "regime_few_shot", "m_log_params_per_class")
+REGIME = "regime"
+#: Columns that describe the task, not the configuration (the points model reads only these and the standing).
+TASK_COLUMNS = (*(n for c, n in LOG_COLUMNS.items() if c.startswith("dataset_")),
+                *(n for c, n in NUMERIC_COLUMNS.items() if c.startswith("dataset_")),
+                "task_type", "task_metric", "ds_language", "ds_domain", "source", "regime_few_shot", REGIME)
+#: Experience keys that describe one checkpoint, blanked together for ``model_dropout``.
+MODEL_SPECIFIC = ("ckpt", "ckpt_method", "config", "base", "base_method", "upstream")
+_REGIME_CODES = {"f": 0.0, "k": 1.0, "n": 2.0}
 
 
-def _keys(df: pd.DataFrame, cols: tuple[str, ...]) -> pd.Series:
-    """One string key per row for the combination ``cols`` (NaN where any part is missing)."""
-    if cols == ("base_or_self",):
-        return df["model_base_model"].fillna(df["model_id"]).astype(str)
-    key = df[cols[0]].astype(str)
-    for c in cols[1:]:
-        key = key + "\x1f" + df[c].astype(str)
-    return key.where(df[list(cols)].notna().all(axis=1))
+def _floats(rows: Mapping[str, Any], col: str) -> np.ndarray:
+    """A column as float64 (NaN for missing or non-numbers)."""
+    s = rows[col]
+    values = s.to_numpy() if isinstance(s, pd.Series) else np.asarray(s)
+    if values.dtype.kind in "fiub":
+        return values.astype(np.float64, copy=False)
+    try:  # numbers and None (the usual object column)
+        return values.astype(np.float64)
+    except (TypeError, ValueError):
+        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").astype(float).to_numpy()
+
+
+def _labels(rows: Mapping[str, Any], col: str) -> np.ndarray:
+    """A column as strings (pandas' spelling of numbers), None for missing."""
+    s = rows[col]
+    s = s if isinstance(s, pd.Series) else pd.Series(np.asarray(s, dtype=object))
+    return s.astype("string").astype(object).where(s.notna(), None).to_numpy(dtype=object)
+
+
+def _codes(values: np.ndarray, categories: pd.Index) -> np.ndarray:
+    """Category codes as floats (NaN for missing or unseen)."""
+    codes = categories.get_indexer(values).astype(np.float64)
+    codes[codes < 0] = np.nan
+    return codes
 
 
 class RunFeaturizer(TransformerMixin, BaseEstimator):
-    """Runs-table rows -> the features of the meta-estimators.
+    """Runs-table rows -> the features of the meta-estimators (see the module docstring).
 
     Args:
         min_category_count: categories seen fewer times at fit are treated as missing.
-        smoothing: pseudo-count pulling experience encodings toward 0 (the average task standing).
-        encodings: compute the experience encodings (needs ``y`` at fit).
-        model_dropout: share of training models whose model-specific encodings are blanked in the training rows, so
-            the learner also learns to predict for models it has no experience with (leave-one-model-out).
+        smoothing: pseudo-tasks at standing 0 in every experience standing.
+        experience: compute the experience features (needs ``y`` at fit).
+        experience_keys: which keys of :data:`metaml._experience.KEYS`.
+        model_dropout: share of training models whose model-specific standings are blanked in the training rows.
         random_state: seed of the dropout.
     """
 
-    def __init__(self, min_category_count: int = 5, smoothing: float = 5.0, encodings: bool = True,
-                 model_dropout: float = 0.2, random_state: int = 0) -> None:
+    def __init__(self, min_category_count: int = 5, smoothing: float = 1.0, experience: bool = True,
+                 experience_keys: Sequence[str] = tuple(KEYS), model_dropout: float = 0.2,
+                 random_state: int = 0) -> None:
         self.min_category_count = min_category_count
         self.smoothing = smoothing
-        self.encodings = encodings
+        self.experience = experience
+        self.experience_keys = experience_keys
         self.model_dropout = model_dropout
         self.random_state = random_state
 
+    # -- fitting -------------------------------------------------------------------------------------------------
+
     def fit(self, X: pd.DataFrame, y: Any = None) -> RunFeaturizer:
-        self.fit_transform(X, y)
+        self.fit_transform_array(X, y)
         return self
 
     def fit_transform(self, X: pd.DataFrame, y: Any = None, **fit_params: Any) -> pd.DataFrame:
+        return self._frame(self.fit_transform_array(X, y, **fit_params), X.index)
+
+    def fit_transform_array(self, X: pd.DataFrame, y: Any = None, *,
+                            keys: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Fit, and return the training rows' matrix (their own dataset left out of their standings).
+
+        Args:
+            X: a learning frame (runs-table rows with ``task_key``).
+            y: scores in points (NaN for runs without one); needed with ``experience``.
+            keys: :meth:`metaml._experience.Experience.keys_of` the rows, when already computed.
+        """
         X = _check_frame(X)
         self.categories_ = {}
         for col, name in CATEGORICAL_COLUMNS.items():
-            counts = X[col].value_counts()
-            self.categories_[name] = sorted(counts[counts >= self.min_category_count].index.astype(str))
-        self.encoding_tables_ = {}
-        out = self._base(X)
-        if self.encodings:
+            counts = pd.Series(_labels(X, col)).value_counts()
+            self.categories_[name] = pd.Index(sorted(counts[counts >= self.min_category_count].index))
+        self.experience_ = None
+        if self.experience:
             if y is None:
-                raise ValueError("RunFeaturizer needs y (scores in points) to learn experience encodings")
-            tasks = task_keys(X)
-            z = within_task_z(pd.Series(np.asarray(y, dtype=float), index=X.index), tasks)
-            for name, cols in ENCODINGS.items():
-                table, loo = self._encode_fit(_keys(X, cols), z, tasks, X["dataset_name"])
-                self.encoding_tables_[name] = table
-                out[name] = loo[:, 0]
-                out[name + "_n"] = loo[:, 1]
-            if self.model_dropout > 0:
-                models = X["model_base_model"].fillna(X["model_id"]).astype(str)
-                unique = np.sort(models.unique())
-                rng = np.random.default_rng(self.random_state)
-                dropped = set(unique[rng.random(len(unique)) < self.model_dropout])
-                mask = models.isin(dropped).to_numpy()
-                for name in MODEL_SPECIFIC:
-                    out.loc[mask, name] = np.nan
-                    out.loc[mask, name + "_n"] = 0.0
-        self.feature_names_out_ = np.asarray(out.columns, dtype=object)
-        return out
+                raise ValueError("RunFeaturizer needs y (scores in points) to learn the experience features")
+            self.experience_ = Experience(self.experience_keys, smoothing=self.smoothing).fit(X, y, keys=keys)
+        cols = self._columns(X, training=True, keys=keys)
+        self.feature_names_out_ = np.asarray(list(cols), dtype=object)
+        self.categorical_ = [i for i, n in enumerate(cols) if n in CATEGORICAL_COLUMNS.values() or n == REGIME]
+        return self._stack(cols, len(X))
 
-    def _encode_fit(self, keys: pd.Series, z: pd.Series, tasks: pd.Series,
-                    datasets: pd.Series) -> tuple[pd.DataFrame, np.ndarray]:
-        """Per key: the sum and count of per-task mean z (one vote per task); per row, the same with every task of
-        the row's own dataset left out, which is what an unseen dataset will look like."""
-        frame = pd.DataFrame({"key": keys, "task": tasks, "ds": datasets, "z": z}).dropna(subset=["key"])
-        per_task = frame.groupby(["key", "task", "ds"], sort=False)["z"].mean().rename("zt").reset_index()
-        table = per_task.groupby("key")["zt"].agg(["sum", "count"]).rename(columns={"count": "n_tasks"})
-        own = per_task.groupby(["key", "ds"])["zt"].agg(["sum", "count"]).rename(
-            columns={"sum": "own_sum", "count": "own_n"})
-        merged = pd.DataFrame({"key": keys, "ds": datasets}).merge(
-            own, left_on=["key", "ds"], right_index=True, how="left").merge(
-            table, left_on="key", right_index=True, how="left")
-        loo_n = merged["n_tasks"] - merged["own_n"].fillna(0)
-        loo = ((merged["sum"] - merged["own_sum"].fillna(0.0)) / (loo_n + self.smoothing)).where(loo_n > 0)
-        return table, np.column_stack([loo.to_numpy(), loo_n.fillna(0).to_numpy()])
+    # -- the recipe ----------------------------------------------------------------------------------------------
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The feature matrix as a DataFrame named by :meth:`get_feature_names_out` (categories as codes)."""
+        return self._frame(self.transform_array(X), X.index)
+
+    def transform_array(self, X: pd.DataFrame) -> np.ndarray:
+        """The feature matrix (rows x :meth:`get_feature_names_out`) of new rows."""
         check_is_fitted(self, "feature_names_out_")
-        X = _check_frame(X)
-        out = self._base(X)
-        for name, cols in ENCODINGS.items():
-            if name not in self.encoding_tables_:
-                continue
-            table = self.encoding_tables_[name]
-            keys = _keys(X, cols)
-            mean = table["sum"] / (table["n_tasks"] + self.smoothing)
-            out[name] = keys.map(mean).to_numpy()
-            out[name + "_n"] = keys.map(table["n_tasks"]).fillna(0).to_numpy()
-        return out[list(self.feature_names_out_)]
+        return self._stack(self._columns(_check_frame(X), training=False), len(X))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_out_")
         return self.feature_names_out_
 
-    def _base(self, X: pd.DataFrame) -> pd.DataFrame:
-        out = pd.DataFrame(index=X.index)
-        for col, name in LOG_COLUMNS.items():
-            out[name] = np.log10(pd.to_numeric(X[col], errors="coerce").astype(float).clip(lower=1e-12))
-        for col, name in NUMERIC_COLUMNS.items():
-            out[name] = pd.to_numeric(X[col], errors="coerce").astype(float)
-        params = pd.to_numeric(X["model_n_params"], errors="coerce").astype(float)
-        trainable = pd.to_numeric(X["method_trainable_params"], errors="coerce").astype(float)
-        out["me_trainable_share"] = trainable / params
-        steps = pd.to_numeric(X["hparams_max_steps"], errors="coerce").astype(float)
-        warm_steps = pd.to_numeric(X["hparams_warmup_steps"], errors="coerce").astype(float)
-        out["hp_warmup"] = pd.to_numeric(X["hparams_warmup_ratio"], errors="coerce").astype(float).fillna(
-            warm_steps / steps)
-        out["m_fine_tuned"] = X["model_upstream_task"].notna().astype(float)
-        out["regime_few_shot"] = X["dataset_examples_per_class"].notna().astype(float)
-        out["m_log_params_per_class"] = out["m_log_params"] - np.log10(
-            pd.to_numeric(X["dataset_meta_n_classes"], errors="coerce").astype(float).clip(lower=1))
+    def _columns(self, X: pd.DataFrame, *, training: bool,
+                 keys: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for col, name in LOG_COLUMNS.items():
+                out[name] = np.log10(np.maximum(_floats(X, col), 1e-12))
+            for col, name in NUMERIC_COLUMNS.items():
+                out[name] = _floats(X, col)
+            out["me_trainable_share"] = _floats(X, "method_trainable_params") / _floats(X, "model_n_params")
+            ratio = _floats(X, "hparams_warmup_ratio")
+            steps_share = _floats(X, "hparams_warmup_steps") / _floats(X, "hparams_max_steps")
+            out["hp_warmup"] = np.where(np.isnan(ratio), steps_share, ratio)
+            out["m_fine_tuned"] = X["model_upstream_task"].notna().to_numpy(dtype=np.float64)
+            few = _floats(X, "dataset_examples_per_class")
+            out["regime_few_shot"] = (~np.isnan(few)).astype(np.float64)
+            out["m_log_params_per_class"] = out["m_log_params"] - np.log10(
+                np.maximum(_floats(X, "dataset_meta_n_classes"), 1.0))
         for col, name in CATEGORICAL_COLUMNS.items():
-            out[name] = pd.Categorical(X[col].astype("string").astype(object).where(X[col].notna()),
-                                       categories=self.categories_[name])
-        out["regime"] = pd.Categorical(regime(X).str[0], categories=["f", "k", "n"])
+            out[name] = _codes(_labels(X, col), self.categories_[name])
+        n_used = _floats(X, "dataset_n_train_used")
+        out[REGIME] = np.where(~np.isnan(few), _REGIME_CODES["k"],
+                               np.where(~np.isnan(n_used), _REGIME_CODES["n"], _REGIME_CODES["f"]))
+        if self.experience_ is not None:
+            feats = self.experience_.features(X, leave_own_dataset=training, keys=keys)
+            if training and self.model_dropout > 0:
+                models = _labels(X, "model_base_model")
+                models = np.where(pd.isna(models), _labels(X, "model_id"), models).astype(str)
+                unique = np.unique(models)
+                rng = np.random.default_rng(self.random_state)
+                dropped = np.isin(models, unique[rng.random(len(unique)) < self.model_dropout])
+                for key in MODEL_SPECIFIC:
+                    for scope in ("a", "s"):
+                        col = f"{scope}_{key}"
+                        if col in feats:
+                            feats.loc[dropped, col] = np.nan
+                            feats.loc[dropped, col + "_n"] = 0.0
+                            feats.loc[dropped, col + "_sd"] = np.nan
+            for col in feats.columns:
+                out[col] = feats[col].to_numpy(dtype=np.float64)
+            out["lookup"] = self.experience_.lookup(X, features=feats)
+        if hasattr(self, "feature_names_out_"):
+            return {name: out[name] for name in self.feature_names_out_}
         return out
+
+    @staticmethod
+    def _stack(cols: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+        matrix = np.empty((n, len(cols)), dtype=np.float64)
+        for j, values in enumerate(cols.values()):
+            matrix[:, j] = values
+        return matrix
+
+    def _frame(self, matrix: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        return pd.DataFrame(matrix, columns=list(self.feature_names_out_), index=index)
+
+    def column_index(self, names: Sequence[str]) -> list[int]:
+        """Positions of ``names`` in the feature matrix (those present)."""
+        pos = {n: i for i, n in enumerate(self.feature_names_out_)}
+        return [pos[n] for n in names if n in pos]
 
 
 def _check_frame(X: Any) -> pd.DataFrame:

@@ -38,9 +38,11 @@ def groups_for(frame: pd.DataFrame, protocol: str) -> pd.Series:
 
 
 def _sample_units(frame: pd.DataFrame, groups: pd.Series, max_folds: int | None, seed: int,
-                  min_runs: int) -> list[str]:
+                  min_runs: int, wanted: set[str] | None) -> list[str]:
     sizes = groups.value_counts()
     units = sorted(sizes[sizes >= min_runs].index)
+    if wanted is not None:
+        units = [u for u in units if u in wanted]
     if max_folds is None or len(units) <= max_folds:
         return units
     rng = np.random.default_rng(seed)
@@ -59,7 +61,7 @@ def _sample_units(frame: pd.DataFrame, groups: pd.Series, max_folds: int | None,
 
 
 def folds(frame: pd.DataFrame, protocol: str, *, max_folds: int | None = None, k: int = 5, seed: int = 0,
-          min_runs: int = 10) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+          min_runs: int = 10, units: set[str] | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield ``(held_out, train_index, test_index)`` positional indexes into ``frame``.
 
     Args:
@@ -69,6 +71,7 @@ def folds(frame: pd.DataFrame, protocol: str, *, max_folds: int | None = None, k
         k: folds of ``gkfold``.
         seed: sampling seed.
         min_runs: held-out units with fewer runs are not evaluated on their own (they stay in training).
+        units: evaluate only these held-out units (the others stay in training); None: every unit.
     """
     groups = groups_for(frame, protocol)
     if protocol == "gkfold":
@@ -78,7 +81,7 @@ def folds(frame: pd.DataFrame, protocol: str, *, max_folds: int | None = None, k
             yield f"fold{i}", train, test
         return
     values = groups.to_numpy()
-    for unit in _sample_units(frame, groups, max_folds, seed, min_runs):
+    for unit in _sample_units(frame, groups, max_folds, seed, min_runs, units):
         test = np.flatnonzero(values == unit)
         train = np.flatnonzero(values != unit)
         yield unit, train, test

@@ -7,9 +7,10 @@ One MLflow run per trained model holds, as run artifacts:
 * ``pyfunc/`` — an MLflow ``python_function`` model wrapping it (input: runs-table rows; output: the
   :meth:`MetaModel.predict` frame). This is what the registered model versions point at. Loading it needs ``metaml``
   importable;
-* ``outcome_lgbm/`` — the outcome LightGBM booster in the ``lightgbm`` flavor, which ``mlflow models serve`` serves
-  without ``metaml``. Its input is the featurized rows with categorical features as integer codes (see
-  :func:`served_outcome_frame`; the categories are in ``outcome_lgbm/categories.json``);
+* ``outcome_lgbm/`` — the outcome's main LightGBM booster (its ranking view, the standing within the task) in the
+  ``lightgbm`` flavor, which ``mlflow models serve`` serves without ``metaml``. Its input is the featurized rows
+  with categorical features as integer codes (see :func:`served_outcome_frame`; the categories are in
+  ``outcome_lgbm/categories.json``);
 * ``reports/`` — the files of an evaluation report, when given.
 
 The run's params are the model's parameters (and the caller's), its metrics the numeric evaluation metrics, its tags
@@ -261,39 +262,24 @@ def _pins(names: tuple[str, ...]) -> list[str]:
 
 
 def served_outcome_frame(model: MetaModel, runs: pd.DataFrame) -> pd.DataFrame:
-    """The input of the served ``outcome_lgbm`` model for ``runs``: the featurized rows, categorical features as
-    float codes (NaN where missing or unseen), every column float64."""
-    feats = model.featurizer_.transform(runs)
-    out = pd.DataFrame(index=feats.index)
-    for col in feats.columns:
-        s = feats[col]
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            out[col] = s.cat.codes.astype("float64").replace(-1.0, np.nan)
-        else:
-            out[col] = pd.to_numeric(s, errors="coerce").astype("float64")
-    return out
+    """The input of the served ``outcome_lgbm`` model for ``runs``: the featurized rows (categorical features as float
+    codes, NaN where missing or unseen), every column float64."""
+    return model.featurizer_.transform(runs).astype("float64")
 
 
 def _outcome_categories(model: MetaModel) -> dict[str, list[str]]:
     """Categorical feature -> its categories (the code of a category is its position)."""
-    blank = pd.DataFrame({c: pd.Series([None], dtype=object) for c in LEARN_COLUMNS})
-    feats = model.featurizer_.transform(blank)
-    return {c: [str(x) for x in feats[c].cat.categories] for c in feats.columns
-            if isinstance(feats[c].dtype, pd.CategoricalDtype)}
+    return {name: [str(x) for x in cats] for name, cats in model.featurizer_.categories_.items()}
 
 
 def _save_outcome_lgbm(model: MetaModel, path: Path) -> None:
-    """Save the outcome booster in the ``lightgbm`` flavor, taking float codes for categorical features."""
+    """Save the ranking view's booster in the ``lightgbm`` flavor, taking float codes for categorical features."""
     import lightgbm as lgb
     import mlflow.lightgbm
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    booster = model.outcome_.model_.booster_
-    # The same trees without the pandas category lists, so that a frame of codes (what a JSON request becomes) is
-    # accepted; on featurized frames the codes agree, since the featurizer always uses the training categories.
-    served = lgb.Booster(model_str=booster.model_to_string())
-    served.pandas_categorical = None
+    served = lgb.Booster(model_str=model.outcome_.ranker_.booster_.model_to_string())
     names = [str(f) for f in model.featurizer_.get_feature_names_out()]
     signature = ModelSignature(inputs=Schema([ColSpec("double", n) for n in names]),
                                outputs=Schema([ColSpec("double")]))

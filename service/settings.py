@@ -49,9 +49,8 @@ class Settings(BaseSettings):
     max_sample_rows: int = Field(
         20_000, ge=1, description="Most rows of a dataset sample sent to compute meta-features from."
     )
-    predict_threads: int = Field(
-        0, ge=0, description="LightGBM threads per prediction (0: every core for batches of 4,096 rows or more, "
-        "one thread for smaller ones)."
+    max_suggest_candidates: int = Field(
+        10_000, ge=1, description="Most candidates a suggest request may hold or enumerate from its search space."
     )
     experience_refresh_s: float = Field(
         10.0, gt=0, description="How often (seconds) the prediction endpoints look for knowledge-base changes to "

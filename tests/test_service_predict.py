@@ -18,13 +18,10 @@ from factories import served_knowledge_base
 
 from collector.features import load_public_text
 from metaml._artifact import snapshot_id
-from metaml._candidates import candidate_rows, task_row
 from metaml._data import load_runs
 from metaml._estimators import MetaModel, OutcomeEstimator
 from metaml._tracking import list_versions, log_model_version, promote
-from service.api.candidates import as_frame, candidate_columns
-from service.api.predictor import Scorer, build_scorer, check_scorer
-from service.api.schemas import Candidate
+from metaml.serving import PAIR_ROWS, candidate_rows, task_row
 from service.keys import create_key
 from service.testing import SAMPLE_MODELS, ServerProcess, sample_candidates
 
@@ -101,7 +98,7 @@ def test_predict_one_candidate_on_a_known_dataset(client: httpx.Client, world: d
     r = client.post("/v1/predict", json={"dataset": {"name": "SST-2"}, "candidates": configs})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model"]["version"] == 1 and body["model"]["source"] == "registry" and body["model"]["fast_path"]
+    assert body["model"]["version"] == 1 and body["model"]["source"] == "registry"
     assert body["model"]["interval_level"] == pytest.approx(0.8)
     assert body["model_ms"] > 0 and body["n_candidates"] == 1
     assert body["task"]["dataset"] == "glue/sst2" and body["task"]["meta_from"] == ["knowledge_base"]
@@ -263,6 +260,77 @@ def test_recommend_caps_large_spaces(client: httpx.Client) -> None:
     assert bad.status_code == 422 and "searchable" in bad.json()["error"]["message"]
 
 
+def _sst2_candidates() -> list[dict[str, Any]]:
+    """24 configurations of three models, full fine-tuning and LoRA, four learning rates."""
+    return [{"model": {"id": m}, "method": method, "hparams": {"learning_rate": lr, "batch_size": 32, "epochs": 3}}
+            for m in MODELS[:3] for method in ({"name": "full"}, {"name": "lora", "lora_r": 8})
+            for lr in (1e-5, 3e-5, 1e-4, 3e-4)]
+
+
+def test_suggest_starts_from_the_best_expected_utility_and_learns_from_the_history(client: httpx.Client,
+                                                                                    world: dict[str, Any]) -> None:
+    """With no history the first proposal is the candidate with the best acquisition (expected improvement over the
+    best prediction, discounted by p_fail, per unit of predicted cost), with the served model's prediction of it; k
+    proposals are distinct and best first; a configuration in the history is never proposed again; once 3 scored
+    the belief rests on the experts (past tasks weighed by the history); scores in points or normalized agree."""
+    configs = _sst2_candidates()
+    task = {"dataset": {"name": "glue/sst2"}}
+    r = client.post("/v1/suggest", json={**task, "candidates": configs, "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["n_candidates"] == 24 and len(body["suggestions"]) == 3 and not body["done"]
+    first = body["suggestions"]
+    assert [s["acquisition"] for s in first] == sorted((s["acquisition"] for s in first), reverse=True)
+    assert len({s["index"] for s in first}) == 3 and body["basis"]["mechanism"] == "meta-model"
+    top = first[0]
+    assert top["config"]["model"] == configs[top["index"]]["model"]
+    predicted = client.post("/v1/predict", json={**task, "candidates": [configs[top["index"]]], "support": 0}).json()
+    assert predicted["predictions"][0]["points"] == pytest.approx(top["points"], abs=1e-9)
+
+    rng = np.random.default_rng(0)
+    tried = [s["index"] for s in first] + [int(i) for i in rng.choice(24, 3, replace=False)]
+    history = [{"config": configs[i], "score": float(0.85 + 0.01 * rng.random()), "runtime_s": 600.0}
+               for i in dict.fromkeys(tried)]
+    r = client.post("/v1/suggest", json={**task, "candidates": configs, "history": history, "k": 5})
+    body = r.json()
+    assert r.status_code == 200, r.text
+    proposed = {s["index"] for s in body["suggestions"]}
+    assert proposed and not proposed & set(tried) and body["basis"]["history"] == len(history)
+    assert body["basis"]["mechanism"].startswith(("experts", "meta-model"))
+    in_points = [{**h, "score": 100 * h["score"]} for h in history]
+    again = client.post("/v1/suggest", json={**task, "candidates": configs, "history": in_points, "k": 5,
+                                             "unit": "points"}).json()
+    assert [s["index"] for s in again["suggestions"]] == [s["index"] for s in body["suggestions"]]
+
+
+def test_suggest_from_a_space_and_its_bad_inputs(client: httpx.Client) -> None:
+    """From a space the candidates are enumerated as /v1/recommend does (same seed, same candidates), so a history of
+    earlier suggestions matches them; a history entry that is no candidate, a score outside the metric's scale, k=0,
+    both a list and a space, and more candidates than the server weighs each get a 4xx that names the problem."""
+    space = {"models": [{"id": m} for m in MODELS[:2]], "methods": [{"name": "full"}],
+             "hparams": {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}, "fixed": {"epochs": 3}}
+    task = {"dataset": {"name": "glue/sst2"}, "space": space, "samples_per_point": 6}
+    body = client.post("/v1/suggest", json={**task, "k": 2}).json()
+    assert body["n_candidates"] == 12 and len(body["suggestions"]) == 2
+    for s in body["suggestions"]:
+        assert s["config"]["model"]["id"] in MODELS[:2] and 1e-5 <= s["config"]["hparams"]["learning_rate"] <= 1e-3
+    history = [{"config": s["config"], "score": 0.9} for s in body["suggestions"]]
+    nxt = client.post("/v1/suggest", json={**task, "history": history}).json()
+    assert nxt["suggestions"][0]["index"] not in {s["index"] for s in body["suggestions"]}
+
+    stranger = {"model": {"id": "roberta-base"}, "hparams": {"learning_rate": 0.5}}
+    r = client.post("/v1/suggest", json={**task, "history": [*history, {"config": stranger, "score": 0.5}]})
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == ["body", "history", 2, "config"]
+    r = client.post("/v1/suggest", json={**task, "history": [{**history[0], "score": 1.7}]})
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == ["body", "history", 0, "score"]
+    assert client.post("/v1/suggest", json={**task, "k": 0}).status_code == 422
+    both = client.post("/v1/suggest", json={**task, "candidates": _sst2_candidates()})
+    assert both.status_code == 422 and "not both" in both.json()["error"]["message"]
+    many = client.post("/v1/suggest", json={"dataset": {"name": "glue/sst2"},
+                                            "candidates": [{"model": {"id": "roberta-base"}}] * 50_000})
+    assert many.status_code in (413, 422) and many.json()["error"]["code"] == "batch_too_large"
+
+
 def test_decide_skips_a_clearly_bad_candidate_and_evaluates_a_strong_one(client: httpx.Client) -> None:
     """On the OPDA task (DeBERTa on MNLI: learning rates near 1e-3 diverge to chance), a candidate predicted far
     below the incumbent's configuration is skipped with p_beat below the threshold; the incumbent's configuration
@@ -418,23 +486,32 @@ def test_server_without_a_model_answers_503_and_stays_ready(world: dict[str, Any
     assert not (tmp_path / "none").exists()
 
 
-def test_serving_path_equals_metamodel_predict_on_real_runs(world: dict[str, Any]) -> None:
-    """The vectorized serving path predicts exactly what MetaModel.predict does (to 1e-9) on 2,000 real runs of the
-    knowledge base (every source, missing values included), so the self-check keeps it."""
+def test_batch_predictions_equal_one_row_at_a_time_on_real_runs(world: dict[str, Any]) -> None:
+    """The served model's predictions of 300 real runs of the knowledge base (every source, missing values included)
+    do not depend on the batch: the batch equals each row predicted alone, to 1e-9."""
     model = world["models"][0]
-    rows = world["runs"].sample(2000, random_state=0).reset_index(drop=True)
-    scorer = build_scorer(model)
-    assert isinstance(scorer, Scorer)
-    assert check_scorer(scorer, model, rows) <= 1e-9
+    rows = world["runs"].sample(300, random_state=0).reset_index(drop=True)
+    batch = model.predict(rows)
+    alone = pd.concat([model.predict(rows.iloc[[i]]) for i in range(len(rows))])
+    np.testing.assert_allclose(batch.to_numpy(dtype=float), alone.to_numpy(dtype=float), atol=1e-9, rtol=0)
 
 
-def test_candidate_columns_equal_candidate_rows(world: dict[str, Any]) -> None:
-    """The service's rows for a batch of candidates (candidate_rows once per distinct model and method, then each
-    candidate's hyperparameters) hold the same values as metaml's candidate_rows on the whole batch."""
+def test_candidate_rows_fill_the_registry_and_survive_the_cache(world: dict[str, Any]) -> None:
+    """Candidate rows get model features from the shipped registry where the configuration gives none (and keep
+    those it gives); a second, cached build of the same batch is identical; a bad method answers with its place."""
+    from metaml.errors import InvalidCandidates
+
     configs = [*sample_candidates(60, seed=9),
                {"model": {"id": "gpt2", "n_params": 124_000_000}, "method": {"name": "ia3"},
                 "hparams": {"lr_scheduler": "Cosine", "warmup_ratio": 0.1}}]
     row = task_row({"primary_metric": "f1"}, {"name": "glue/mrpc", "n_train_used": 500}, source="upload")
-    got = as_frame(candidate_columns(row, [Candidate.model_validate(c) for c in configs]))
-    expected = candidate_rows(row, configs)
-    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    PAIR_ROWS._cache.clear()
+    cold = candidate_rows(row, configs)
+    warm = candidate_rows(row, configs)
+    pd.testing.assert_frame_equal(cold, warm)
+    roberta = cold[cold["model_id"] == "roberta-base"]
+    assert len(roberta) and roberta["model_n_params"].notna().all() and (roberta["model_family"] == "roberta").all()
+    assert cold["model_n_params"].iloc[-1] == 124_000_000 and cold["hparams_lr_scheduler"].iloc[-1] == "cosine"
+    with pytest.raises(InvalidCandidates) as err:
+        candidate_rows(row, [*configs[:2], {"model": {"id": "roberta-base"}, "method": {"name": "no-such-method"}}])
+    assert err.value.errors[0]["loc"][:4] == ("candidates", 2, "method", "name")

@@ -1,38 +1,53 @@
-"""Replay AutoML search on held-out tasks: random search, Optuna TPE and an AutoGOAL-style probabilistic grammar
-search, each alone, with the knowledge base's biased prior, with the skip rule, and with both."""
+"""Search on a task's candidates: the engine behind ``POST /v1/suggest`` (it learns from the task's own results
+through the knowledge base), and the replay that measures it against zero-shot and knowledge-based searchers on
+held-out tasks whose every configuration's outcome is known."""
 
+from metaml.search._engine import (
+    EngineSettings,
+    Observation,
+    SearchEngine,
+    Suggestion,
+    SuggestResult,
+    TaskKnowledge,
+    configuration_features,
+)
 from metaml.search._grammar import GrammarDistribution, GrammarSearcher
 from metaml.search._replay import ReplayEnv, ReplayTask, SearchTrace, eligible_tasks, sample_tasks
 from metaml.search._searchers import (
+    KNOWLEDGE,
     SEARCHERS,
-    VARIANTS,
-    Knowledge,
+    ZERO_SHOT,
+    EngineSearcher,
+    OptunaSearcher,
+    OrderSearcher,
     RandomSearcher,
-    Residuals,
-    SearchSettings,
-    TPESearcher,
-    make_searcher,
     run_search,
 )
 from metaml.search._space import Dimension, SearchSpace
 
 __all__ = [
+    "KNOWLEDGE",
     "SEARCHERS",
-    "VARIANTS",
+    "ZERO_SHOT",
     "Dimension",
+    "EngineSearcher",
+    "EngineSettings",
     "GrammarDistribution",
     "GrammarSearcher",
-    "Knowledge",
+    "Observation",
+    "OptunaSearcher",
+    "OrderSearcher",
     "RandomSearcher",
     "ReplayEnv",
     "ReplayTask",
-    "Residuals",
-    "SearchSettings",
+    "SearchEngine",
     "SearchSpace",
     "SearchTrace",
-    "TPESearcher",
+    "SuggestResult",
+    "Suggestion",
+    "TaskKnowledge",
+    "configuration_features",
     "eligible_tasks",
-    "make_searcher",
     "run_search",
     "sample_tasks",
 ]

@@ -1,27 +1,30 @@
-"""The AutoML replay benchmark: does the knowledge base make search on unseen tasks reach the same quality with less
-compute than zero-shot search?
+"""The AutoML replay benchmark: how much compute does a search need to reach the best configuration of a task it has
+never seen, within the noise, with and without the knowledge base?
 
-For each held-out task (sampled across sources among tasks with real runtimes on every configuration, see
-:func:`metaml.search.eligible_tasks`), a meta-model is trained **leave-one-dataset-out** (every run on the task's
-dataset, from every source, is excluded; fitted models are cached with joblib per held-out dataset and training
-set), it scores the task's candidate configurations once, and every searcher x variant is replayed with many seeds
-under a budget of evaluations. :func:`write_report` writes ``report.md``, ``results.json`` and PNG plots.
+For every eligible held-out task (a language task with at least ``min_configs`` configurations and a real runtime on
+each, :func:`metaml.search.eligible_tasks`), a meta-model is trained **leave-one-dataset-out** (no run of the task's
+dataset, from any source; fitted models are cached with joblib), and every searcher of
+:mod:`metaml.search._searchers` replays searches **uncensored**: until a configuration within the task's noise band
+of the best one is evaluated, or nothing is left to propose.
 
 Definitions used by the report:
 
-* **normalized regret** ``(best - found) / (best - worst)`` over the task's configurations;
-* **compute to 1% regret**: cumulative cost (seconds of real training runtime) when a search first reaches a
-  normalized regret of 0.01 or less. A search that never does within its budget is *censored* at the compute of its
-  whole budget (a lower bound); per task the median over seeds is taken, and the share of seeds that reached 1% is
-  reported beside it;
-* **speed-up**: per task, (compute to 1% of the best zero-shot searcher) / (compute to 1% of the variant); the
-  headline is its median over tasks. The best zero-shot searcher is the zero-shot searcher with the lowest median
-  compute to 1% over the tasks (one searcher, as a user would pick one); a stricter per-task minimum over the three
-  zero-shot searchers is also reported;
-* **wrongly skipped best**: the share of searches (variants with the skip rule) in which the task's best
-  configuration was proposed and skipped;
-* **negative transfer**: a task where the variant with the biased prior ends the full budget with a higher mean
-  normalized regret (over seeds) than the same searcher alone.
+* **noise band** (:meth:`ReplayTask.noise_band`): the standard error of the best configuration's mean over its seeds,
+  or 1% of the task's spread when larger; where the best configuration ran once or twice, the typical seed standard
+  deviation of the sources that repeat configurations (:func:`typical_seed_sd`) stands in;
+* **compute to the band**: the sum of the real training runtimes of the evaluations until the band was reached;
+  per task, the median over a stochastic searcher's seeds. A search that stopped without reaching it (only the
+  engine can: its skip rule may exclude every remaining candidate) counts as the whole task's compute;
+* **ratio** to a peer: per task, the peer's compute over the engine's; the headline is its median over tasks with a
+  bootstrap 90% interval over tasks. The best zero-shot (knowledge) peer is the one whose median ratio is lowest,
+  i.e. the hardest to beat;
+* **negative transfer**: a task where the engine needs more compute than the best zero-shot peer's mean beyond two
+  standard errors of that mean (over its seeds);
+* **best wrongly skipped**: an engine search that ended with the task's best configuration among the candidates it
+  excluded, or without reaching the band.
+
+The engine's knobs are chosen by **nested leave-one-dataset-out**: for each task, the setting of ``engine_grid`` with
+the lowest median log-ratio to the best zero-shot searcher on the tasks of the *other* datasets is the one reported.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,17 +43,41 @@ import pandas as pd
 
 from metaml._data import learning_frame
 from metaml._protocols import groups_for
-from metaml.search._replay import ReplayTask, SearchTrace, eligible_tasks, sample_tasks
-from metaml.search._searchers import SEARCHERS, VARIANTS, Knowledge, SearchSettings, run_search
+from metaml.search._engine import EngineSettings, TaskKnowledge
+from metaml.search._replay import ReplayTask, SearchTrace, eligible_tasks
+from metaml.search._searchers import (
+    KNOWLEDGE,
+    ZERO_SHOT,
+    EngineSearcher,
+    GrammarReplaySearcher,
+    OptunaSearcher,
+    OrderSearcher,
+    RandomSearcher,
+    run_search,
+)
 
 #: Sources whose runs carry real training runtimes (the compute claims are made on these).
 RUNTIME_SOURCES = ("taskweb", "transfergraph", "peft_bench")
 #: Task types left out by default: the product is about language models.
 NON_LANGUAGE_TASK_TYPES = ("image-classification", "other")
-REGRET_TARGET = 0.01
-#: Secondary regret levels reported beside the goal's 1% (the plots show the whole curve).
-SECONDARY_TARGETS = (0.10, 0.05)
-CACHE_VERSION = "1"
+#: Sources whose repeated configurations give the typical seed spread.
+SEED_SOURCES = ("taskweb", "opda", "model_recycling")
+#: Normalized-regret levels reported beside the noise band.
+REGRET_LEVELS = (0.01, 0.05, 0.10)
+#: Evaluations after which the anytime regret is reported.
+ANYTIME = (5, 10, 25)
+CACHE_VERSION = "2"
+
+
+def default_engine_grid() -> dict[str, EngineSettings]:
+    """The engine settings the nested selection chooses among: each mechanism alone and combined, with and without
+    cost-awareness."""
+    grid: dict[str, EngineSettings] = {}
+    for name, experts, gp in (("prior", False, False), ("experts", True, False), ("gp", False, True),
+                              ("experts+gp", True, True)):
+        for c in (0.0, 0.5, 1.0):
+            grid[f"{name}/cost{c:g}"] = EngineSettings(experts=experts, gp=gp, cost_exponent=c)
+    return grid
 
 
 @dataclass
@@ -58,40 +85,37 @@ class BenchConfig:
     """What the benchmark runs.
 
     Attributes:
-        n_tasks: held-out tasks, sampled round-robin across sources.
-        seeds: searches per (task, searcher, variant).
-        budget: evaluations per search; None: 25% of the task's configurations, at most 50.
-        searchers, variants: what to compare.
-        sources: sources the held-out tasks come from.
-        exclude_task_types: task types never held out.
-        min_configs: fewest distinct configurations of a held-out task.
-        min_spread: fewest points between the task's best and worst configuration (regret is meaningless below).
-        task_seed: seed of the task sample.
-        n_estimators: trees of the outcome model (``OutcomeEstimator(n_estimators=..., n_jobs=1)``).
-        max_rows_per_task: rows per training task of the meta-model.
+        tasks: task keys to hold out (None: every eligible task).
+        seeds: searches per stochastic searcher and task.
+        gp_seeds: searches of the Optuna GP sampler (expensive: about a second per trial).
+        searchers: which searchers (``engine`` included or not).
+        sources, exclude_task_types, min_configs, min_spread: which tasks are eligible.
+        n_estimators, max_rows_per_task: the leave-one-dataset-out meta-model's.
+        warm_k: past tasks whose best configuration the XAutoLM-style warm start evaluates first.
+        max_false_skip: the engine's per-search skip budget.
+        engine_grid: the engine settings the nested selection chooses among.
         jobs: worker processes for the searches.
-        settings: searcher and skip-rule knobs.
     """
 
-    n_tasks: int = 12
+    tasks: tuple[str, ...] | None = None
     seeds: int = 20
-    budget: int | None = None
-    searchers: tuple[str, ...] = SEARCHERS
-    variants: tuple[str, ...] = VARIANTS
+    gp_seeds: int = 3
+    searchers: tuple[str, ...] = (*ZERO_SHOT, *KNOWLEDGE, "engine")
     sources: tuple[str, ...] = RUNTIME_SOURCES
     exclude_task_types: tuple[str, ...] = NON_LANGUAGE_TASK_TYPES
     min_configs: int = 20
     min_spread: float = 2.0
-    task_seed: int = 0
     n_estimators: int = 150
-    max_rows_per_task: int = 200
+    max_rows_per_task: int = 100
+    warm_k: int = 5
+    max_false_skip: float = 0.05
+    engine_grid: dict[str, EngineSettings] = field(default_factory=default_engine_grid)
     jobs: int = 2
-    settings: SearchSettings = field(default_factory=SearchSettings)
 
-    def budget_for(self, n_configs: int) -> int:
-        if self.budget is not None:
-            return max(1, min(self.budget, n_configs))
-        return max(1, min(50, math.ceil(0.25 * n_configs)))
+    def seeds_of(self, searcher: str) -> int:
+        if searcher == "gp":
+            return self.gp_seeds
+        return 1 if searcher in ("static", "engine") else self.seeds
 
 
 @dataclass
@@ -100,10 +124,8 @@ class BenchResult:
 
     config: BenchConfig
     tasks: list[dict[str, Any]]
-    runs: pd.DataFrame
-    curves_evals: dict[str, dict[str, list[float]]]
-    curves_compute: dict[str, dict[str, list[float]]]
-    compute_grid: list[float]
+    searches: pd.DataFrame
+    curves: dict[str, dict[str, list[float]]]
     seconds: dict[str, float]
     context: dict[str, Any] = field(default_factory=dict)
 
@@ -129,9 +151,9 @@ def fit_held_out(frame: pd.DataFrame, dataset: str, config: BenchConfig, cache_d
     from metaml._estimators import MetaModel, OutcomeEstimator
 
     groups = groups_for(frame, "lodo").to_numpy()
-    train = frame[groups != dataset]
     if (groups == dataset).sum() == 0:
         raise ValueError(f"dataset {dataset!r} has no runs")
+    train = frame[groups != dataset]
     path = None
     if cache_dir is not None:
         safe = "".join(c if c.isalnum() else "_" for c in dataset)[:60]
@@ -153,37 +175,142 @@ def fit_held_out(frame: pd.DataFrame, dataset: str, config: BenchConfig, cache_d
     return model, seconds, False
 
 
-# ----------------------------------------------------------------------------------------------- the searches
+def typical_seed_sd(frame: pd.DataFrame, sources: Sequence[str] = SEED_SOURCES) -> tuple[float, str]:
+    """The median, over configurations run with three seeds or more in ``sources``, of their scores' standard
+    deviation (points), and which sources it came from."""
+    df = frame[frame["provenance_source"].isin(list(sources)) & frame["points"].notna()]
+    g = df.groupby(["task_key", "config_key"])["points"].agg(["std", "count"])
+    g = g[g["count"] >= 3]
+    if g.empty:
+        return 1.0, "no repeated configurations: 1 point assumed"
+    used = sorted({str(t).split("|")[0] for t in g.index.get_level_values(0)})
+    return float(g["std"].median()), f"median seed sd of {len(g):,} repeated configurations ({', '.join(used)})"
 
 
-def _search_job(task: ReplayTask, knowledge: Knowledge, searcher: str, variants: Sequence[str], seeds: int,
-                budget: int, settings: SearchSettings) -> list[SearchTrace]:
-    return [run_search(task, searcher, variant=v, knowledge=knowledge, budget=budget, seed=s, settings=settings)
-            for v in variants for s in range(seeds)]
+# ----------------------------------------------------------------------------------------------- one task
 
 
-def _knowledge_quality(task: ReplayTask, knowledge: Knowledge) -> dict[str, Any]:
-    """How well the meta-model ranks this task's configurations (context for the search results)."""
-    from scipy.stats import spearmanr
+@dataclass
+class PreparedTask:
+    """A held-out task with what every searcher needs."""
 
-    ok = task.scored
-    rho = spearmanr(knowledge.predictions["rank_score"].to_numpy()[ok], task.score[ok]).statistic
-    order = np.argsort(-knowledge.standing, kind="stable")
-    regrets = np.array([task.regret(task.score[i]) if ok[i] else 1.0 for i in order])
-    cum_cost = np.cumsum(task.cost[order])
-    best_so_far = np.minimum.accumulate(regrets)
-    hit = np.flatnonzero(best_so_far <= REGRET_TARGET + 1e-12)
-    near = task.regret_array() <= REGRET_TARGET + 1e-12
-    return {"spearman": float(rho) if np.isfinite(rho) else None,
-            "top1_regret": float(regrets[0]), "top5_regret": float(regrets[:5].min()),
-            "rank_of_best": int(np.flatnonzero(order == task.best_index)[0]) + 1,
-            "ranked_evals_to_1pct": int(hit[0]) + 1 if hit.size else None,
-            "ranked_compute_to_1pct": float(cum_cost[hit[0]]) if hit.size else None,
-            "n_within_1pct": int(near.sum())}
+    task: ReplayTask
+    dataset: str
+    band: float
+    band_basis: str
+    knowledge: TaskKnowledge
+    portfolio: np.ndarray
+    static: np.ndarray
+    warm_start: list[int]
+
+
+def prepare_task(frame: pd.DataFrame, key: str, model: Any, *, seed_sd: float, warm_k: int) -> PreparedTask:
+    """The task ``key`` of ``frame`` as the searchers see it, with the (held-out) meta-model's knowledge."""
+    task = ReplayTask.from_frame(frame, key)
+    dataset = str(frame.loc[frame["task_key"] == key, "dataset_name"].iloc[0])
+    rows = task.rows.reset_index(drop=True)
+    pred = model.predict_arrays(rows)
+    task.fill_costs(pred["runtime_s"])
+    experience = model.featurizer_.experience_
+    kn = TaskKnowledge.from_predictions(rows, pred, experience=experience, exclude_datasets=[dataset])
+    z = pred["rank_score"]
+    z = (z - z.mean()) / (z.std() or 1.0)
+    p = np.nan_to_num(pred["p_fail"], nan=0.0)
+    band, basis = task.noise_band(seed_sd)
+    return PreparedTask(task, dataset, band, basis, kn, portfolio=experience.lookup(rows),
+                        static=(1 - p) * z + p * z.min(), warm_start=_nearest_best(frame, rows, kn, warm_k))
+
+
+def _nearest_best(frame: pd.DataFrame, rows: pd.DataFrame, kn: TaskKnowledge, k: int) -> list[int]:
+    """XAutoLM's warm start: the best candidate of each of the ``k`` past tasks nearest by dataset meta-features
+    (past tasks without meta-features come last, in order of coverage)."""
+    from metaml._baselines import KNearestDatasets
+
+    if not kn.profile_tasks:
+        return []
+    datasets = [t.split("|")[1] for t in kn.profile_tasks]
+    meta = KNearestDatasets._meta(frame.groupby("dataset_name").first().reindex(datasets))
+    target = KNearestDatasets._meta(rows.head(1).set_index("dataset_name")).iloc[0]
+    scale = meta.std().replace(0, 1).fillna(1)
+    diff = ((meta - target) / scale).abs()
+    known = diff.notna() & target.notna()
+    dist = (diff.where(known).sum(axis=1) / known.sum(axis=1).replace(0, np.nan)).to_numpy()
+    dist = np.where(np.isfinite(dist), dist, np.inf)
+    order = np.argsort(dist, kind="stable")[:k]
+    out: list[int] = []
+    for t in order:
+        profile = kn.profiles[t]
+        if np.isfinite(profile).any():
+            best = int(np.nanargmax(profile))
+            if best not in out:
+                out.append(best)
+    return out
+
+
+def _searcher(name: str, pt: PreparedTask, seed: int, settings: EngineSettings | None) -> Any:
+    rng = np.random.default_rng(seed)
+    if name == "random":
+        return RandomSearcher(rng)
+    if name in ("tpe", "gp"):
+        return OptunaSearcher(name, pt.task.space, rng, seed=seed)
+    if name == "grammar":
+        return GrammarReplaySearcher(pt.task.space, rng)
+    if name == "portfolio":
+        return OrderSearcher("portfolio", pt.portfolio, rng)
+    if name == "static":
+        return OrderSearcher("static", pt.static, rng)
+    if name == "warmstart":
+        s = OptunaSearcher("tpe", pt.task.space, rng, seed=seed, warm_start=pt.warm_start)
+        s.name = "warmstart"
+        return s
+    if name == "engine":
+        return EngineSearcher(pt.knowledge, settings)
+    raise ValueError(f"unknown searcher {name!r}")
+
+
+def _search_job(pt: PreparedTask, name: str, seeds: int,
+                settings: Mapping[str, EngineSettings]) -> list[dict[str, Any]]:
+    out = []
+    variants: Mapping[str, EngineSettings | None] = settings if name == "engine" else {"": None}
+    for variant, st in variants.items():
+        for seed in range(seeds):
+            started = time.perf_counter()
+            trace = run_search(pt.task, _searcher(name, pt, seed, st), target=pt.band, seed=seed)
+            out.append(_describe(pt, name, variant, seed, trace, time.perf_counter() - started))
+    return out
+
+
+def _describe(pt: PreparedTask, name: str, variant: str, seed: int, trace: SearchTrace,
+              seconds: float) -> dict[str, Any]:
+    task = pt.task
+    scores = np.array([e[2] for e in trace.evals], dtype=float)
+    compute = np.array([e[3] for e in trace.evals], dtype=float)
+    best_so_far = np.fmax.accumulate(np.where(np.isnan(scores), -np.inf, scores)) if len(scores) else scores
+    reached = bool(len(best_so_far) and task.best - best_so_far[-1] <= pt.band + 1e-9)
+    total = float(np.sum(task.cost))
+    row: dict[str, Any] = {
+        "task": task.task_key, "searcher": name, "variant": variant, "seed": seed, "evaluations": len(scores),
+        "reached": reached, "compute": float(compute[-1]) if reached else total,
+        "evals_to_band": len(scores) if reached else task.n_configs,
+        "final_points_regret": float(task.best - best_so_far[-1]) if len(scores) and np.isfinite(best_so_far[-1])
+        else float(task.best - task.worst),
+        "excluded": len(trace.excluded), "best_excluded": (task.best_index in trace.excluded) or not reached,
+        "seconds": seconds, "ms_per_proposal": 1000.0 * seconds / max(len(scores), 1)}
+    span = task.best - task.worst
+    regret = (task.best - best_so_far) / span if span > 0 else np.zeros(len(scores))
+    for level in REGRET_LEVELS:
+        hit = np.flatnonzero(regret <= level + 1e-12)
+        row[f"compute_to_{round(100 * level)}pct"] = float(compute[hit[0]]) if hit.size else np.nan
+    for n in ANYTIME:
+        row[f"regret_after_{n}"] = float(regret[min(n, len(regret)) - 1]) if len(regret) else 1.0
+    row["trace"] = [(int(e[0]), float(e[3])) for e in trace.evals]
+    return row
+
+
+# ------------------------------------------------------------------------------------------------------- run
 
 
 def run_benchmark(runs: pd.DataFrame, config: BenchConfig | None = None, *, cache_dir: Path | None = None,
-                  tasks: Sequence[str] | None = None,
                   progress: Callable[[str], None] | None = None) -> BenchResult:
     """Run the replay benchmark on the runs of a knowledge base.
 
@@ -191,7 +318,6 @@ def run_benchmark(runs: pd.DataFrame, config: BenchConfig | None = None, *, cach
         runs: rows of the runs table (:func:`metaml.load_runs`).
         config: what to run.
         cache_dir: where fitted meta-models are cached (None: no cache).
-        tasks: task keys to hold out (default: sampled by :func:`sample_tasks`).
         progress: called with one line per step.
     """
     from joblib import Parallel, delayed
@@ -202,194 +328,167 @@ def run_benchmark(runs: pd.DataFrame, config: BenchConfig | None = None, *, cach
     frame = learning_frame(runs)
     eligible = eligible_tasks(frame, min_configs=config.min_configs, min_spread=config.min_spread,
                               sources=config.sources, exclude_task_types=config.exclude_task_types)
-    chosen = list(tasks) if tasks else sample_tasks(eligible, config.n_tasks, seed=config.task_seed)
+    chosen = list(config.tasks) if config.tasks else list(eligible.index)
     if not chosen:
         raise ValueError("no held-out task qualifies (need tasks with >= "
                          f"{config.min_configs} configurations and real runtimes in {', '.join(config.sources)})")
-    say(f"{len(eligible)} eligible tasks; holding out {len(chosen)}")
+    seed_sd, seed_basis = typical_seed_sd(frame)
+    say(f"{len(eligible)} eligible tasks; holding out {len(chosen)}; typical seed sd {seed_sd:.2f} points")
     models: dict[str, Any] = {}
     fit_seconds: dict[str, float] = {}
-    task_objs: dict[str, ReplayTask] = {}
-    knowledge: dict[str, Knowledge] = {}
-    infos: list[dict[str, Any]] = []
+    prepared: dict[str, PreparedTask] = {}
     for key in chosen:
-        task = ReplayTask.from_frame(frame, key)
         dataset = str(frame.loc[frame["task_key"] == key, "dataset_name"].iloc[0])
         if dataset not in models:
             model, secs, cached = fit_held_out(frame, dataset, config, cache_dir)
             models[dataset], fit_seconds[dataset] = model, secs
-            say(f"meta-model without {dataset}: {'cached' if cached else f'fitted in {secs:.0f} s'} "
-                f"({model.n_train_runs_:,} training runs)")
-        kn = Knowledge.from_model(models[dataset], task)
-        task.fill_costs(kn.predictions["runtime_s"].to_numpy(dtype=float))
-        task_objs[key], knowledge[key] = task, kn
-        info = {**task.describe(), "held_out_dataset": dataset, "budget": config.budget_for(task.n_configs),
-                "train_runs": int(models[dataset].n_train_runs_), "meta_model": _knowledge_quality(task, kn)}
-        infos.append(info)
+            say(f"meta-model without {dataset}: {'cached' if cached else f'fitted in {secs:.0f} s'}")
+        prepared[key] = prepare_task(frame, key, models[dataset], seed_sd=seed_sd, warm_k=config.warm_k)
     t_models = time.perf_counter() - t0
-    say(f"searching: {len(chosen)} tasks x {len(config.searchers)} searchers x {len(config.variants)} variants x "
-        f"{config.seeds} seeds")
-    jobs = [(key, s) for key in chosen for s in config.searchers]
+    jobs = [(key, name) for key in chosen for name in config.searchers]
+    say(f"searching: {len(jobs)} (task, searcher) jobs, {config.seeds} seeds per stochastic searcher")
     results = Parallel(n_jobs=config.jobs, prefer="processes")(
-        delayed(_search_job)(task_objs[key], knowledge[key], s, config.variants, config.seeds,
-                             config.budget_for(task_objs[key].n_configs), config.settings)
-        for key, s in jobs)
-    traces = [t for batch in results for t in batch]
+        delayed(_search_job)(prepared[key], name, config.seeds_of(name), config.engine_grid) for key, name in jobs)
+    searches = pd.DataFrame([r for batch in results for r in batch])
     t_search = time.perf_counter() - t0 - t_models
-    table = _trace_table(traces, task_objs)
-    curves_e, curves_c, grid = _curves(traces, task_objs, config)
-    return BenchResult(config, infos, table, curves_e, curves_c, grid.tolist(),
+    tasks = [{**p.task.describe(), "held_out_dataset": p.dataset, "band": p.band, "band_basis": p.band_basis,
+              "n_within_band": int(np.sum(p.task.best - np.nan_to_num(p.task.score, nan=-np.inf) <= p.band + 1e-9)),
+              "experts": len(p.knowledge.profile_tasks), "warm_start": p.warm_start}
+             for p in prepared.values()]
+    curves = _curves(searches, prepared)
+    return BenchResult(config, tasks, searches, curves,
                        {"meta_models": t_models, "searches": t_search, "total": time.perf_counter() - t0},
-                       {"fit_seconds": fit_seconds})
+                       {"fit_seconds": fit_seconds, "typical_seed_sd": seed_sd, "typical_seed_sd_basis": seed_basis})
 
 
-def _trace_table(traces: list[SearchTrace], tasks: dict[str, ReplayTask]) -> pd.DataFrame:
-    rows = []
-    for tr in traces:
-        task = tasks[tr.task_key]
-        regrets = task.regret_array()
-        skipped = [s[0] for s in tr.skips]
-        false_skips = sum(1 for s in tr.skips if not math.isnan(s[3]) and s[3] > s[2])
-        total = tr.compute
-        c1 = tr.compute_to(REGRET_TARGET)
-        rows.append({
-            "task": tr.task_key, "searcher": tr.searcher, "variant": tr.variant, "seed": tr.seed,
-            "budget": tr.budget, "n_evals": len(tr.evals), "n_skips": len(tr.skips), "compute": total,
-            "final_regret": tr.final_regret, "reached": bool(np.isfinite(c1)),
-            "compute_to_1pct": c1, "compute_to_1pct_censored": _censor(c1, total),
-            "evals_to_1pct": tr.evals_to(REGRET_TARGET),
-            **{f"compute_to_{round(100 * lv)}pct_censored": _censor(tr.compute_to(lv), total)
-               for lv in SECONDARY_TARGETS},
-            "best_skipped": task.best_index in skipped,
-            "near_best_skipped": any(regrets[i] <= REGRET_TARGET + 1e-12 for i in skipped),
-            "false_skips": false_skips,
-        })
-    return pd.DataFrame(rows)
-
-
-def _censor(value: float, total: float) -> float:
-    return value if np.isfinite(value) else total
-
-
-def _curves(traces: list[SearchTrace], tasks: dict[str, ReplayTask],
-            config: BenchConfig) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]],
-                                          np.ndarray]:
-    """Per task and variant, the median over seeds of regret after n evaluations (n = 1..budget), and of regret
-    once x average evaluations' worth of compute was spent (x on ``grid``, in units of the task's mean cost)."""
-    max_budget = max(config.budget_for(t.n_configs) for t in tasks.values())
-    grid = np.linspace(0, max_budget, 201)
-    by: dict[tuple[str, str], list[SearchTrace]] = {}
-    for tr in traces:
-        by.setdefault((tr.task_key, f"{tr.searcher}:{tr.variant}"), []).append(tr)
-    ev: dict[str, dict[str, list[float]]] = {}
-    co: dict[str, dict[str, list[float]]] = {}
-    for (task_key, name), group in by.items():
-        unit = float(np.mean(tasks[task_key].cost)) or 1.0
-        e = np.median([t.regret_by_evaluations(max_budget) for t in group], axis=0)
-        c = np.median([t.regret_at_compute(grid * unit) for t in group], axis=0)
-        ev.setdefault(name, {})[task_key] = [float(x) for x in e]
-        co.setdefault(name, {})[task_key] = [float(x) for x in c]
-    return ev, co, grid
+def _curves(searches: pd.DataFrame, prepared: Mapping[str, PreparedTask]) -> dict[str, dict[str, list[float]]]:
+    """Per searcher and task: the median over seeds of the points regret after x of the task's mean evaluation
+    cost (x on a 0..50 grid of 101 steps)."""
+    grid = np.linspace(0, 50, 101)
+    out: dict[str, dict[str, list[float]]] = {}
+    for (name, variant, task), g in searches.groupby(["searcher", "variant", "task"]):
+        pt = prepared[task]
+        unit = float(np.mean(pt.task.cost)) or 1.0
+        curves = []
+        for trace in g["trace"]:
+            idx = np.array([t[0] for t in trace], dtype=int)
+            compute = np.array([t[1] for t in trace], dtype=float)
+            scores = pt.task.score[idx] if len(idx) else np.zeros(0)
+            best = np.fmax.accumulate(np.where(np.isnan(scores), -np.inf, scores)) if len(idx) else scores
+            regret = np.where(np.isfinite(best), pt.task.best - best, pt.task.best - pt.task.worst)
+            pos = np.searchsorted(compute, grid * unit, side="right") - 1
+            curves.append(np.where(pos >= 0, regret[np.clip(pos, 0, None)] if len(regret) else 0.0,
+                                   pt.task.best - pt.task.worst))
+        label = name if not variant else f"{name}[{variant}]"
+        out.setdefault(label, {})[task] = [float(x) for x in np.median(curves, axis=0)]
+    return out
 
 
 # -------------------------------------------------------------------------------------------------- summaries
 
 
+def _per_task(searches: pd.DataFrame) -> pd.DataFrame:
+    """Per (searcher label, task): median compute to the band over seeds, its mean and standard error, reach."""
+    df = searches.assign(label=np.where(searches["variant"] == "", searches["searcher"],
+                                        searches["searcher"] + "[" + searches["variant"] + "]"))
+    return df.groupby(["label", "task"]).agg(compute=("compute", "median"), mean=("compute", "mean"),
+                                             sd=("compute", "std"), n=("compute", "size"),
+                                             reached=("reached", "mean"), evals=("evals_to_band", "median"),
+                                             best_excluded=("best_excluded", "mean"))
+
+
+def choose_engine(searches: pd.DataFrame, task_dataset: Mapping[str, str],
+                  zero_shot: Sequence[str] = ZERO_SHOT) -> dict[str, str]:
+    """Nested leave-one-dataset-out: for each task, the engine setting with the lowest median log-ratio to the
+    per-task best zero-shot searcher on the tasks of the other datasets."""
+    pt = _per_task(searches)
+    compute = pt["compute"].unstack("label")
+    zs = compute[[z for z in zero_shot if z in compute]].min(axis=1)
+    settings = [c for c in compute.columns if c.startswith("engine[")]
+    log_ratio = np.log(compute[settings].div(zs, axis=0))
+    chosen = {}
+    for task in compute.index:
+        inner = [t for t in compute.index if task_dataset[t] != task_dataset[task]]
+        scores = log_ratio.loc[inner].median()
+        chosen[task] = str(scores.idxmin()) if len(inner) else settings[0]
+    return chosen
+
+
+def _bootstrap_median(values: np.ndarray, *, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    values = np.asarray(values, dtype=float)
+    draws = rng.choice(values, size=(n, len(values)), replace=True)
+    meds = np.median(draws, axis=1)
+    return float(np.quantile(meds, 0.05)), float(np.quantile(meds, 0.95))
+
+
 def summarize(result: BenchResult) -> dict[str, Any]:
-    """Per variant and per task figures, and the verdict on each goal."""
-    df = result.runs.copy()
-    df["name"] = df["searcher"] + ":" + df["variant"]
-    per_task = df.groupby(["name", "task"]).agg(
-        compute_to_1pct=("compute_to_1pct_censored", "median"), reached_share=("reached", "mean"),
-        evals_to_1pct=("evals_to_1pct", "median"), final_regret_mean=("final_regret", "mean"),
-        final_regret_median=("final_regret", "median"), skips=("n_skips", "mean"), compute=("compute", "median"),
-        best_skipped=("best_skipped", "mean"))
-    zero = [f"{s}:alone" for s in result.config.searchers if "alone" in result.config.variants]
-    med_zero = {n: float(per_task.loc[n, "compute_to_1pct"].median()) for n in zero}
-    best_zero = min(zero, key=lambda n: (med_zero[n], float(per_task.loc[n, "final_regret_mean"].mean()))) \
-        if zero else None
-    tasks = sorted(df["task"].unique())
-    variants: dict[str, dict[str, Any]] = {}
-    for name, g in df.groupby("name", sort=False):
-        pt = per_task.loc[name]
-        row: dict[str, Any] = {
-            "searcher": g["searcher"].iat[0], "variant": g["variant"].iat[0],
-            "median_compute_to_1pct_s": float(pt["compute_to_1pct"].median()),
-            "tasks_reaching_1pct_median_seed": int((pt["reached_share"] >= 0.5).sum()),
-            "share_searches_reaching_1pct": float(g["reached"].mean()),
-            "mean_final_regret": float(g["final_regret"].mean()),
-            "median_final_regret": float(g["final_regret"].median()),
-            "mean_evaluations": float(g["n_evals"].mean()), "mean_skips": float(g["n_skips"].mean()),
-            "skip_share_of_proposals": float(g["n_skips"].sum() / max(g["n_evals"].sum() + g["n_skips"].sum(), 1)),
-            "false_skip_share": float(g["false_skips"].sum() / g["n_skips"].sum()) if g["n_skips"].sum() else None,
-            "best_wrongly_skipped_share": float(g["best_skipped"].mean()),
-            "near_best_skipped_share": float(g["near_best_skipped"].mean()),
-        }
-        if best_zero is not None:
-            ratios = per_task.loc[best_zero, "compute_to_1pct"] / pt["compute_to_1pct"]
-            strict = per_task.loc[zero, "compute_to_1pct"].groupby(level="task").min() / pt["compute_to_1pct"]
-            own = per_task.loc[f"{row['searcher']}:alone", "compute_to_1pct"] / pt["compute_to_1pct"] \
-                if f"{row['searcher']}:alone" in per_task.index.get_level_values(0) else None
-            row["speedup_vs_best_zero_shot_median"] = float(ratios.median())
-            row["speedup_vs_best_zero_shot_per_task"] = {t: float(ratios.get(t, np.nan)) for t in tasks}
-            row["speedup_vs_per_task_best_zero_shot_median"] = float(strict.median())
-            row["speedup_vs_same_searcher_alone_median"] = float(own.median()) if own is not None else None
-        for lv in SECONDARY_TARGETS:
-            col = f"compute_to_{round(100 * lv)}pct_censored"
-            med = df.groupby(["name", "task"])[col].median()
-            zeros = {n: float(med.loc[n].median()) for n in zero}
-            if zeros:
-                ref = min(zeros, key=lambda n: zeros[n])
-                row[f"speedup_to_{round(100 * lv)}pct_vs_best_zero_shot_median"] = float(
-                    (med.loc[ref] / med.loc[name]).median())
-                row[f"median_compute_to_{round(100 * lv)}pct_s"] = float(med.loc[name].median())
-        variants[name] = row
-    stats = df.groupby(["name", "task"])["final_regret"].agg(["mean", "std", "count"])
-    negative: dict[str, list[dict[str, Any]]] = {}
-    spreads = {t["task"]: t["best"] - t["worst"] for t in result.tasks}
-    for name, row in variants.items():
-        if "prior" not in row["variant"]:
-            continue
-        alone = f"{row['searcher']}:alone"
-        if alone not in variants:
-            continue
-        out = []
-        for t in tasks:
-            a = float(per_task.loc[(alone, t), "final_regret_mean"])
-            w = float(per_task.loc[(name, t), "final_regret_mean"])
-            if w > a + 1e-9:
-                sa, sw = stats.loc[(alone, t)], stats.loc[(name, t)]
-                se = math.sqrt(sa["std"] ** 2 / sa["count"] + sw["std"] ** 2 / sw["count"])
-                out.append({"task": t, "alone_final_regret": a, "warm_final_regret": w, "worse_by": w - a,
-                            "worse_by_points": (w - a) * spreads[t], "standard_error": se,
-                            "beyond_2_se": bool(w - a > 2 * se)})
-        negative[name] = out
-    knowledge_variants = [n for n, r in variants.items() if r["variant"] != "alone"]
-    best_kv = max(knowledge_variants, key=lambda n: variants[n].get("speedup_vs_best_zero_shot_median", 0.0)) \
-        if knowledge_variants and best_zero else None
-    skip_variants = [n for n, r in variants.items() if "skip" in r["variant"]]
-    prior_variants = [n for n, r in variants.items() if "prior" in r["variant"]]
-    skip_searches = df[df["variant"].str.contains("skip")]
-    goals = {
-        "compute_10x": {
-            "target": ">= 10x less compute than the best zero-shot searcher to reach 1% regret on the median task",
-            "best_zero_shot": best_zero, "best_knowledge_variant": best_kv,
-            "value": variants[best_kv]["speedup_vs_best_zero_shot_median"] if best_kv else None,
-            "met": bool(best_kv and variants[best_kv]["speedup_vs_best_zero_shot_median"] >= 10)},
-        "wrong_skip_under_5pct": {
-            "target": "the best configuration wrongly skipped in < 5% of searches",
-            "value": float(skip_searches["best_skipped"].mean()) if len(skip_searches) else None,
-            "per_variant": {n: variants[n]["best_wrongly_skipped_share"] for n in skip_variants},
-            "met": bool(len(skip_searches) and skip_searches["best_skipped"].mean() < 0.05)},
-        "no_negative_transfer": {
-            "target": "no task where the warm-started search ends worse than zero-shot after the full budget",
-            "tasks_with_negative_transfer": {n: len(negative.get(n, [])) for n in prior_variants},
-            "beyond_2_se": {n: sum(it["beyond_2_se"] for it in negative.get(n, [])) for n in prior_variants},
-            "met": bool(prior_variants) and all(len(negative.get(n, [])) == 0 for n in prior_variants)},
-    }
-    per_task_out = per_task.reset_index().to_dict("records")
-    return {"variants": variants, "best_zero_shot": best_zero, "negative_transfer": negative, "goals": goals,
-            "per_task": per_task_out}
+    """The headline ratios, per-task figures, negative transfer and the verdict on each goal."""
+    searches = result.searches
+    task_dataset = {t["task"]: t["held_out_dataset"] for t in result.tasks}
+    pt = _per_task(searches)
+    compute = pt["compute"].unstack("label")
+    out: dict[str, Any] = {}
+    has_engine = any(c.startswith("engine[") for c in compute.columns)
+    if has_engine:
+        chosen = choose_engine(searches, task_dataset)
+        compute["engine"] = [compute.loc[t, chosen[t]] for t in compute.index]
+        out["engine_settings"] = chosen
+        engine_rows = pd.concat([searches[(searches["task"] == t) & (searches["searcher"] == "engine")
+                                          & (searches["variant"] == chosen[t][len("engine["):-1])]
+                                 for t in compute.index])
+    peers = {"zero_shot": [z for z in ZERO_SHOT if z in compute], "knowledge": [k for k in KNOWLEDGE if k in compute]}
+    ratios: dict[str, dict[str, Any]] = {}
+    if has_engine:
+        for group, names in peers.items():
+            table = {}
+            for name in names:
+                r = compute[name] / compute["engine"]
+                lo, hi = _bootstrap_median(r.to_numpy())
+                table[name] = {"median": float(r.median()), "ci90": [lo, hi], "per_task": r.to_dict()}
+            if table:
+                best = min(table, key=lambda n: table[n]["median"])
+                ratios[group] = {"best_peer": best, **table[best], "all": {n: t["median"] for n, t in table.items()}}
+        zs_best = ratios.get("zero_shot", {}).get("best_peer")
+        negative = []
+        if zs_best:
+            for t in compute.index:
+                row = pt.loc[(zs_best, t)]
+                se = (row["sd"] / math.sqrt(row["n"])) if row["n"] > 1 and np.isfinite(row["sd"]) else 0.0
+                if compute.loc[t, "engine"] > row["mean"] + 2 * se:
+                    negative.append({"task": t, "engine": float(compute.loc[t, "engine"]), "peer_mean": row["mean"],
+                                     "peer_se": se, "ratio": float(compute.loc[t, zs_best] / compute.loc[t, "engine"])})
+        out["negative_transfer"] = negative
+        out["best_wrongly_skipped"] = float(engine_rows["best_excluded"].mean())
+        out["engine_ms_per_proposal"] = float(engine_rows["ms_per_proposal"].median())
+        zs = ratios.get("zero_shot", {})
+        kp = ratios.get("knowledge", {})
+        out["goals"] = {
+            "vs_zero_shot_10x": {"target": ">= 10x less compute than the best zero-shot peer (median task)",
+                                 "value": zs.get("median"), "peer": zs.get("best_peer"),
+                                 "met": bool(zs and zs["median"] >= 10)},
+            "vs_knowledge_1_5x": {"target": ">= 1.5x less compute than the best knowledge peer (median task)",
+                                  "value": kp.get("median"), "peer": kp.get("best_peer"),
+                                  "met": bool(kp and kp["median"] >= 1.5)},
+            "no_negative_transfer": {"target": "no task where the engine needs more compute than the best zero-shot "
+                                               "peer beyond two standard errors",
+                                     "value": len(negative), "met": not negative},
+            "best_skipped_under_5pct": {"target": "the best configuration wrongly skipped in < 5% of searches",
+                                        "value": out["best_wrongly_skipped"],
+                                        "met": out["best_wrongly_skipped"] < 0.05}}
+    out["ratios"] = ratios
+    out["median_compute"] = {c: float(compute[c].median()) for c in compute.columns}
+    out["per_task_compute"] = compute.reset_index().to_dict("records")
+    levels = {}
+    df = searches.assign(label=np.where(searches["variant"] == "", searches["searcher"],
+                                        searches["searcher"] + "[" + searches["variant"] + "]"))
+    for level in REGRET_LEVELS:
+        col = f"compute_to_{round(100 * level)}pct"
+        levels[col] = df.groupby(["label", "task"])[col].median().unstack("label").median().to_dict()
+    out["regret_levels"] = levels
+    out["anytime"] = {f"after_{n}": df.groupby(["label", "task"])[f"regret_after_{n}"].median().unstack("label")
+                      .mean().to_dict() for n in ANYTIME}
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ report
@@ -405,95 +504,76 @@ def _fmt_s(x: float | None) -> str:
     return f"{x:.0f} s"
 
 
-def _fmt(x: Any, nd: int = 3) -> str:
+def _fmt(x: Any, nd: int = 2) -> str:
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return "—"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}"
-    return str(x)
+    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
 
 
-def _plots(result: BenchResult, out_dir: Path) -> list[str]:
+def _plots(result: BenchResult, summary: dict[str, Any], out_dir: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    floor = 1e-3
     written = []
-    colors = {"alone": "tab:gray", "prior": "tab:blue", "skip": "tab:orange", "prior+skip": "tab:green"}
-    searchers = list(result.config.searchers)
-    for kind, curves, xlabel, fname in (
-            ("evaluations", result.curves_evals, "evaluations", "regret_vs_evaluations.png"),
-            ("compute", result.curves_compute, "compute spent (in the task's mean evaluation cost)",
-             "regret_vs_compute.png")):
-        fig, axes = plt.subplots(1, len(searchers), figsize=(5 * len(searchers), 4), sharey=True, squeeze=False)
-        for ax, s in zip(axes[0], searchers, strict=True):
-            for v in result.config.variants:
-                name = f"{s}:{v}"
-                if name not in curves:
-                    continue
-                arr = np.array(list(curves[name].values()))
-                y = np.maximum(arr.mean(axis=0), floor)
-                x = np.arange(1, arr.shape[1] + 1) if kind == "evaluations" else np.array(result.compute_grid)
-                ax.plot(x, y, label=v, color=colors.get(v), lw=2 if v != "alone" else 1.5,
-                        ls="--" if v == "alone" else "-")
-            ax.axhline(REGRET_TARGET, color="k", lw=0.8, ls=":")
-            ax.set_yscale("log")
-            ax.set_title(s)
-            ax.set_xlabel(xlabel)
-            ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("normalized regret (median over seeds, mean over tasks)")
-        axes[0][-1].legend()
+    ratios = summary.get("ratios", {})
+    if ratios:
+        tasks = sorted(ratios["zero_shot"]["per_task"])
+        fig, ax = plt.subplots(figsize=(10, 0.32 * len(tasks) + 1.5))
+        y = np.arange(len(tasks))
+        for off, group, color in ((-0.2, "zero_shot", "tab:gray"), (0.2, "knowledge", "tab:blue")):
+            if group in ratios:
+                vals = [ratios[group]["per_task"][t] for t in tasks]
+                ax.barh(y + off, vals, height=0.4, color=color,
+                        label=f"vs best {group.replace('_', '-')} peer ({ratios[group]['best_peer']})")
+        ax.axvline(1, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yticks(y, [t.split("|")[0] + ": " + t.split("|")[1] for t in tasks], fontsize=7)
+        ax.set_xlabel("compute to the noise band: peer / engine (higher: the engine needs less)")
+        ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out_dir / fname, dpi=110)
+        fig.savefig(out_dir / "ratio_per_task.png", dpi=110)
         plt.close(fig)
-        written.append(fname)
-    # per task: regret against compute in seconds, zero-shot (dashed) vs prior+skip (solid)
-    tasks = [t["task"] for t in result.tasks]
-    cols = min(4, len(tasks))
-    rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    scolors = {"random": "tab:gray", "tpe": "tab:purple", "grammar": "tab:green"}
-    info = {t["task"]: t for t in result.tasks}
-    for ax, t in zip(axes.ravel(), tasks, strict=False):
-        unit = info[t]["mean_cost_s"]
-        x = np.array(result.compute_grid) * unit / 3600
-        for s in searchers:
-            for v, ls in (("alone", "--"), ("prior+skip", "-")):
-                name = f"{s}:{v}"
-                if name in result.curves_compute and t in result.curves_compute[name]:
-                    ax.plot(x, np.maximum(result.curves_compute[name][t], floor), ls=ls, color=scolors.get(s),
-                            label=f"{s} {v}")
-        ax.axhline(REGRET_TARGET, color="k", lw=0.8, ls=":")
-        ax.set_yscale("log")
-        ax.set_title(t.split("|")[0] + ": " + t.split("|")[1], fontsize=9)
-        ax.set_xlabel("GPU hours (real runtimes)", fontsize=8)
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(tasks):]:
-        ax.axis("off")
-    axes[0][0].legend(fontsize=7)
+        written.append("ratio_per_task.png")
+    labels = ["engine"] if "engine" in summary.get("median_compute", {}) else []
+    chosen = summary.get("engine_settings", {})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    grid = np.linspace(0, 50, 101)
+    for name in [*ZERO_SHOT, *KNOWLEDGE, *labels]:
+        curves = result.curves.get(name)
+        if name == "engine" and chosen:
+            curves = {t: result.curves[c][t] for t, c in chosen.items() if c in result.curves}
+        if not curves:
+            continue
+        spans = {t["task"]: t["best"] - t["worst"] for t in result.tasks}
+        arr = np.array([np.asarray(v) / spans[t] for t, v in curves.items()])
+        ax.plot(grid, np.maximum(arr.mean(axis=0), 1e-3), label=name, lw=2.2 if name == "engine" else 1.2,
+                ls="-" if name in (*KNOWLEDGE, "engine") else "--")
+    ax.set_yscale("log")
+    ax.set_xlabel("compute spent (in the task's mean evaluation cost)")
+    ax.set_ylabel("normalized regret (median over seeds, mean over tasks)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / "regret_vs_compute_per_task.png", dpi=100)
+    fig.savefig(out_dir / "regret_vs_compute.png", dpi=110)
     plt.close(fig)
-    written.append("regret_vs_compute_per_task.png")
+    written.append("regret_vs_compute.png")
     return written
 
 
 def write_report(result: BenchResult, out_dir: Path, *, context: dict[str, Any] | None = None) -> Path:
-    """Write ``report.md``, ``results.json`` and the plots into ``out_dir``; returns the report's path."""
+    """Write ``report.md``, ``results.json``, ``searches.csv`` and the plots into ``out_dir``; returns the report."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(result)
-    plots = _plots(result, out_dir)
+    plots = _plots(result, summary, out_dir)
     cfg = asdict(result.config)
+    cfg["engine_grid"] = {k: asdict(v) for k, v in result.config.engine_grid.items()}
     payload = {"config": cfg, "context": {**(context or {}), **result.context}, "seconds": result.seconds,
-               "tasks": result.tasks, "summary": summary,
-               "curves": {"evaluations": result.curves_evals, "compute": result.curves_compute,
-                          "compute_grid_mean_costs": result.compute_grid},
-               "plots": plots}
+               "tasks": result.tasks, "summary": summary, "curves": result.curves, "plots": plots}
     (out_dir / "results.json").write_text(json.dumps(payload, indent=1, default=_json_default))
-    result.runs.to_csv(out_dir / "searches.csv", index=False)
+    result.searches.drop(columns=["trace"]).to_csv(out_dir / "searches.csv", index=False)
     report = out_dir / "report.md"
     report.write_text(render_markdown(result, summary, context=context))
     return report
@@ -509,100 +589,70 @@ def _json_default(o: Any) -> Any:
 
 def render_markdown(result: BenchResult, summary: dict[str, Any], *, context: dict[str, Any] | None = None) -> str:
     cfg = result.config
-    v = summary["variants"]
-    g = summary["goals"]
     lines = ["# AutoML replay benchmark", ""]
-    ctx = {**(context or {}), "held-out tasks": len(result.tasks), "seeds": cfg.seeds,
-           "budget": cfg.budget if cfg.budget is not None else "25% of the task's configurations, at most 50",
-           "meta-model": f"LODO MetaModel(outcome=OutcomeEstimator(n_estimators={cfg.n_estimators}, n_jobs=1), "
+    ctx = {**(context or {}), "held-out tasks": len(result.tasks),
+           "seeds": f"{cfg.seeds} per stochastic searcher, {cfg.gp_seeds} for the Optuna GP sampler (about a second "
+                    "per trial); 1 for the deterministic ones (static order, engine)",
+           "meta-model": f"leave-one-dataset-out MetaModel(OutcomeEstimator(n_estimators={cfg.n_estimators}), "
                          f"max_rows_per_task={cfg.max_rows_per_task})",
-           "skip rule": f"decide(max_false_skip={cfg.settings.max_false_skip}, tolerance={cfg.settings.tolerance}), "
-                        f"skipped candidates charged {cfg.settings.skip_cost_fraction:g} of their cost",
+           "noise band": f"SE of the best configuration's mean over its seeds, or 1% of the spread when larger; "
+                         f"single-seed best configurations use a typical seed sd of "
+                         f"{result.context.get('typical_seed_sd', float('nan')):.2f} points "
+                         f"({result.context.get('typical_seed_sd_basis', '')})",
+           "engine knobs": f"chosen per task by nested leave-one-dataset-out among {len(cfg.engine_grid)} settings",
+           "skip budget": f"{cfg.max_false_skip:g} per search",
            "time": f"meta-models {result.seconds['meta_models']:.0f} s, searches {result.seconds['searches']:.0f} s, "
                    f"total {result.seconds['total']:.0f} s"}
-    lines += [f"- **{k}**: {val}" for k, val in ctx.items()]
-    lines += ["", "## Goals", "", "| goal | result | met |", "| --- | --- | --- |"]
-    c = g["compute_10x"]
-    lines.append(f"| {c['target']} | best knowledge variant `{c['best_knowledge_variant']}`: "
-                 f"{_fmt(c['value'], 2)}x vs best zero-shot `{c['best_zero_shot']}` | {'yes' if c['met'] else 'no'} |")
-    w = g["wrong_skip_under_5pct"]
-    lines.append(f"| {w['target']} | {_fmt(100 * w['value'] if w['value'] is not None else None, 1)}% of searches "
-                 f"with the skip rule | {'yes' if w['met'] else 'no'} |")
-    n = g["no_negative_transfer"]
-    counts = ", ".join(f"`{k}` {val} ({n['beyond_2_se'][k]} beyond 2 SE)"
-                       for k, val in n["tasks_with_negative_transfer"].items())
-    lines.append(f"| {n['target']} | tasks with negative transfer: {counts} | {'yes' if n['met'] else 'no'} |")
-    lines += ["", "## Variants", "",
-              "Compute to 1% regret: median over tasks of the per-task median over seeds (censored at the whole "
-              "budget's compute when not reached). Speed-up: per task, best zero-shot compute / variant compute, "
-              "median over tasks.", "",
-              "| searcher | variant | compute to 1% | speed-up vs best zero-shot | vs per-task best zero-shot | "
-              "vs same searcher alone | searches reaching 1% | mean final regret | skips / search | "
-              "false skips | best skipped |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in v.values():
-        lines.append(
-            f"| {r['searcher']} | {r['variant']} | {_fmt_s(r['median_compute_to_1pct_s'])} | "
-            f"{_fmt(r.get('speedup_vs_best_zero_shot_median'), 2)}x | "
-            f"{_fmt(r.get('speedup_vs_per_task_best_zero_shot_median'), 2)}x | "
-            f"{_fmt(r.get('speedup_vs_same_searcher_alone_median'), 2)}x | "
-            f"{100 * r['share_searches_reaching_1pct']:.0f}% | {r['mean_final_regret']:.4f} | "
-            f"{r['mean_skips']:.1f} | "
-            f"{_fmt(100 * r['false_skip_share'] if r['false_skip_share'] is not None else None, 1)}% | "
-            f"{100 * r['best_wrongly_skipped_share']:.1f}% |")
-    lines += ["", "Secondary levels (the goal is 1%): median over tasks of the speed-up to reach 10% and 5% "
-              "normalized regret, against the best zero-shot searcher at that level.", "",
-              "| searcher | variant | compute to 10% | speed-up to 10% | compute to 5% | speed-up to 5% |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for r in v.values():
-        lines.append(f"| {r['searcher']} | {r['variant']} | {_fmt_s(r.get('median_compute_to_10pct_s'))} | "
-                     f"{_fmt(r.get('speedup_to_10pct_vs_best_zero_shot_median'), 2)}x | "
-                     f"{_fmt_s(r.get('median_compute_to_5pct_s'))} | "
-                     f"{_fmt(r.get('speedup_to_5pct_vs_best_zero_shot_median'), 2)}x |")
-    lines += ["", "## Held-out tasks", "",
-              "Meta-model quality on each task (trained without the task's dataset): Spearman of the ranking score "
-              "with the real outcome, the normalized regret of its top-1 and best-of-top-5 configuration, the "
-              "predicted rank of the real best configuration, and the evaluations / compute a search would need "
-              "evaluating candidates in predicted order.", "",
-              "| task | configs | budget | cost source | mean cost | spread (points) | Spearman | top-1 regret | "
-              "top-5 regret | rank of best | ranked: evals to 1% | ranked: compute to 1% |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for t in result.tasks:
-        q = t["meta_model"]
-        lines.append(f"| {t['task']} | {t['n_configs']} | {t['budget']} | {t['cost_source']} | "
-                     f"{_fmt_s(t['mean_cost_s'])} | {t['best'] - t['worst']:.1f} | {_fmt(q['spearman'], 2)} | "
-                     f"{q['top1_regret']:.3f} | {q['top5_regret']:.3f} | {q['rank_of_best']} | "
-                     f"{_fmt(q['ranked_evals_to_1pct'])} | {_fmt_s(q['ranked_compute_to_1pct'])} |")
-    lines += ["", "## Compute to 1% regret per task (median over seeds)", ""]
-    pt = pd.DataFrame(summary["per_task"])
-    names = list(v)
-    header = "| task | " + " | ".join(f"`{nm}`" for nm in names) + " |"
-    lines += [header, "| --- |" + " --- |" * len(names)]
-    for t in sorted(pt["task"].unique()):
-        cells = []
-        for nm in names:
-            r = pt[(pt["name"] == nm) & (pt["task"] == t)]
-            if r.empty:
-                cells.append("—")
-                continue
-            r = r.iloc[0]
-            mark = "" if r["reached_share"] >= 0.5 else " (>)"
-            cells.append(f"{_fmt_s(r['compute_to_1pct'])}{mark}")
-        lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    lines += ["", "(>) : fewer than half the seeds reached 1% within the budget; the value is a lower bound.", "",
-              "## Negative transfer", "",
-              "Tasks where the variant with the biased prior ends the full budget with a higher mean normalized "
-              "regret than the same searcher alone.", ""]
-    any_neg = False
-    for name, items in summary["negative_transfer"].items():
-        for it in items:
-            any_neg = True
-            lines.append(f"- `{name}` on {it['task']}: {it['warm_final_regret']:.4f} vs {it['alone_final_regret']:.4f}"
-                         f" alone (worse by {it['worse_by']:.4f} normalized, {it['worse_by_points']:.2f} points; "
-                         f"{'beyond' if it['beyond_2_se'] else 'within'} 2 standard errors, "
-                         f"SE {it['standard_error']:.4f})")
-    if not any_neg:
-        lines.append("- none")
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in ("regret_vs_evaluations.png", "regret_vs_compute.png",
-                                                             "regret_vs_compute_per_task.png")]
+    lines += [f"- **{k}**: {v}" for k, v in ctx.items()]
+    goals = summary.get("goals", {})
+    if goals:
+        lines += ["", "## Goals", "", "| goal | result | met |", "| --- | --- | --- |"]
+        for g in goals.values():
+            value = g["value"]
+            shown = f"{value:.2f}x (vs `{g.get('peer')}`)" if "peer" in g and value is not None else \
+                f"{100 * value:.1f}% of engine searches" if isinstance(value, float) else str(value)
+            lines.append(f"| {g['target']} | {shown} | {'yes' if g['met'] else 'no'} |")
+    ratios = summary.get("ratios", {})
+    if ratios:
+        lines += ["", "## Compute to the noise band, median task", "",
+                  "| against | best peer | median ratio (peer / engine) | bootstrap 90% interval | every peer |",
+                  "| --- | --- | --- | --- | --- |"]
+        for group, r in ratios.items():
+            every = ", ".join(f"{n} {v:.2f}x" for n, v in r["all"].items())
+            lines.append(f"| {group.replace('_', '-')} | `{r['best_peer']}` | **{r['median']:.2f}x** | "
+                         f"{r['ci90'][0]:.2f}-{r['ci90'][1]:.2f}x | {every} |")
+    mc = summary["median_compute"]
+    names = [n for n in (*ZERO_SHOT, *KNOWLEDGE, "engine") if n in mc]
+    lines += ["", "## Per task: compute to the noise band (median over seeds)", "",
+              "| task | configs | band (points) | within band | " + " | ".join(f"`{n}`" for n in names) +
+              " | engine setting |", "| --- |" + " --- |" * (len(names) + 4)]
+    per_task = {r["task"]: r for r in summary["per_task_compute"]}
+    info = {t["task"]: t for t in result.tasks}
+    for t in sorted(per_task):
+        r = per_task[t]
+        lines.append(f"| {t} | {info[t]['n_configs']} | {info[t]['band']:.2f} | {info[t]['n_within_band']} | "
+                     + " | ".join(_fmt_s(r.get(n)) for n in names)
+                     + f" | {summary.get('engine_settings', {}).get(t, '')} |")
+    lines.append("| **median** | | | | " + " | ".join(f"**{_fmt_s(mc[n])}**" for n in names) + " | |")
+    if "negative_transfer" in summary:
+        lines += ["", "## Negative transfer", "",
+                  f"Tasks where the engine needs more compute than the best zero-shot peer's mean beyond two standard "
+                  f"errors: {len(summary['negative_transfer'])}.", ""]
+        lines += [f"- {n['task']}: engine {_fmt_s(n['engine'])} vs {_fmt_s(n['peer_mean'])} "
+                  f"(SE {_fmt_s(n['peer_se'])}; ratio {n['ratio']:.2f}x)" for n in summary["negative_transfer"]]
+        lines += ["", f"Best configuration wrongly skipped (or the band never reached) in "
+                      f"{100 * summary['best_wrongly_skipped']:.1f}% of engine searches. Median engine time per "
+                      f"proposal: {summary['engine_ms_per_proposal']:.1f} ms."]
+    lines += ["", "## Other regret levels and anytime regret", "",
+              "Median over tasks of the compute to reach 1%, 5% and 10% normalized regret, and the mean over tasks of "
+              "the normalized regret after 5, 10 and 25 evaluations.", "",
+              "| searcher | to 1% | to 5% | to 10% | after 5 | after 10 | after 25 |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lv, an = summary["regret_levels"], summary["anytime"]
+    for n in sorted(lv["compute_to_1pct"]):
+        lines.append(f"| {n} | {_fmt_s(lv['compute_to_1pct'].get(n))} | {_fmt_s(lv['compute_to_5pct'].get(n))} | "
+                     f"{_fmt_s(lv['compute_to_10pct'].get(n))} | {_fmt(an['after_5'].get(n), 3)} | "
+                     f"{_fmt(an['after_10'].get(n), 3)} | {_fmt(an['after_25'].get(n), 3)} |")
+    lines += ["", "## Plots", "", "![ratio per task](ratio_per_task.png)", "",
+              "![regret vs compute](regret_vs_compute.png)"]
     return "\n".join(lines) + "\n"

@@ -199,10 +199,8 @@ class GrammarSearcher:
     def ask(self, available: np.ndarray) -> int:
         return self.distribution.sample(self.rng, available)
 
-    def tell(self, i: int, score: float | None, *, skipped: bool = False) -> None:
-        """Record an evaluation (a skipped candidate is not part of the generation)."""
-        if skipped:
-            return
+    def tell(self, i: int, score: float | None) -> None:
+        """Record an evaluation (``score`` None: it failed)."""
         self.generation.append((i, score))
         if len(self.generation) >= self.pop_size:
             scored = [(s, j) for j, s in self.generation if s is not None]

@@ -57,6 +57,8 @@ class ReplayTask:
     space: SearchSpace
     config_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     runtime: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: per configuration: the standard deviation of its score over its runs (seeds; NaN with a single run)
+    score_sd: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, task_key: str, *, max_levels: int = 8) -> ReplayTask:
@@ -79,10 +81,11 @@ class ReplayTask:
         rows = rows.reset_index(drop=True)
         score = grouped["points"].mean().sort_index().to_numpy(dtype=float)
         runtime = grouped["outcome_runtime_s"].mean().sort_index().to_numpy(dtype=float)
-        n_runs = grouped.size().sort_index().to_numpy()
+        n_runs = grouped["points"].count().sort_index().to_numpy()
+        score_sd = grouped["points"].std().sort_index().to_numpy(dtype=float)
         cost, source = _costs(runtime, None)
         space = SearchSpace.from_configs(rows, CONFIG_COLUMNS, max_levels=max_levels)
-        return cls(task_key, rows, score, cost, source, n_runs, space, first.index.to_numpy(), runtime)
+        return cls(task_key, rows, score, cost, source, n_runs, space, first.index.to_numpy(), runtime, score_sd)
 
     def fill_costs(self, predicted: np.ndarray | None) -> None:
         """Recompute the costs with ``predicted`` (per configuration, e.g. the meta-model's cost prediction)
@@ -122,6 +125,19 @@ class ReplayTask:
     @property
     def best_index(self) -> int:
         return int(np.nanargmax(self.score))
+
+    def noise_band(self, typical_seed_sd: float, *, min_share: float = 0.01) -> tuple[float, str]:
+        """The target a search must reach, in points below the best configuration: the standard error of the best
+        configuration's mean over its seeds, or ``min_share`` of the task's spread when larger; where the best
+        configuration ran once (or twice), ``typical_seed_sd`` stands in for its seeds' spread. Returns the band and
+        what it rests on."""
+        i = self.best_index
+        n = int(self.n_runs[i]) if len(self.n_runs) else 1
+        sd = float(self.score_sd[i]) if len(self.score_sd) and n >= 3 and np.isfinite(self.score_sd[i]) else None
+        se, basis = (sd / np.sqrt(n), f"its {n} seeds") if sd is not None else \
+            (typical_seed_sd / np.sqrt(max(n, 1)), "the typical seed spread")
+        floor = min_share * (self.best - self.worst)
+        return (float(se), basis) if se >= floor else (float(floor), f"{100 * min_share:g}% of the spread")
 
     def regret(self, found: float | None) -> float:
         """Normalized regret of having found ``found`` points (1 when nothing was found)."""
@@ -180,6 +196,8 @@ class SearchTrace:
     evals: list[tuple[int, float, float, float, float]] = field(default_factory=list)
     #: per skip: configuration index, p_beat, incumbent at the time, the configuration's real score, charged cost
     skips: list[tuple[int, float, float, float, float]] = field(default_factory=list)
+    #: configurations a searcher had excluded from its proposals when the search ended (the engine's skip rule)
+    excluded: list[int] = field(default_factory=list)
 
     def eval_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.evals, columns=["config", "cost", "score", "compute", "regret"])

@@ -1,337 +1,25 @@
-"""What the prediction endpoints read from the knowledge base: dataset meta-features by name, and the past runs that
-support a prediction.
-
-**Snapshot.** Both are read into memory in one snapshot (three reads: the ok runs' narrow columns, every dataset's
-first non-null meta-features on its runs, the ``datasets`` table), so a prediction never waits for the knowledge
-base's lock. The snapshot is reloaded in the background when the knowledge base's files change (checked at most every
-``experience_refresh_s``); requests keep using the previous snapshot until the new one is complete.
-
-**Dataset meta-features** of a named dataset: the ``datasets`` table's values (written by ``metaml kb enrich`` and
-``POST /v1/datasets/describe`` with ``store``), completed by the values its runs carry.
-
-**Support rule.** The past runs shown beside a prediction are runs with status ok and a score, by the *same model and
-method* as the candidate, nearest by
-
-``distance = d_data + 0.5 * d_hparams``
-
-* ``d_data`` (dataset): 0 for the same dataset; else the mean, over the meta-features both datasets have, of
-  ``|difference| / scale`` on: log10 training examples (scale 1), log10 classes (0.5), class entropy (0.25), log10
-  mean tokens per text (0.5), TF-IDF landmark accuracy (0.1), text fields (1); 1 when they share none.
-* ``d_hparams``: the mean, over the hyperparameters both have, of ``|Δ log10 learning rate|``,
-  ``|Δ log2 batch size| / 2`` and ``|Δ epochs| / 3``; 0.5 when they share none.
-
-Ties go to the higher score. For a (model, method) pair with more than :data:`MAX_PAIR_RUNS` runs, the runs on the
-nearest datasets are compared.
-"""
+"""The knowledge base as the prediction endpoints read it: one :class:`~metaml.serving.KnowledgeIndex` (snapshot of
+dataset meta-features and supporting runs, reloaded in the background) and one
+:class:`~metaml.serving.SampleFeatures` cache per process, as FastAPI dependencies."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
-import pandas as pd
 from fastapi import Depends, FastAPI, Request
 
 from collector.errors import CollectorError
-from collector.features import compute_meta_features
-from collector.schema import DatasetMeta
-from collector.store import KnowledgeBase
+from metaml.serving import KnowledgeIndex, SampleFeatures
 from service.settings import Settings
 
 log = logging.getLogger("metaml.service")
 
-#: Runs of one (model, method) pair compared per request at most (those on the nearest datasets).
-MAX_PAIR_RUNS = 512
-#: Seconds a snapshot load waits for the knowledge base's lock.
-LOAD_LOCK_TIMEOUT_S = 10.0
-#: Dataset meta-feature -> (transform, scale) of the dataset distance.
-DATASET_SIMILARITY: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
-    "n_samples": (lambda v: np.log10(np.maximum(v, 1.0)), 1.0),
-    "n_classes": (lambda v: np.log10(np.maximum(v, 1.0)), 0.5),
-    "class_entropy": (lambda v: v, 0.25),
-    "tokens_mean": (lambda v: np.log10(np.maximum(v, 0.1)), 0.5),
-    "landmark_tfidf_lr": (lambda v: v, 0.1),
-    "n_text_fields": (lambda v: v, 1.0),
-}
-_RUN_COLUMNS = ["run_id", "provenance_source", "task_primary_metric", "dataset_name", "model_id", "method_name",
-                "outcome_score", "hparams_learning_rate", "hparams_batch_size", "hparams_epochs"]
-_META_FIELDS = list(DatasetMeta.model_fields)
-
-
-def _meta_vector(meta: DatasetMeta | dict[str, Any]) -> np.ndarray:
-    values = meta.model_dump() if isinstance(meta, DatasetMeta) else meta
-    raw = np.array([np.nan if values.get(f) is None else float(values[f]) for f in DATASET_SIMILARITY])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.array([t(np.array([x]))[0] for (t, _), x in zip(DATASET_SIMILARITY.values(), raw, strict=True)])
-
-
-def _numbers(values: Any) -> np.ndarray:
-    """Floats (NaN for missing or non-numbers) of a column."""
-    values = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
-    try:  # numbers and None: numpy converts them directly
-        return values.astype(np.float64)
-    except (TypeError, ValueError):
-        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
-
-
-def _hp_terms(lr: np.ndarray, batch: np.ndarray, epochs: np.ndarray) -> np.ndarray:
-    """The transformed hyperparameters compared by the support rule, one column each."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.column_stack([np.log10(lr), np.log2(batch) / 2.0, epochs / 3.0])
-
-
-@dataclass
-class Snapshot:
-    """One consistent read of the knowledge base (see the module docstring)."""
-
-    signature: tuple[Any, ...]
-    datasets: dict[str, DatasetMeta]
-    ds_names: list[str]
-    ds_index: dict[str, int]
-    ds_matrix: np.ndarray
-    runs: dict[str, np.ndarray]
-    run_ds: np.ndarray
-    run_hp: np.ndarray
-    pairs: dict[tuple[str, str], np.ndarray]
-    loaded_at: float
-    _described: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def n_runs(self) -> int:
-        return len(self.runs["run_id"])
-
-    def dataset_meta(self, name: str) -> DatasetMeta | None:
-        """The meta-features of dataset ``name`` (canonical), or None."""
-        return self.datasets.get(name)
-
-    def dataset_distances(self, meta: DatasetMeta, name: str | None) -> np.ndarray:
-        """``d_data`` of the task to every dataset of the snapshot."""
-        target = _meta_vector(meta)
-        scales = np.array([s for _, s in DATASET_SIMILARITY.values()])
-        diff = np.abs(self.ds_matrix - target) / scales
-        shared = ~np.isnan(diff)
-        n = shared.sum(axis=1)
-        total = np.where(shared, diff, 0.0).sum(axis=1)
-        out = np.where(n > 0, total / np.maximum(n, 1), 1.0)
-        if name is not None and name in self.ds_index:
-            out[self.ds_index[name]] = 0.0
-        return out
-
-    def support(self, meta: DatasetMeta, name: str | None, rows: Mapping[str, Any],
-                k: int) -> list[list[dict[str, Any]]]:
-        """The ``k`` nearest past runs of each candidate (runs-table columns or frame; same model and method),
-        nearest first."""
-        n_rows = len(rows["model_id"])
-        out: list[list[dict[str, Any]]] = [[] for _ in range(n_rows)]
-        if k <= 0 or self.n_runs == 0 or n_rows == 0:
-            return out
-        d_data = self.dataset_distances(meta, name)[self.run_ds]
-        cand_hp = _hp_terms(*(_numbers(rows[c]) for c in
-                              ("hparams_learning_rate", "hparams_batch_size", "hparams_epochs")))
-        groups: dict[tuple[Any, Any], list[int]] = {}
-        for i, key in enumerate(zip(rows["model_id"], rows["method_name"], strict=True)):
-            groups.setdefault(key, []).append(i)
-        score = self.runs["outcome_score"]
-        for key, members in groups.items():
-            runs = self.pairs.get(key)
-            if runs is None:
-                continue
-            if len(runs) > MAX_PAIR_RUNS:
-                runs = runs[np.argpartition(d_data[runs], MAX_PAIR_RUNS)[:MAX_PAIR_RUNS]]
-            positions = np.asarray(members)
-            diff = np.abs(cand_hp[positions][:, None, :] - self.run_hp[runs][None, :, :])
-            shared = ~np.isnan(diff)
-            n = shared.sum(axis=2)
-            d_hp = np.where(n > 0, np.where(shared, diff, 0.0).sum(axis=2) / np.maximum(n, 1), 0.5)
-            dist = d_data[runs][None, :] + 0.5 * d_hp
-            take = min(k, len(runs))
-            near = np.argpartition(dist, take - 1, axis=1)[:, :take] if len(runs) > take else \
-                np.broadcast_to(np.arange(len(runs)), (len(positions), len(runs)))
-            near_dist = np.take_along_axis(dist, near, axis=1)
-            near_run = runs[near]
-            # nearest first, then the higher score (lexsort: the last key is the primary one)
-            rank = np.lexsort((-score[near_run].ravel(), near_dist.ravel(),
-                               np.repeat(np.arange(len(positions)), take))).reshape(len(positions), take)
-            rank = rank - np.arange(len(positions))[:, None] * take
-            near_run = np.take_along_axis(near_run, rank, axis=1).tolist()
-            near_dist = np.round(np.take_along_axis(near_dist, rank, axis=1), 6).tolist()
-            for i, run_ids, dists in zip(positions.tolist(), near_run, near_dist, strict=True):
-                out[i] = [{**self._run(j), "distance": d} for j, d in zip(run_ids, dists, strict=True)]
-        return out
-
-    def _run(self, i: int) -> dict[str, Any]:
-        """The answer's description of run ``i`` (built once per run and snapshot)."""
-        found = self._described.get(i)
-        if found is not None:
-            return found
-        r = self.runs
-
-        def num(col: str) -> float | None:
-            v = r[col][i]
-            return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-
-        found = {"run_id": r["run_id"][i], "dataset": r["dataset_name"][i], "source": r["provenance_source"][i],
-                 "metric": r["task_primary_metric"][i], "score": num("outcome_score"),
-                 "learning_rate": num("hparams_learning_rate"), "batch_size": num("hparams_batch_size"),
-                 "epochs": num("hparams_epochs")}
-        self._described[i] = found
-        return found
-
-
-def _signature(path: Path) -> tuple[Any, ...]:
-    """Changes whenever the knowledge base commits (its file or its write-ahead log)."""
-    out: list[Any] = []
-    for p in (path, path.with_name(path.name + ".wal")):
-        try:
-            st = p.stat()
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append(None)
-    return tuple(out)
-
-
-def load_snapshot(kb_path: Path, *, lock_timeout: float = LOAD_LOCK_TIMEOUT_S) -> Snapshot:
-    """Read a snapshot of ``kb_path``.
-
-    Raises:
-        CollectorError: the knowledge base is missing, busy past ``lock_timeout`` or unreadable.
-    """
-    signature = _signature(kb_path)
-    kb = KnowledgeBase(kb_path, lock_timeout=lock_timeout)
-    frame = kb.scan(_RUN_COLUMNS, filters={"outcome_status": "ok"}).to_pandas()
-    frame = frame[frame["outcome_score"].notna()].reset_index(drop=True)
-    meta_cols = ", ".join(f"any_value(dataset_meta_{f}) AS {f}" for f in _META_FIELDS)
-    on_runs = kb.sql(f"SELECT dataset_name AS name, {meta_cols} FROM runs GROUP BY dataset_name",
-                     max_rows=10_000_000, timeout_s=120.0).table.to_pylist()
-    table = kb.table("datasets").to_pylist()
-    merged: dict[str, dict[str, Any]] = {r["name"]: {f: r[f] for f in _META_FIELDS} for r in on_runs}
-    for r in table:
-        given = {f: r.get(f) for f in _META_FIELDS if r.get(f) is not None}
-        merged[r["name"]] = {**merged.get(r["name"], {}), **given}
-    datasets: dict[str, DatasetMeta] = {}
-    for name, values in merged.items():
-        try:
-            datasets[name] = DatasetMeta.model_validate({k: v for k, v in values.items() if v is not None})
-        except ValueError as e:
-            log.warning("meta-features of dataset %s left out of the snapshot: %s", name, e)
-    names = sorted(set(datasets) | set(frame["dataset_name"].unique()))
-    index = {n: i for i, n in enumerate(names)}
-    empty = DatasetMeta()
-    matrix = np.array([_meta_vector(datasets.get(n, empty)) for n in names]).reshape(len(names),
-                                                                                     len(DATASET_SIMILARITY))
-    runs = {c: frame[c].to_numpy(dtype=object) for c in _RUN_COLUMNS}
-    for c in ("outcome_score", "hparams_learning_rate", "hparams_batch_size", "hparams_epochs"):
-        runs[c] = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
-    run_ds = np.array([index[n] for n in frame["dataset_name"]], dtype=np.int64)
-    run_hp = _hp_terms(runs["hparams_learning_rate"], runs["hparams_batch_size"], runs["hparams_epochs"])
-    pairs = {key: np.asarray(idx, dtype=np.int64) for key, idx in
-             frame.groupby(["model_id", "method_name"], sort=False).indices.items()}
-    return Snapshot(signature=signature, datasets=datasets, ds_names=names, ds_index=index, ds_matrix=matrix,
-                    runs=runs, run_ds=run_ds, run_hp=run_hp, pairs=pairs, loaded_at=time.time())
-
-
-class ExperienceIndex:
-    """The process's snapshot of the knowledge base, reloaded in the background when the knowledge base changes.
-
-    Args:
-        kb_path: the knowledge base.
-        refresh_s: look for changes at most this often.
-    """
-
-    def __init__(self, kb_path: Path, *, refresh_s: float = 10.0) -> None:
-        self.kb_path = Path(kb_path)
-        self.refresh_s = refresh_s
-        self._snapshot: Snapshot | None = None
-        self._checked = time.monotonic()
-        self._loading = threading.Lock()
-
-    def load(self) -> Snapshot:
-        """Read a new snapshot now and serve it.
-
-        Raises:
-            CollectorError: the knowledge base cannot be read.
-        """
-        with self._loading:
-            snapshot = load_snapshot(self.kb_path)
-            self._snapshot = snapshot
-            self._checked = time.monotonic()
-            return snapshot
-
-    def _reload_in_background(self) -> None:
-        def run() -> None:
-            try:
-                with self._loading:
-                    self._snapshot = load_snapshot(self.kb_path)
-            except CollectorError as e:
-                log.warning("knowledge-base snapshot not refreshed: %s", e)
-
-        threading.Thread(target=run, name="metaml-experience-reload", daemon=True).start()
-
-    def get(self) -> Snapshot | None:
-        """The current snapshot (None until one could be read); starts a reload when the knowledge base changed."""
-        now = time.monotonic()
-        if now - self._checked >= self.refresh_s:
-            self._checked = now
-            current = self._snapshot
-            if (current is None or current.signature != _signature(self.kb_path)) and not self._loading.locked():
-                self._reload_in_background()
-        return self._snapshot
-
-    def require(self) -> Snapshot:
-        """The current snapshot, read now if there is none yet.
-
-        Raises:
-            CollectorError: there is none and the knowledge base cannot be read.
-        """
-        return self.get() or self.load()
-
-
-class SampleFeatures:
-    """Meta-features of dataset samples sent with requests, remembered for the last ``size`` distinct samples (an
-    AutoML loop sends the same sample with every request of one task)."""
-
-    def __init__(self, size: int = 64) -> None:
-        self.size = size
-        self._cache: OrderedDict[str, DatasetMeta] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, texts: Sequence[str], labels: Sequence[Any] | None, text_pairs: Sequence[str] | None, *,
-            landmark_sample: int, seed: int, domain: str | None) -> DatasetMeta:
-        """``compute_meta_features`` of the sample (cached).
-
-        Raises:
-            ValueError: as :func:`collector.features.compute_meta_features`.
-        """
-        blob = json.dumps([texts, labels, text_pairs, landmark_sample, seed, domain], sort_keys=True,
-                          ensure_ascii=False, default=str)
-        key = hashlib.sha256(blob.encode()).hexdigest()
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        meta = compute_meta_features(texts, labels, text_pairs=text_pairs, landmark_sample=landmark_sample, seed=seed,
-                                     domain=domain)
-        with self._lock:
-            self._cache[key] = meta
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
-        return meta
-
 
 def load_experience(app: FastAPI, settings: Settings) -> None:
-    """State loader: an :class:`ExperienceIndex` in ``app.state.extensions["experience"]`` (first snapshot read now
+    """State loader: a :class:`KnowledgeIndex` in ``app.state.extensions["experience"]`` (first snapshot read now
     when the knowledge base can be read) and a :class:`SampleFeatures` cache in ``extensions["samples"]``."""
-    index = ExperienceIndex(settings.kb, refresh_s=settings.experience_refresh_s)
+    index = KnowledgeIndex(settings.kb, refresh_s=settings.experience_refresh_s)
     app.state.extensions["experience"] = index
     app.state.extensions["samples"] = SampleFeatures()
     try:
@@ -341,11 +29,11 @@ def load_experience(app: FastAPI, settings: Settings) -> None:
         log.warning("no knowledge-base snapshot yet (%s); it is read when the knowledge base can be", e)
 
 
-async def get_experience(request: Request) -> ExperienceIndex:
+async def get_experience(request: Request) -> KnowledgeIndex:
     ext = request.app.state.extensions
     if "experience" not in ext:
         settings = request.app.state.settings
-        ext["experience"] = ExperienceIndex(settings.kb, refresh_s=settings.experience_refresh_s)
+        ext["experience"] = KnowledgeIndex(settings.kb, refresh_s=settings.experience_refresh_s)
     return ext["experience"]
 
 
@@ -353,5 +41,5 @@ async def get_samples(request: Request) -> SampleFeatures:
     return request.app.state.extensions.setdefault("samples", SampleFeatures())
 
 
-Experience = Annotated[ExperienceIndex, Depends(get_experience)]
+Experience = Annotated[KnowledgeIndex, Depends(get_experience)]
 Samples = Annotated[SampleFeatures, Depends(get_samples)]

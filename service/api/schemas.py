@@ -219,7 +219,6 @@ class ServedModel(_Model):
     n_train_runs: int | None = None
     kb_snapshot: str | None = None
     interval_level: float = Field(description="Coverage of the predicted intervals (0.8: 80% intervals).")
-    fast_path: bool = Field(description="Whether the vectorized serving path answers (else MetaModel.predict).")
 
 
 class TaskInfo(_Model):
@@ -401,6 +400,78 @@ class DecideResult(_Model):
     stated_false_skip_rate: float = Field(description="Among skipped candidates, the share that would have won.")
     basis: str = Field(description="task-recalibrated (with `history`), within-task difference to the incumbent's "
                                    "configuration, or absolute prediction.")
+
+
+class Trial(_Model):
+    """A configuration already evaluated on the task: its score (null for a failed run) and training time."""
+
+    config: Candidate
+    score: float | None = Field(allow_inf_nan=False, description="In the request's `unit`; null for a failed run.")
+    runtime_s: float | None = Field(None, ge=0, allow_inf_nan=False, description="Training time in seconds.")
+
+
+class SuggestRequest(_TaskRequest):
+    """A task, its candidates (a list, or a space enumerated as `/v1/recommend` does) and what was evaluated so far:
+    which configurations to evaluate next. Stateless: send the whole history every time."""
+
+    candidates: list[Candidate] | None = Field(None, min_length=1,
+                                               description="The configurations to choose from (at most the server's "
+                                                           "max_suggest_candidates). Give this or `space`.")
+    space: SearchSpace | None = Field(None, description="A space to enumerate the candidates from (as "
+                                                        "/v1/recommend, with `max_candidates`, `samples_per_point` "
+                                                        "and `seed`; keep them fixed during a search).")
+    max_candidates: int = Field(2000, ge=1, description="Candidates enumerated from `space` at most.")
+    samples_per_point: int = Field(16, ge=1, le=1000, description="Draws of the space's ranges per grid point.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the space's enumeration.")
+    history: list[Trial] = Field(default_factory=list, max_length=10_000,
+                                 description="Every configuration evaluated so far on this task (each must be one "
+                                             "of the candidates).")
+    unit: Literal["points", "score"] = Field("score", description="Unit of the history's scores.")
+    k: int = Field(1, ge=1, le=100, description="How many configurations to propose.")
+    max_false_skip: float = Field(0.05, ge=0, lt=1,
+                                  description="Per-search budget of the skip rule: candidates whose summed probability "
+                                              "of beating the best so far stays within it are never proposed (0: "
+                                              "skip nothing).")
+
+    @model_validator(mode="after")
+    def _one_candidate_source(self) -> SuggestRequest:
+        if (self.candidates is None) == (self.space is None):
+            raise ValueError("give the candidates either as `candidates` (a list) or as a `space`, not both")
+        return self
+
+
+class SuggestionItem(_Model):
+    """One proposed configuration and why."""
+
+    index: int = Field(description="Its position among the candidates (the request's list, or the enumerated space).")
+    config: Candidate
+    points: float = Field(description="The meta-model's predicted primary metric, in points.")
+    points_lo: float
+    points_hi: float
+    belief_points: float = Field(description="The engine's expected score after learning from the history (points).")
+    belief_sd: float = Field(description="The spread of one evaluation around it (points).")
+    p_beat: float = Field(description="Probability it beats the best score so far (or the best prediction).")
+    expected_improvement: float = Field(description="Expected improvement over the best so far, in points.")
+    acquisition: float = Field(description="Expected improvement x (1 - p_fail) / runtime^cost_exponent: what is "
+                                           "maximized.")
+    runtime_s: float | None = Field(description="Predicted training time, rescaled by the history's runtimes.")
+    p_fail: float = Field(description="Failure probability, updated with the history's failures.")
+
+
+class SuggestResult(_Model):
+    """What to evaluate next."""
+
+    model: ServedModel
+    model_ms: float = Field(description="Milliseconds spent predicting the candidates and choosing.")
+    n_candidates: int
+    truncated: bool = Field(description="True when a space's grid was larger than max_candidates and was sampled.")
+    task: TaskInfo
+    suggestions: list[SuggestionItem] = Field(description="Best first; empty when nothing is left to propose.")
+    excluded: list[int] = Field(description="Candidates the skip rule excludes now (never proposed while excluded).")
+    skip_budget_spent: float = Field(description="Their summed probability of beating the best so far.")
+    done: bool = Field(description="True when every remaining candidate is evaluated or excluded: stop the search.")
+    basis: dict[str, Any] = Field(description="What the belief rests on: mechanism (meta-model, experts, +gp), "
+                                              "history size, past tasks weighed and the heaviest ones.")
 
 
 class ModelVersion(_Model):

@@ -1,4 +1,5 @@
-"""The meta-learner's answers: predict candidates, recommend what to try first, decide evaluate or skip."""
+"""The meta-learner's answers: predict candidates, recommend what to try first, suggest what to evaluate next given
+the task's history, decide evaluate or skip."""
 
 from __future__ import annotations
 
@@ -9,22 +10,29 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from metaml._data import config_keys
 from metaml._decision import decide as decide_one
 from metaml._decision import recommend as recommend_space
+from metaml._estimators import metric_range
+from metaml.search import EngineSettings, Observation, SearchEngine, TaskKnowledge
+from metaml.serving import KnowledgeIndex, SampleFeatures, enumerate_space
 from service.api._json import jsonable
 from service.api.candidates import (
-    as_frame,
-    candidate_columns,
-    enumerate_space,
+    finite,
+    plain,
     prediction_items,
     ranked_items,
     resolve_task,
+    rows_of,
+    validated,
 )
 from service.api.deps import ReadKey, SettingsDep
-from service.api.experience import Experience, ExperienceIndex, SampleFeatures, Samples
+from service.api.experience import Experience, Samples
 from service.api.predictor import CORES, Holder, LoadedModel
 from service.api.routes._common import ERROR_RESPONSES
 from service.api.schemas import (
@@ -34,6 +42,8 @@ from service.api.schemas import (
     PredictResult,
     RecommendRequest,
     RecommendResult,
+    SuggestRequest,
+    SuggestResult,
 )
 from service.errors import BatchTooLarge
 from service.settings import Settings
@@ -68,7 +78,7 @@ async def _run(request: Request, inline: bool, work: Callable[..., dict[str, Any
     return await anyio.to_thread.run_sync(partial(work, *args), limiter=limiter)
 
 
-def _inline(body: Any, n_candidates: int, experience: ExperienceIndex) -> bool:
+def _inline(body: Any, n_candidates: int, experience: KnowledgeIndex) -> bool:
     """Small enough to answer on the event loop: few candidates, no sample to describe, and a knowledge-base snapshot
     in memory (reading one waits for the knowledge base)."""
     return n_candidates <= INLINE_CANDIDATES and body.dataset.sample is None and experience.get() is not None
@@ -93,13 +103,13 @@ async def predict(request: Request, body: PredictRequest, holder: Holder, experi
     return JSONResponse(await _run(request, inline, _predict, body, loaded, experience, samples, settings))
 
 
-def _predict(body: PredictRequest, loaded: LoadedModel, experience: ExperienceIndex, samples: SampleFeatures,
+def _predict(body: PredictRequest, loaded: LoadedModel, experience: KnowledgeIndex, samples: SampleFeatures,
              settings: Settings) -> dict[str, Any]:
     ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
                        max_sample_rows=settings.max_sample_rows)
-    rows = candidate_columns(ctx.row, body.candidates)
+    rows = rows_of(ctx.row, body.candidates)
     started = time.perf_counter()
-    out = loaded.scorer.predict_arrays(rows if loaded.fast else as_frame(rows), outputs=set(body.outputs))
+    out = loaded.model.predict_arrays(rows, outputs=set(body.outputs))
     model_ms = _ms(started)
     n = len(body.candidates)
     support = ctx.snapshot.support(ctx.meta, ctx.name, rows, body.support) if ctx.snapshot is not None \
@@ -122,15 +132,15 @@ async def recommend(request: Request, body: RecommendRequest, holder: Holder, ex
     return JSONResponse(await _run(request, False, _recommend, body, loaded, experience, samples, settings))
 
 
-def _recommend(body: RecommendRequest, loaded: LoadedModel, experience: ExperienceIndex, samples: SampleFeatures,
+def _recommend(body: RecommendRequest, loaded: LoadedModel, experience: KnowledgeIndex, samples: SampleFeatures,
                settings: Settings) -> dict[str, Any]:
     cap = min(body.max_candidates, settings.max_recommend_candidates)
     ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
                        max_sample_rows=settings.max_sample_rows)
-    space = enumerate_space(ctx.row, body.space, max_candidates=cap, samples_per_point=body.samples_per_point,
-                            seed=body.seed)
+    space = validated(enumerate_space, ctx.row, body.space, max_candidates=cap,
+                      samples_per_point=body.samples_per_point, seed=body.seed)
     started = time.perf_counter()
-    rec = recommend_space(loaded.scorer, space.frame, space.params, budget=body.budget,
+    rec = recommend_space(loaded.model, space.frame, space.params, budget=body.budget,
                           temperature=body.temperature)
     model_ms = _ms(started)
     params = {name: ("hparams." + col[len("hparams_"):] if col.startswith("hparams_") else name)
@@ -158,17 +168,16 @@ async def decide(request: Request, body: DecideRequest, holder: Holder, experien
     return JSONResponse(await _run(request, inline, _decide, body, loaded, experience, samples, settings))
 
 
-def _decide(body: DecideRequest, loaded: LoadedModel, experience: ExperienceIndex, samples: SampleFeatures,
+def _decide(body: DecideRequest, loaded: LoadedModel, experience: KnowledgeIndex, samples: SampleFeatures,
             settings: Settings) -> dict[str, Any]:
     ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
                        max_sample_rows=settings.max_sample_rows)
-    candidate = as_frame(candidate_columns(ctx.row, [body.candidate], loc="candidate"))
-    incumbent_config = as_frame(candidate_columns(ctx.row, [body.incumbent_config], loc="incumbent_config")) \
-        if body.incumbent_config else None
+    candidate = rows_of(ctx.row, [body.candidate], loc="candidate")
+    incumbent_config = rows_of(ctx.row, [body.incumbent_config], loc="incumbent_config") if body.incumbent_config \
+        else None
     factor = 100.0 if body.unit == "score" else 1.0
-    history = as_frame(candidate_columns(ctx.row, [h.config for h in body.history], loc="history")) \
-        if body.history else None
-    d = decide_one(loaded.scorer, candidate, body.incumbent * factor, tolerance=body.tolerance * factor,
+    history = rows_of(ctx.row, [h.config for h in body.history], loc="history") if body.history else None
+    d = decide_one(loaded.model, candidate, body.incumbent * factor, tolerance=body.tolerance * factor,
                    incumbent_config=incumbent_config, history=history,
                    history_points=[None if h.score is None else h.score * factor for h in body.history],
                    max_false_skip=body.max_false_skip)
@@ -176,3 +185,89 @@ def _decide(body: DecideRequest, loaded: LoadedModel, experience: ExperienceInde
                      "predicted_points": d.predicted, "predicted_score": d.predicted / 100.0,
                      "incumbent_points": d.incumbent, "tolerance_points": d.tolerance, "threshold": d.threshold,
                      "stated_false_skip_rate": d.stated_false_skip_rate, "basis": d.basis})
+
+
+@router.post("/suggest", operation_id="suggest", response_model=SuggestResult, responses=_RESPONSES)
+async def suggest(request: Request, body: SuggestRequest, holder: Holder, experience: Experience, samples: Samples,
+                  settings: SettingsDep, _key: ReadKey) -> JSONResponse:
+    """Which configurations to evaluate next on a task, learning from what it has shown so far.
+
+    The engine (`metaml.search.SearchEngine`, see docs/api.md) starts from the meta-model's predictions, weighs the
+    past tasks of the knowledge base by how well they agree with this task's history, models what they miss with a
+    Gaussian process over configuration features, and proposes the candidates with the best expected improvement
+    over the best score so far, discounted by the failure probability, per unit of predicted training time. A
+    candidate already in the history is never proposed, nor one the skip rule excludes (`max_false_skip` is a budget
+    per search); `done` says when nothing is left. Stateless: any replica answers.
+    """
+    loaded = holder.require()
+    n = len(body.candidates) if body.candidates is not None else min(body.max_candidates,
+                                                                       settings.max_suggest_candidates)
+    if body.candidates is not None and n > settings.max_suggest_candidates:
+        raise BatchTooLarge(f"the request holds {n:,} candidates; at most {settings.max_suggest_candidates:,} are "
+                            "weighed in one request: send fewer (or a space with a smaller max_candidates)",
+                            details={"max_suggest_candidates": settings.max_suggest_candidates})
+    return JSONResponse(await _run(request, False, _suggest, body, loaded, experience, samples, settings))
+
+
+def _suggest(body: SuggestRequest, loaded: LoadedModel, experience: KnowledgeIndex, samples: SampleFeatures,
+             settings: Settings) -> dict[str, Any]:
+    ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
+                       max_sample_rows=settings.max_sample_rows)
+    space = None
+    if body.candidates is not None:
+        rows = rows_of(ctx.row, body.candidates)
+    else:
+        space = validated(enumerate_space, ctx.row, body.space,
+                          max_candidates=min(body.max_candidates, settings.max_suggest_candidates),
+                          samples_per_point=body.samples_per_point, seed=body.seed)
+        rows = space.frame
+    started = time.perf_counter()
+    observations = _observations(body, ctx.row, rows)
+    pred = loaded.model.predict_arrays(rows)
+    knowledge = TaskKnowledge.from_predictions(rows, pred, experience=loaded.model.featurizer_.experience_)
+    result = SearchEngine(knowledge, EngineSettings(max_false_skip=body.max_false_skip)).suggest(observations, body.k)
+    model_ms = _ms(started)
+    items = []
+    for sug in result.suggestions:
+        i = sug.index
+        config = space.config(i) if space is not None else body.candidates[i].model_dump(mode="json",
+                                                                                        exclude_none=True)
+        items.append({"index": i, "config": config, "points": plain(pred["points"][i]),
+                      "points_lo": plain(pred["lo"][i]), "points_hi": plain(pred["hi"][i]),
+                      "belief_points": sug.mean, "belief_sd": sug.sd, "p_beat": sug.p_beat,
+                      "expected_improvement": sug.expected_improvement, "acquisition": sug.acquisition,
+                      "runtime_s": finite(np.array([sug.runtime_s]))[0], "p_fail": sug.p_fail})
+    return jsonable({"model": loaded.describe(), "model_ms": model_ms, "n_candidates": len(rows),
+                     "truncated": bool(space.truncated) if space is not None else False, "task": ctx.info(),
+                     "suggestions": items, "excluded": [int(i) for i in result.excluded],
+                     "skip_budget_spent": result.spent, "done": result.done, "basis": result.basis})
+
+
+def _observations(body: SuggestRequest, task: dict[str, Any], rows: Any) -> list[Observation]:
+    """The history as observations of candidate indices (a trial that is no candidate, or a score outside the
+    metric's scale, answers 422 at its place)."""
+    if not body.history:
+        return []
+    factor = 100.0 if body.unit == "score" else 1.0
+    low, high = metric_range([task.get("task_metric_scale") or "unit"])
+    ctx_rows = rows_of(task, [h.config for h in body.history], loc="history")
+    where = {k: i for i, k in enumerate(config_keys(rows))}
+    errors, out = [], []
+    for j, (key, trial) in enumerate(zip(config_keys(ctx_rows), body.history, strict=True)):
+        i = where.get(key)
+        if i is None:
+            errors.append({"loc": ("body", "history", j, "config"), "type": "value_error",
+                           "msg": "this configuration is not one of the candidates (evaluate only what is proposed, "
+                                  "or add it to `candidates`)"})
+            continue
+        points = None if trial.score is None else trial.score * factor
+        if points is not None and not low[0] <= points <= high[0]:
+            errors.append({"loc": ("body", "history", j, "score"), "type": "value_error",
+                           "msg": f"{trial.score} is outside the metric's scale ({low[0] / factor:g} to "
+                                  f"{high[0] / factor:g} in {body.unit})"})
+            continue
+        out.append(Observation(i, points, trial.runtime_s))
+    if errors:
+        raise RequestValidationError(errors)
+    return out
+

@@ -1,0 +1,260 @@
+"""Experience: how checkpoints, methods and whole configurations stood on the tasks the knowledge base holds.
+
+The **standing** of a key (a checkpoint, a (checkpoint, method) pair, a configuration...) on one task is the mean
+within-task standardized score (:func:`metaml._data.within_task_z`) of the task's runs that have that key. Its
+standing over tasks is the mean over tasks (one vote per task, whatever the task's size), shrunk toward 0 (the
+average task standing) by ``smoothing`` pseudo-tasks; it comes with the number of tasks behind it and its spread
+across them (the standard deviation of the per-task standings), so a learner can tell a key that always wins from one
+that wins on average.
+
+Keys (:data:`KEYS`):
+
+* ``ckpt`` — the exact starting checkpoint: model id with the upstream task it was fine-tuned on, if any;
+* ``ckpt_method`` — checkpoint and method;
+* ``config`` — the whole configuration (:func:`metaml._data.config_keys`: checkpoint, method and every
+  hyperparameter but the seed);
+* ``base`` / ``base_method`` — the base model a checkpoint derives from (itself for a base model), with the method;
+* ``method``, ``family_method``, ``upstream`` — coarser keys that generalize to checkpoints never seen.
+
+Each is computed in two **scopes**: over every task (``a_``), and over the tasks of the row's own source (``s_``),
+since a standing is relative to the configurations its task compared (a source's tasks compare like with like).
+
+**Leaving the row's dataset out.** For training rows (:meth:`Experience.features` with ``leave_own_dataset``) every
+task of the row's own dataset is left out of its standings, so a learner sees them as they will be for an unseen
+dataset; new rows use every task. The same tables give the lookup baseline (:meth:`Experience.lookup`) and, per past
+task, the standing of each candidate (:meth:`Experience.task_profiles`) that the search engine weighs by evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from metaml._data import config_keys, within_task_z
+
+
+def _text(values: pd.Series) -> pd.Series:
+    return values.astype("string").astype(object)
+
+
+def checkpoint_keys(rows: pd.DataFrame) -> pd.Series:
+    """``model_id@upstream_task`` (``model_id@`` for a checkpoint not fine-tuned upstream)."""
+    return (_text(rows["model_id"]).fillna("?") + "@" + _text(rows["model_upstream_task"]).fillna("")).astype(object)
+
+
+def _base(rows: pd.DataFrame) -> pd.Series:
+    return _text(rows["model_base_model"]).fillna(_text(rows["model_id"])).fillna("?")
+
+
+def _join(*parts: pd.Series) -> pd.Series:
+    out = parts[0].astype(object)
+    for p in parts[1:]:
+        out = out + "|" + p.astype(object)
+    return out
+
+
+def _method(rows: pd.DataFrame) -> pd.Series:
+    return _text(rows["method_name"]).fillna("?")
+
+
+#: key name -> how it is read from runs-table rows (None where the key does not apply).
+KEYS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
+    "ckpt": checkpoint_keys,
+    "ckpt_method": lambda r: _join(checkpoint_keys(r), _method(r)),
+    "config": lambda r: (r["config_key"] if "config_key" in r else config_keys(r)).astype(str).astype(object),
+    "base": _base,
+    "base_method": lambda r: _join(_base(r), _method(r)),
+    "method": _method,
+    "family_method": lambda r: _join(_text(r["model_family"]).fillna("?"), _method(r)),
+    "upstream": lambda r: _text(r["model_upstream_task"]),
+}
+SCOPES = ("a", "s")
+#: Order in which the lookup baseline (and a past task's profile) falls back from specific to coarse keys.
+LOOKUP_ORDER: tuple[tuple[str, str], ...] = (
+    ("s", "config"), ("s", "ckpt_method"), ("a", "ckpt_method"), ("s", "ckpt"), ("a", "ckpt"),
+    ("s", "base_method"), ("a", "base_method"), ("a", "family_method"), ("a", "method"),
+)
+#: Keys a past task's profile of candidates is read at, most specific first.
+PROFILE_KEYS = ("config", "ckpt_method", "ckpt")
+
+
+def feature_names(keys: Sequence[str] = tuple(KEYS)) -> list[str]:
+    """The columns :meth:`Experience.features` writes, in order."""
+    return [f"{scope}_{k}{suffix}" for k in keys for scope in SCOPES for suffix in ("", "_n", "_sd")]
+
+
+class _Sums:
+    """Sums of per-task standings (z, z², tasks) by an integer key, for lookups of many rows at once."""
+
+    def __init__(self, combined: np.ndarray, zt: np.ndarray) -> None:
+        self.keys, inverse = np.unique(combined, return_inverse=True)
+        n = len(self.keys)
+        self.sums = np.column_stack([np.bincount(inverse, weights=zt, minlength=n),
+                                     np.bincount(inverse, weights=zt**2, minlength=n),
+                                     np.bincount(inverse, minlength=n).astype(float)])
+
+    def get(self, combined: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(sum z, sum z², tasks) of each key (zeros where absent or not ``valid``)."""
+        out = np.zeros((len(combined), 3))
+        if not len(self.keys):
+            return out
+        pos = np.clip(np.searchsorted(self.keys, combined), 0, len(self.keys) - 1)
+        hit = valid & (self.keys[pos] == combined)
+        out[hit] = self.sums[pos[hit]]
+        return out
+
+
+class Experience:
+    """Standings of every key on the training tasks (see the module docstring).
+
+    Args:
+        keys: which keys of :data:`KEYS`.
+        smoothing: pseudo-tasks at standing 0 mixed into every standing.
+    """
+
+    def __init__(self, keys: Sequence[str] = tuple(KEYS), smoothing: float = 1.0) -> None:
+        self.keys = tuple(keys)
+        self.smoothing = smoothing
+
+    # -- fitting -------------------------------------------------------------------------------------------------
+
+    def fit(self, frame: pd.DataFrame, points: pd.Series | np.ndarray | None = None, *,
+            keys: dict[str, np.ndarray] | None = None) -> Experience:
+        """Learn the standings from a learning frame (``task_key``, ``dataset_name``, ``provenance_source``, and
+        ``points`` or the given ``points``; runs without a score are left out).
+
+        Args:
+            keys: :meth:`keys_of` the frame's rows, when already computed (an evaluation computes them once).
+        """
+        pts = pd.Series(np.asarray(points if points is not None else frame["points"], dtype=float), index=frame.index)
+        z = within_task_z(pts, frame["task_key"]).where(pts.notna()).to_numpy()
+        keep = ~np.isnan(z)
+        keys = keys if keys is not None else self.keys_of(frame)
+        task_codes, tasks = pd.factorize(_strings(frame["task_key"])[keep])
+        task_first = np.unique(task_codes, return_index=True)[1]
+        self.sources_ = pd.Index(pd.unique(_strings(frame["provenance_source"])))
+        self.datasets_ = pd.Index(pd.unique(_strings(frame["dataset_name"])))
+        task_source = self.sources_.get_indexer(_strings(frame["provenance_source"])[keep])[task_first]
+        task_dataset = self.datasets_.get_indexer(_strings(frame["dataset_name"])[keep])[task_first]
+        self.tasks_ = np.asarray(tasks, dtype=object)
+        self.task_dataset_ = task_dataset
+        self.vocab_: dict[str, pd.Index] = {}
+        self.per_task_: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.sums_: dict[str, dict[str, _Sums]] = {}
+        n_t, n_s, n_d = len(tasks), len(self.sources_), len(self.datasets_)
+        zk = z[keep]
+        for name in self.keys:
+            codes, vocab = pd.factorize(keys[name][keep])
+            self.vocab_[name] = pd.Index(vocab)
+            ok = codes >= 0
+            uniq, inverse = np.unique(codes[ok].astype(np.int64) * n_t + task_codes[ok], return_inverse=True)
+            zt = np.bincount(inverse, weights=zk[ok]) / np.bincount(inverse)
+            key, task = uniq // n_t, uniq % n_t
+            self.per_task_[name] = (key, task, zt)
+            s, d = task_source[task], task_dataset[task]
+            self.sums_[name] = {"a": _Sums(key, zt), "s": _Sums(key * n_s + s, zt),
+                                "a_own": _Sums(key * n_d + d, zt), "s_own": _Sums((key * n_s + s) * n_d + d, zt)}
+        self.n_tasks_ = n_t
+        return self
+
+    # -- features ------------------------------------------------------------------------------------------------
+
+    def keys_of(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Each key of each row (object arrays; None where the key does not apply)."""
+        return {name: KEYS[name](rows).to_numpy(dtype=object) for name in self.keys}
+
+    def features(self, rows: pd.DataFrame, *, leave_own_dataset: bool = False,
+                 keys: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+        """Per row and key, in both scopes: the smoothed standing, the tasks behind it, their spread.
+
+        Args:
+            rows: runs-table rows (``provenance_source`` and, with ``leave_own_dataset``, ``dataset_name``).
+            leave_own_dataset: leave every task of the row's dataset out (training rows).
+            keys: :meth:`keys_of` the rows, when already computed.
+        """
+        keys = keys if keys is not None else self.keys_of(rows)
+        src = self.sources_.get_indexer(_strings(rows["provenance_source"])).astype(np.int64)
+        dst = self.datasets_.get_indexer(_strings(rows["dataset_name"])).astype(np.int64) \
+            if leave_own_dataset else None
+        n_s, n_d = len(self.sources_), len(self.datasets_)
+        out: dict[str, np.ndarray] = {}
+        for name in self.keys:
+            code = self.vocab_[name].get_indexer(keys[name]).astype(np.int64)
+            known = code >= 0
+            sums = self.sums_[name]
+            for scope, combined, valid in (("a", code, known), ("s", code * n_s + src, known & (src >= 0))):
+                total = sums[scope].get(combined, valid)
+                if dst is not None:
+                    total = total - sums[scope + "_own"].get(combined * n_d + dst, valid & (dst >= 0))
+                out.update(_standing(f"{scope}_{name}", total[:, 0], total[:, 1], total[:, 2], self.smoothing))
+        return pd.DataFrame(out, index=rows.index)
+
+    def lookup(self, rows: pd.DataFrame, *, leave_own_dataset: bool = False,
+               features: pd.DataFrame | None = None) -> np.ndarray:
+        """The lookup baseline: the row's standing at the most specific key with experience (:data:`LOOKUP_ORDER`:
+        same-source configuration, (checkpoint, method) in the same source then anywhere, checkpoint, base model
+        and method, model family and method, method), 0 without any."""
+        feats = features if features is not None else self.features(rows, leave_own_dataset=leave_own_dataset)
+        out = np.full(len(rows), np.nan)
+        for scope, name in LOOKUP_ORDER:
+            col = f"{scope}_{name}"
+            if col in feats:
+                out = np.where(np.isnan(out), feats[col].to_numpy(dtype=float), out)
+        return np.nan_to_num(out, nan=0.0)
+
+    def task_profiles(self, rows: pd.DataFrame, *, exclude_datasets: Sequence[str] = (), min_coverage: float = 0.1,
+                      max_tasks: int = 256) -> tuple[np.ndarray, list[str]]:
+        """Per past task: its standing of each row, read at the most specific key it has (:data:`PROFILE_KEYS`),
+        standardized over the rows it covers (NaN where it has none of the row's keys).
+
+        Args:
+            rows: the candidates (runs-table rows).
+            exclude_datasets: tasks of these datasets are not used (the target's own).
+            min_coverage: tasks covering a smaller share of the rows are left out.
+            max_tasks: at most this many tasks, the best-covering first.
+
+        Returns:
+            A (tasks, rows) matrix and the task keys of its rows.
+        """
+        excluded = self.datasets_.get_indexer([str(d) for d in exclude_datasets])
+        banned = np.isin(self.task_dataset_, excluded[excluded >= 0])
+        profile = np.full((self.n_tasks_, len(rows)), np.nan)
+        for name in reversed([n for n in PROFILE_KEYS if n in self.per_task_]):  # coarse first, specific overwrites
+            code = self.vocab_[name].get_indexer(KEYS[name](rows).to_numpy(dtype=object))
+            key, task, zt = self.per_task_[name]
+            wanted = np.isin(key, code[code >= 0]) & ~banned[task]
+            if not wanted.any():
+                continue
+            order = np.argsort(code, kind="stable")
+            sorted_codes = code[order]
+            lo = np.searchsorted(sorted_codes, key[wanted], side="left")
+            hi = np.searchsorted(sorted_codes, key[wanted], side="right")
+            for t, a, b, v in zip(task[wanted], lo, hi, zt[wanted], strict=True):
+                profile[t, order[a:b]] = v  # every row with that key
+        covered = ~np.isnan(profile)
+        share = covered.mean(axis=1)
+        usable = np.flatnonzero((share >= min_coverage) & (covered.sum(axis=1) >= 2))
+        usable = usable[np.argsort(-share[usable], kind="stable")][:max_tasks]
+        out = profile[usable]
+        if len(usable):
+            mean = np.nanmean(out, axis=1, keepdims=True)
+            sd = np.nanstd(out, axis=1, keepdims=True)
+            out = (out - mean) / np.where(sd > 0, sd, 1.0)
+        return out, [str(self.tasks_[t]) for t in usable]
+
+
+def _strings(values: pd.Series) -> np.ndarray:
+    return values.astype(str).to_numpy(dtype=object)
+
+
+def _standing(prefix: str, s1: np.ndarray, s2: np.ndarray, n: np.ndarray,
+              smoothing: float) -> dict[str, np.ndarray]:
+    n = np.maximum(n, 0.0)
+    has = n > 0.5
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(has, s1 / (n + smoothing), np.nan)
+        raw = np.where(has, s1 / np.maximum(n, 1.0), np.nan)
+        var = np.where(n > 1.5, (s2 - n * raw**2) / np.maximum(n - 1.0, 1.0), np.nan)
+    return {prefix: mean, prefix + "_n": n, prefix + "_sd": np.sqrt(np.clip(var, 0.0, None))}

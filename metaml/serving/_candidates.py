@@ -1,0 +1,388 @@
+"""Candidate configurations for a new task, written as the runs-table rows the meta-model scores.
+
+A caller describes the task once (dataset name and/or meta-features, task type, metric, regime) and each candidate
+configuration in the record's own nested shape (``model``, ``method``, ``hparams``). Their parts are validated with
+the record's own models (so method names, model ids and metric names are normalized exactly as on ingest), model
+features are filled from the registry where missing, and every candidate becomes one runs-table row.
+
+* :func:`task_row`: the task part every row shares.
+* :func:`candidate_columns`: one row per candidate, as columns. The model and method parts go through the record's
+  models once per distinct (task, model, method) (remembered in :data:`PAIR_ROWS`), every candidate's hyperparameters
+  fill the ``hparams_*`` columns; :func:`candidate_rows` is the same as a DataFrame from plain dicts.
+* :func:`enumerate_space`: the candidates of a search space (a grid of the listed values, seeded draws of ranges).
+
+Invalid parts raise :class:`~metaml.errors.InvalidCandidates` with the place of each error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from collector.features import ModelRegistry
+from collector.schema import Dataset, DatasetMeta, Hyperparameters, Method, Model, Task
+from metaml._data import LEARN_COLUMNS
+from metaml.errors import InvalidCandidates
+
+#: The hyperparameters the runs table (and so the model) holds: ``hparams_<name>`` columns.
+HPARAM_COLUMNS: tuple[str, ...] = tuple(c[len("hparams_"):] for c in LEARN_COLUMNS if c.startswith("hparams_"))
+_INT_HPARAMS = {name for name, prop in Hyperparameters.model_json_schema()["properties"].items()
+                if "integer" in {t.get("type") for t in prop.get("anyOf", [prop])}}
+
+Columns = dict[str, np.ndarray]
+
+
+@cache
+def model_registry() -> ModelRegistry:
+    """The shipped model registry (loaded once per process)."""
+    return ModelRegistry.load_default()
+
+
+def _invalid(loc: tuple[Any, ...], error: ValidationError | ValueError) -> InvalidCandidates:
+    if isinstance(error, ValidationError):
+        return InvalidCandidates([{"loc": (*loc, *e["loc"]), "msg": e["msg"], "type": e["type"]}
+                                  for e in error.errors()])
+    return InvalidCandidates([{"loc": loc, "msg": str(error), "type": "value_error"}])
+
+
+def _flatten(prefix: str, model: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in model.model_dump(mode="json", exclude_none=True).items():
+        if isinstance(value, dict) and key == "meta":
+            out.update({f"{prefix}_{key}_{k}": v for k, v in value.items()})
+        else:
+            out[f"{prefix}_{key}"] = value
+    return out
+
+
+def task_row(task: Mapping[str, Any], dataset: Mapping[str, Any], *, source: str = "upload",
+             dataset_meta: DatasetMeta | None = None) -> dict[str, Any]:
+    """The task part of every candidate row: task, dataset and its meta-features, provenance source.
+
+    Args:
+        task: ``Task`` fields (``primary_metric`` at least, e.g. ``{"primary_metric": "accuracy"}``).
+        dataset: ``Dataset`` fields (``name`` at least); ``meta`` may carry meta-features.
+        source: what the rows are compared with (``upload`` for a new task).
+        dataset_meta: meta-features to use where ``dataset`` carries none (e.g. from the knowledge base).
+    """
+    t = Task.model_validate(dict(task))
+    d = Dataset.model_validate(dict(dataset))
+    if dataset_meta is not None:
+        merged = {**dataset_meta.model_dump(exclude_none=True), **d.meta.model_dump(exclude_none=True)}
+        d.meta = DatasetMeta.model_validate(merged)
+    return {**_flatten("task", t), **_flatten("dataset", d), "provenance_source": source}
+
+
+class PairRows:
+    """The runs-table row (without hyperparameters) of one (task, model, method), remembered for the last ``size``
+    of them: the model and method parts are validated, normalized and completed from the registry once, not once per
+    candidate."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def rows(self, task: Mapping[str, Any], pairs: Sequence[tuple[Model, Method]], *,
+             loc: str = "candidates") -> list[dict[str, Any]]:
+        """One row per pair.
+
+        Raises:
+            InvalidCandidates: a registry-completed model fails validation (at ``loc``).
+        """
+        prefix = json.dumps(task, sort_keys=True, default=str)
+        keys = [prefix + m.model_dump_json(exclude_none=True) + me.model_dump_json(exclude_none=True)
+                for m, me in pairs]
+        with self._lock:
+            found = {k: self._cache[k] for k in keys if k in self._cache}
+            for k in found:
+                self._cache.move_to_end(k)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        registry = model_registry()
+        for i in missing:
+            model, method = pairs[i]
+            known = registry.lookup(model.id)
+            filled = {k: v for k, v in known.items() if k in Model.model_fields and getattr(model, k) is None}
+            try:
+                model = Model.model_validate({**model.model_dump(exclude_none=True), **filled})
+            except ValidationError as e:
+                raise _invalid((loc,), e) from None
+            row = {**task, **_flatten("model", model), **_flatten("method", method)}
+            if isinstance(row.get("method_config"), dict):
+                row["method_config"] = json.dumps(row["method_config"], sort_keys=True) if row["method_config"] \
+                    else None
+            found[keys[i]] = row
+        with self._lock:
+            for i in missing:
+                self._cache[keys[i]] = found[keys[i]]
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return [found[k] for k in keys]
+
+
+PAIR_ROWS = PairRows()
+
+
+def assemble(task: Mapping[str, Any], pairs: Sequence[tuple[Model, Method]], pair_index: np.ndarray,
+             hparams: Mapping[str, Sequence[Any]], *, loc: str = "candidates") -> Columns:
+    """Runs-table columns (:data:`~metaml._data.LEARN_COLUMNS`, object arrays) of candidates given as distinct
+    (model, method) pairs, the pair of each candidate, and hyperparameter columns (validated values, None unset)."""
+    rows = PAIR_ROWS.rows(task, pairs, loc=loc)
+    n = len(pair_index)
+    out: Columns = {}
+    for col in LEARN_COLUMNS:
+        if col.startswith("hparams_"):
+            values = hparams.get(col[len("hparams_"):])
+            column = np.empty(n, dtype=object)
+            if values is not None:
+                column[:] = list(values)
+        else:
+            distinct = np.empty(len(rows), dtype=object)
+            distinct[:] = [r.get(col) for r in rows]
+            column = distinct[pair_index]
+        out[col] = column
+    return out
+
+
+class CandidateParts(Protocol):
+    """A candidate as validated parts (the service's request model is one)."""
+
+    model: Model
+    method: Method
+    hparams: Hyperparameters
+
+
+def candidate_columns(task: Mapping[str, Any], candidates: Sequence[CandidateParts], *,
+                      loc: str = "candidates") -> Columns:
+    """Runs-table columns of validated candidates."""
+    keys: dict[str, int] = {}
+    pairs: list[tuple[Model, Method]] = []
+    index = np.empty(len(candidates), dtype=np.int64)
+    for i, c in enumerate(candidates):
+        key = c.model.model_dump_json(exclude_none=True) + c.method.model_dump_json(exclude_none=True)
+        j = keys.get(key)
+        if j is None:
+            j = keys[key] = len(pairs)
+            pairs.append((c.model, c.method))
+        index[i] = j
+    hp = {name: [getattr(c.hparams, name) for c in candidates] for name in HPARAM_COLUMNS}
+    return assemble(task, pairs, index, hp, loc=loc)
+
+
+@dataclass
+class _Parts:
+    model: Model
+    method: Method
+    hparams: Hyperparameters
+
+
+def parse_candidates(configs: Sequence[Mapping[str, Any]], *, loc: str = "candidates") -> list[_Parts]:
+    """Validate plain configurations (``{"model": {...}, "method": {...}, "hparams": {...}}``).
+
+    Raises:
+        InvalidCandidates: a part is invalid (unknown method, negative learning rate...), with its place.
+    """
+    out = []
+    defaults = {"method": {"name": "full"}, "hparams": {}}
+    for i, config in enumerate(configs):
+        if not isinstance(config, Mapping) or "model" not in config:
+            raise _invalid((loc, i), ValueError("a configuration needs a `model` (and may have `method`, `hparams`)"))
+        parts = []
+        for part, cls in (("model", Model), ("method", Method), ("hparams", Hyperparameters)):
+            value = config.get(part) or defaults.get(part)
+            try:
+                parts.append(cls.model_validate(dict(value)))
+            except ValidationError as e:
+                raise _invalid((loc, i, part), e) from None
+            except (TypeError, ValueError) as e:
+                raise _invalid((loc, i, part), ValueError(f"not an object: {e}")) from None
+        out.append(_Parts(*parts))
+    return out
+
+
+def as_frame(columns: Columns) -> pd.DataFrame:
+    """The columns as a runs-table frame (dtypes inferred from the values)."""
+    return pd.DataFrame({c: v.tolist() for c, v in columns.items()})
+
+
+def candidate_rows(task: Mapping[str, Any], configs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One runs-table row per plain candidate configuration (``{"model": {...}, "method": {...}, "hparams":
+    {...}}``), with model features from the shipped registry where the configuration does not give them.
+
+    Raises:
+        InvalidCandidates: a configuration is invalid.
+    """
+    return as_frame(candidate_columns(task, parse_candidates(configs)))
+
+
+# -- search spaces ----------------------------------------------------------------------------------------------------
+
+
+class RangeLike(Protocol):
+    low: float
+    high: float
+    log: bool
+
+
+class SpaceLike(Protocol):
+    """A search space: models x methods x hyperparameters (each a list of values or a range) plus fixed values."""
+
+    models: Sequence[Model]
+    methods: Sequence[Method]
+    hparams: Mapping[str, Any]
+    fixed: Hyperparameters
+
+
+def _is_range(choice: Any) -> bool:
+    return hasattr(choice, "low") and hasattr(choice, "high")
+
+
+def _labels(items: Sequence[str]) -> list[str]:
+    """``items`` made unique: repeated ones get `` [i]``."""
+    seen: dict[str, int] = {}
+    for x in items:
+        seen[x] = seen.get(x, 0) + 1
+    return [x if seen[x] == 1 else f"{x} [{i}]" for i, x in enumerate(items)]
+
+
+def method_config(method: Method) -> dict[str, Any]:
+    """The method as a client wrote it: its name and the parameters it sets (no derived kind, no empty config)."""
+    out = method.model_dump(mode="json", exclude_none=True, exclude={"kind"})
+    if not out.get("config"):
+        out.pop("config", None)
+    return out
+
+
+def method_label(method: Method) -> str:
+    """``lora(lora_r=8, lora_alpha=16)``: the method's name and the parameters it sets."""
+    params = method.model_dump(mode="json", exclude_none=True, exclude={"name", "kind", "config"})
+    if method.config:
+        params["config"] = json.dumps(method.config, sort_keys=True)
+    return method.name + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
+
+
+@dataclass
+class SpaceCandidates:
+    """The candidates of a search space, as rows, and how to read them back."""
+
+    frame: pd.DataFrame
+    params: dict[str, str]
+    truncated: bool
+    models: dict[str, Model]
+    methods: dict[str, Method]
+    fixed: dict[str, Any]
+
+    def config(self, i: int) -> dict[str, Any]:
+        """Candidate ``i`` as a plain configuration (model, method and the hyperparameters the space sets)."""
+        row = self.frame.iloc[i]
+        hparams = dict(self.fixed)
+        for name, col in self.params.items():
+            if name not in ("model", "method") and (v := _plain(row[col])) is not None:
+                hparams[name] = v
+        return {"model": self.models[row["search_model"]].model_dump(mode="json", exclude_none=True),
+                "method": method_config(self.methods[row["search_method"]]), "hparams": hparams}
+
+
+def _plain(value: Any) -> Any:
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _checked_values(space: SpaceLike) -> dict[str, list[Any]]:
+    """Each listed value of a hyperparameter, validated and normalized by the record's ``Hyperparameters`` part (e.g.
+    ``Cosine`` -> ``cosine``); each range end checked valid for it too (so every draw is)."""
+    out: dict[str, list[Any]] = {}
+    for name, choice in space.hparams.items():
+        ranged = _is_range(choice)
+        values = [choice.low, choice.high] if ranged else choice
+        checked = []
+        for i, v in enumerate(values):
+            try:
+                hp = Hyperparameters.model_validate({name: round(v) if ranged and name in _INT_HPARAMS else v})
+            except ValidationError as e:
+                where = ("space", "hparams", name, ("low" if i == 0 else "high") if ranged else i)
+                raise _invalid(where, e) from None
+            checked.append(getattr(hp, name))
+        if not ranged:
+            out[name] = checked
+    return out
+
+
+def _draw(choice: RangeLike, name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    if choice.log:
+        values = np.exp(rng.uniform(math.log(choice.low), math.log(choice.high), n))
+    else:
+        values = rng.uniform(choice.low, choice.high, n)
+    if name in _INT_HPARAMS:
+        low, high = math.ceil(choice.low), math.floor(choice.high)
+        if high < low:  # no integer inside the range: its nearest one
+            low = high = round(choice.low)
+        return np.clip(np.rint(values), low, high).astype(int)
+    return values
+
+
+def _decode(flat: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """Mixed-radix digits of grid positions, one column per dimension."""
+    out = np.empty((len(flat), len(sizes)), dtype=np.int64)
+    rest = flat.copy()
+    for d in range(len(sizes) - 1, -1, -1):
+        out[:, d] = rest % sizes[d]
+        rest //= sizes[d]
+    return out
+
+
+def enumerate_space(task: Mapping[str, Any], space: SpaceLike, *, max_candidates: int, samples_per_point: int,
+                    seed: int) -> SpaceCandidates:
+    """The candidates of ``space``: every grid point of models x methods x listed values (a seeded sample of grid
+    points when there are more than ``max_candidates``), each with ``samples_per_point`` seeded draws of the ranges
+    (fewer when the cap needs it).
+
+    Raises:
+        InvalidCandidates: a listed value or range end is invalid for its hyperparameter.
+    """
+    lists = _checked_values(space)
+    rng = np.random.default_rng(seed)
+    model_labels = _labels([m.id for m in space.models])
+    method_labels = _labels([method_label(m) for m in space.methods])
+    ranges = {k: v for k, v in space.hparams.items() if _is_range(v)}
+    sizes = [len(space.models), len(space.methods), *(len(v) for v in lists.values())]
+    grid = math.prod(sizes)
+    truncated = grid > max_candidates
+    if truncated:
+        if grid <= 50_000_000:
+            flat = np.sort(rng.choice(grid, size=max_candidates, replace=False))
+        else:  # too large to sample without replacement by position: draw, then drop repeats
+            flat = np.unique(rng.integers(0, grid, size=max_candidates, dtype=np.int64))
+    else:
+        flat = np.arange(grid, dtype=np.int64)
+    per_point = 1 if not ranges else max(1, min(samples_per_point, max_candidates // max(len(flat), 1)))
+    digits = np.repeat(_decode(flat, sizes), per_point, axis=0)
+    n = len(digits)
+    pair_of = digits[:, 0] * len(space.methods) + digits[:, 1]
+    pairs = list(itertools.product(space.models, space.methods))
+    fixed = space.fixed.model_dump(exclude_none=True, exclude={"extra"})
+    columns: dict[str, Any] = {name: [value] * n for name, value in fixed.items() if name in HPARAM_COLUMNS}
+    for d, (name, values) in enumerate(lists.items(), start=2):
+        columns[name] = [values[i] for i in digits[:, d]]
+    for name, choice in ranges.items():
+        columns[name] = _draw(choice, name, n, rng).tolist()
+    frame = as_frame(assemble(task, pairs, pair_of, columns, loc="space"))
+    frame["search_model"] = [model_labels[i] for i in digits[:, 0]]
+    frame["search_method"] = [method_labels[i] for i in digits[:, 1]]
+    params = {"model": "search_model", "method": "search_method",
+              **{name: f"hparams_{name}" for name in space.hparams}}
+    return SpaceCandidates(frame=frame, params=params, truncated=truncated,
+                           models=dict(zip(model_labels, space.models, strict=True)),
+                           methods=dict(zip(method_labels, space.methods, strict=True)),
+                           fixed={k: v for k, v in fixed.items() if k not in space.hparams})
