@@ -16,6 +16,7 @@ from typing import Any
 
 from collector.errors import FormatError
 from collector.formats._base import Format, Item, RawRecord, Rejected
+from collector.formats._stream import JsonArraySplitter, LineSplitter, Piece, parse_piece
 
 #: name -> "module:Class". Order matters for auto-detection: specific importers before canonical formats.
 FORMATS: dict[str, str] = {
@@ -116,11 +117,15 @@ __all__ = [
     "FORMATS",
     "Format",
     "Item",
+    "JsonArraySplitter",
+    "LineSplitter",
+    "Piece",
     "PlannedInput",
     "RawRecord",
     "Rejected",
     "available_formats",
     "detect_format",
     "get_format",
+    "parse_piece",
     "plan_inputs",
 ]

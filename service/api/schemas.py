@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from collector.schema import DatasetMeta, Hyperparameters, Method, Model, RunRecord, Task
+from collector.schema import SOURCE_PATTERN, DatasetMeta, Hyperparameters, Method, Model, RunRecord, Task
 
 Label = str | int | float | bool | None
 
@@ -48,6 +48,8 @@ class UploadResult(_Model):
     duplicates: int
     rejected: int
     uploader: str = Field(description="The API key name recorded as provenance.uploader.")
+    source: str | None = Field(None, description="provenance.source of the records the key's upload names none "
+                                                 "for: upload:<holder> (the only one a non-admin key's runs get).")
     records: list[RecordStatus]
 
 
@@ -139,7 +141,6 @@ SEARCHABLE_HPARAMS: tuple[str, ...] = (
     "learning_rate", "batch_size", "epochs", "max_steps", "warmup_ratio", "warmup_steps", "weight_decay",
     "lr_scheduler", "optimizer", "max_seq_length", "dropout", "label_smoothing", "precision",
 )
-_SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"
 
 
 class DatasetSample(_Model):
@@ -192,7 +193,7 @@ class Candidate(_Model):
 class _TaskRequest(_Model):
     task: Task = Field(default_factory=_default_task, description="Task type and primary metric (default accuracy).")
     dataset: DatasetSpec
-    source: str = Field("upload", pattern=_SOURCE_PATTERN, max_length=100,
+    source: str = Field("upload", pattern=SOURCE_PATTERN, max_length=100,
                         description="Whose evaluation protocol the scores follow: a knowledge-base source "
                                     "(transfergraph, opda...) or `upload` (default) for a new task.")
 
