@@ -43,12 +43,22 @@ class Piece:
     field: str | None = None
 
 
-def deep_field(text: bytes, max_depth: int) -> str | None:
-    """The field (at most ``part.field``) under which ``text`` nests deeper than ``max_depth``, when the record's
-    root is an object; None otherwise. Meant for rejected records only: it walks the text token by token."""
+def field_at(text: bytes, max_depth: int | None = None) -> str | None:
+    """The field (at most ``part.field``) where ``text`` first nests deeper than ``max_depth`` or, without a depth,
+    where the text stops (the field a record cut at its size limit was in); None when the record's root is not an
+    object. Meant for rejected records only: it walks the text token by token."""
     stack: list[bytes] = []
     keys: list[str | None] = []
     last: bytes = b""
+
+    def path() -> str | None:
+        found = []
+        for container, key in zip(stack, keys, strict=True):
+            if container != b"{" or not key:
+                break
+            found.append(key)
+        return ".".join(found[:2]) or None
+
     for m in _TOKENS.finditer(text):
         tok = m.group()
         if tok[:1] == b'"':
@@ -60,19 +70,16 @@ def deep_field(text: bytes, max_depth: int) -> str | None:
                 except ValueError:
                     keys[-1] = last[1:-1].decode("utf-8", "replace")
         elif tok in (b"[", b"{"):
-            if len(stack) >= max_depth:
-                path = []
-                for container, key in zip(stack, keys, strict=True):
-                    if container != b"{" or not key:
-                        break
-                    path.append(key)
-                return ".".join(path[:2]) or None
+            if max_depth is not None and len(stack) >= max_depth:
+                return path()
             stack.append(tok)
             keys.append(None)
         elif tok in (b"]", b"}") and stack:
             stack.pop()
             keys.pop()
-    return None
+        elif tok == b"," and stack and stack[-1] == b"{":
+            keys[-1] = None
+    return path() if max_depth is None else None
 
 
 def too_deep(max_depth: int) -> str:
@@ -112,7 +119,7 @@ class JsonArraySplitter:
         self._escape = False
         self._chunks: list[bytes] = []
         self._size = 0
-        self._deep_field: str | None = None
+        self._field: str | None = None  # where an item too deep or too long broke its limit
         self._too_deep = False
         self._too_big = False
 
@@ -236,7 +243,7 @@ class JsonArraySplitter:
                     if self._depth > self.max_depth and not self._too_deep:
                         self._too_deep = True
                         if not self._too_big:
-                            self._deep_field = deep_field(b"".join(self._chunks) + data[start:pos], self.max_depth)
+                            self._field = field_at(b"".join(self._chunks) + data[start:pos], self.max_depth)
                         self._chunks = []
                 else:
                     self._depth -= 1
@@ -248,6 +255,8 @@ class JsonArraySplitter:
         if not (self._too_big or self._too_deep):
             if self._size > self.max_item_bytes:
                 self._too_big = True
+                cut = stop - (self._size - self.max_item_bytes)
+                self._field = field_at(b"".join(self._chunks) + data[start:cut])
                 self._chunks = []
             else:
                 self._chunks.append(data[start:stop])
@@ -260,9 +269,9 @@ class JsonArraySplitter:
         self._index += 1
         self._stage = "end" if self._single else "after"
         if self._too_deep:
-            piece = Piece(loc, None, too_deep(self.max_depth), self._deep_field)
+            piece = Piece(loc, None, too_deep(self.max_depth), self._field)
         elif self._too_big:
-            piece = Piece(loc, None, too_long("item", self._size, self.max_item_bytes))
+            piece = Piece(loc, None, too_long("item", self._size, self.max_item_bytes), self._field)
         else:
             piece = Piece(loc, b"".join(self._chunks))
         self._chunks = []
@@ -282,6 +291,7 @@ class LineSplitter:
         self._partial: list[bytes] = []
         self._size = 0
         self._too_big = False
+        self._field: str | None = None
 
     def feed(self, data: bytes) -> Iterator[Piece]:
         """The lines that end in ``data``, in order."""
@@ -291,6 +301,8 @@ class LineSplitter:
             if not self._too_big:
                 if self._size > self.max_line_bytes:
                     self._too_big = True
+                    kept = len(part) - (self._size - self.max_line_bytes)
+                    self._field = field_at(b"".join(self._partial) + part[:kept])
                     self._partial = []
                 else:
                     self._partial.append(part)
@@ -309,11 +321,11 @@ class LineSplitter:
     def _end_line(self) -> Piece | None:
         self._lineno += 1
         loc = f"line {self._lineno}"
-        size, too_big = self._size, self._too_big
+        size, too_big, field = self._size, self._too_big, self._field
         text = b"".join(self._partial)
-        self._partial, self._size, self._too_big = [], 0, False
+        self._partial, self._size, self._too_big, self._field = [], 0, False, None
         if too_big:
-            return Piece(loc, None, too_long("line", size, self.max_line_bytes))
+            return Piece(loc, None, too_long("line", size, self.max_line_bytes), field)
         if not text.strip():
             return None
         return Piece(loc, text)
@@ -326,7 +338,7 @@ def parse_piece(piece: Piece, uri: str | None = None, *, max_depth: int = DEFAUL
     try:
         value = json.loads(piece.text)
     except RecursionError:
-        return Rejected(piece.locator, too_deep(max_depth), field=deep_field(piece.text, max_depth), uri=uri)
+        return Rejected(piece.locator, too_deep(max_depth), field=field_at(piece.text, max_depth), uri=uri)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         return Rejected(piece.locator, f"invalid JSON: {e}", uri=uri)
     if not isinstance(value, dict):

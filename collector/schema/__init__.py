@@ -10,7 +10,7 @@ from collector.schema._derive import (
     json_schema,
     to_row,
 )
-from collector.schema._limits import DEFAULT_LIMITS, INT64_MAX, INT64_MIN, RecordLimits, nesting_depth
+from collector.schema._limits import DEFAULT_LIMITS, INT64_MAX, INT64_MIN, Name, RecordLimits, Text, nesting_depth
 from collector.schema._record import (
     SCHEMA_VERSION,
     SOURCE_PATTERN,
@@ -66,6 +66,7 @@ __all__ = [
     "MethodKind",
     "MetricScale",
     "Model",
+    "Name",
     "Outcome",
     "Provenance",
     "RecordLimits",
@@ -74,6 +75,7 @@ __all__ = [
     "RunStatus",
     "Task",
     "TaskType",
+    "Text",
     "arrow_schema",
     "canonical_dataset",
     "canonical_method",

@@ -15,11 +15,11 @@ given before the body was read to its end closes the connection, so an unread bo
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import anyio
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.deps import GATE_KEY, check_scope, gate_scope, token_of, verify
@@ -29,14 +29,20 @@ from service.settings import Settings
 
 
 class RequestGate:
-    """Pure ASGI middleware: authenticate before the body, bound the body's size and pauses (see the module)."""
+    """Pure ASGI middleware: authenticate before the body, bound the body's size and pauses (see the module).
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    Args:
+        app: the application.
+        settings: its settings (limits, whether reads need a key, the key file).
+        routes: the application's routes, whose key dependencies say what each operation needs.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.settings = settings
         self.max_bytes = settings.max_request_bytes
         self.timeout_s = settings.body_timeout_s
-        self._scopes: dict[int, str | None] = {}
+        self.routes = [(route, gate_scope(route, settings)) for route in routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,12 +118,8 @@ class RequestGate:
         scope.setdefault("state", {})[GATE_KEY] = key
 
     def _needed(self, scope: Scope) -> str | None:
-        app: Any = scope.get("app")
-        routes = getattr(getattr(app, "router", None), "routes", [])
-        for route in routes:
+        for route, needed in self.routes:
             match, _ = route.matches(scope)
             if match == Match.FULL:
-                if id(route) not in self._scopes:
-                    self._scopes[id(route)] = gate_scope(route, self.settings)
-                return self._scopes[id(route)]
+                return needed
         return None

@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(RequestGate, settings=settings)
+    app.add_middleware(RequestGate, settings=settings, routes=[r for router in ROUTERS for r in router.routes])
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     return app
