@@ -30,7 +30,14 @@ class Settings(BaseSettings):
     kb: Path = Field(Path("metaml-data/kb.duckdb"), description="The knowledge base (DuckDB file).")
     keys_db: Path | None = Field(None, description="SQLite file of API keys; default: keys.db beside the kb.")
     read_requires_key: bool = Field(False, description="Reads (runs, stats, describe) need a key with `read` scope.")
-    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above).")
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Largest body of an upload (runs, dataset files), which is read as it "
+        "arrives (413 above)."
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest body of every other operation (predict, recommend, decide, "
+        "SQL...), which is parsed whole (413 above; never above max_request_bytes)."
+    )
     max_batch_records: int = Field(
         10_000, ge=1, description="Most records one upload may hold (422 as soon as reading passes it)."
     )

@@ -67,20 +67,17 @@ def _check_chars(value: str, pattern: re.Pattern[str], what: str) -> None:
         raise ValueError(f"{what} holds the control character {_describe(bad.group())} at position {bad.start()}")
 
 
-def _name(value: str, info: ValidationInfo) -> str:
-    limit = limits_of(info).max_name_chars
-    if len(value) > limit:
-        raise ValueError(f"name of {len(value):,} characters is longer than the limit of {limit:,}")
-    _check_chars(value, _NOT_IN_NAMES, "name")
-    return value
+def _string_check(size: str, pattern: re.Pattern[str], what: str) -> Any:
+    """A validator holding a string to the limit named ``size`` and free of the characters ``pattern`` finds."""
 
+    def check(value: str, info: ValidationInfo) -> str:
+        limit = getattr(limits_of(info), size)
+        if len(value) > limit:
+            raise ValueError(f"{what} of {len(value):,} characters is longer than the limit of {limit:,}")
+        _check_chars(value, pattern, what)
+        return value
 
-def _text(value: str, info: ValidationInfo) -> str:
-    limit = limits_of(info).max_text_chars
-    if len(value) > limit:
-        raise ValueError(f"text of {len(value):,} characters is longer than the limit of {limit:,}")
-    _check_chars(value, _NOT_IN_TEXT, "text")
-    return value
+    return check
 
 
 def nesting_depth(value: Any) -> int:
@@ -131,9 +128,9 @@ def _json_map(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
 
 
 #: A single-line identifier-like string (see the module docstring).
-Name = Annotated[str, AfterValidator(_name)]
+Name = Annotated[str, AfterValidator(_string_check("max_name_chars", _NOT_IN_NAMES, "name"))]
 #: Free text: may hold tabs and line breaks.
-Text = Annotated[str, AfterValidator(_text)]
+Text = Annotated[str, AfterValidator(_string_check("max_text_chars", _NOT_IN_TEXT, "text"))]
 #: A free-form mapping stored as JSON text, bounded in depth and size.
 JsonMap = Annotated[dict[str, Any], AfterValidator(_json_map)]
 #: Integers the store's 64-bit columns can hold.

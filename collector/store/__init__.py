@@ -6,6 +6,14 @@ from collector.store._duckdb import (
     AppendResult,
     KnowledgeBase,
     SqlResult,
+    rows_within,
 )
 
-__all__ = ["DEFAULT_SQL_MAX_BYTES", "DEFAULT_SQL_MEMORY_MB", "AppendResult", "KnowledgeBase", "SqlResult"]
+__all__ = [
+    "DEFAULT_SQL_MAX_BYTES",
+    "DEFAULT_SQL_MEMORY_MB",
+    "AppendResult",
+    "KnowledgeBase",
+    "SqlResult",
+    "rows_within",
+]

@@ -413,7 +413,7 @@ class KnowledgeBase:
                     batches, n, size, cut = [], 0, 0, False
                     for batch in reader:
                         if max_bytes is not None and size + batch.nbytes > max_bytes:
-                            batch = _fit(batch, max_bytes - size)
+                            batch = batch.slice(0, rows_within(batch, max_bytes - size))
                             cut = True
                             if n == 0 and batch.num_rows == 0:
                                 raise QueryRefused(f"the answer's first row alone is larger than the answer limit of "
@@ -561,16 +561,16 @@ def _explained(query: str) -> str:
     return query[raw[i][0]:] if i < len(raw) else ""
 
 
-def _fit(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
-    """The longest head of ``batch`` whose buffers take at most ``budget`` bytes."""
-    lo, hi = 0, batch.num_rows
+def rows_within(data: pa.Table | pa.RecordBatch, budget: int, at_most: int | None = None) -> int:
+    """How many of the first rows of ``data`` (at most ``at_most``) take at most ``budget`` bytes of Arrow buffers."""
+    lo, hi = 0, data.num_rows if at_most is None else min(at_most, data.num_rows)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if batch.slice(0, mid).nbytes <= budget:
+        if data.slice(0, mid).nbytes <= budget:
             lo = mid
         else:
             hi = mid - 1
-    return batch.slice(0, lo)
+    return lo
 
 
 def _path_scrubber(path: Path) -> Any:

@@ -5,8 +5,9 @@ A key is sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. A key 
 otherwise), even where the operation needs none.
 
 Each key dependency carries ``gate_scope(settings)``: the scope its operation needs (``""``: a key of any scope,
-None: no key). :class:`service.api.limits.RequestGate` reads it to authenticate a request before any of its body is
-read; the dependencies then reuse the key it verified.
+None: no key), and :data:`StreamedBody` carries ``gate_body_bytes(settings)``, the body size its operation accepts.
+:class:`service.api.limits.RequestGate` reads both to authenticate a request and bound its body before any of it is
+read; the key dependencies then reuse the key it verified.
 """
 
 from __future__ import annotations
@@ -152,22 +153,44 @@ def key_when_reads_closed(settings: SettingsDep, key: OptionalKey) -> ApiKey | N
 key_when_reads_closed.gate_scope = lambda settings: "" if settings.read_requires_key else None  # type: ignore
 
 
-def gate_scope(route: Any, settings: Settings) -> str | None:
-    """The scope a request to ``route`` needs before its body is read: ``""`` for a key of any scope, None when
-    it needs no key (from the ``gate_scope`` of the key dependencies it uses)."""
-    needed: list[str] = []
+def _gate_rules(route: Any, settings: Settings, attribute: str) -> list[Any]:
+    """The values the dependencies of ``route`` give for ``attribute(settings)`` (None values left out)."""
+    found: list[Any] = []
     stack = list(getattr(getattr(route, "dependant", None), "dependencies", []))
     while stack:
         dep = stack.pop()
-        rule = getattr(dep.call, "gate_scope", None)
-        if rule is not None and (scope := rule(settings)) is not None:
-            needed.append(scope)
+        rule = getattr(dep.call, attribute, None)
+        if rule is not None and (value := rule(settings)) is not None:
+            found.append(value)
         stack.extend(dep.dependencies)
+    return found
+
+
+def gate_scope(route: Any, settings: Settings) -> str | None:
+    """The scope a request to ``route`` needs before its body is read: ``""`` for a key of any scope, None when
+    it needs no key (from the ``gate_scope`` of the key dependencies it uses)."""
+    needed = _gate_rules(route, settings, "gate_scope")
     named = [s for s in needed if s]
     return named[0] if named else ("" if needed else None)
 
 
+def streamed_body() -> None:
+    """Marks an operation that reads its body as it arrives (uploads, dataset files): its body may be as large as
+    ``max_request_bytes``. Every other operation's body is held to ``max_body_bytes``, since it is parsed whole."""
+
+
+streamed_body.gate_body_bytes = lambda settings: settings.max_request_bytes  # type: ignore[attr-defined]
+
+
+def gate_body_bytes(route: Any, settings: Settings) -> int:
+    """The largest body a request to ``route`` may send."""
+    return max(_gate_rules(route, settings, "gate_body_bytes"),
+               default=min(settings.max_body_bytes, settings.max_request_bytes))
+
+
 ReadKey = Annotated[ApiKey | None, Depends(read_access)]
 AnyKeyWhenReadsClosed = Annotated[ApiKey | None, Depends(key_when_reads_closed)]
+#: Route dependency of the operations that stream their body (see :func:`streamed_body`).
+StreamedBody = Depends(streamed_body)
 WriteKey = Annotated[ApiKey, Depends(require("write"))]
 AnalystKey = Annotated[ApiKey, Depends(require("analyst"))]

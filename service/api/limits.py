@@ -5,7 +5,9 @@ For every HTTP request, :class:`RequestGate`
 1. authenticates it for its operation's scope (from the route's key dependencies, see ``service.api.deps``): a key
    that is sent is verified, a missing key where one is needed is 401, a key lacking the scope 403; all answered at
    once, without reading the body;
-2. refuses a declared ``Content-Length`` above ``max_request_bytes`` (413) at once;
+2. refuses a declared ``Content-Length`` above the operation's limit (413) at once: ``max_request_bytes`` for the
+   operations that stream their body (uploads, dataset files; ``deps.StreamedBody``), ``max_body_bytes`` for the
+   others, whose bodies are parsed whole;
 3. hands the application a ``receive`` that counts the body as it arrives (413 as soon as it passes the limit) and
    gives each part of it ``body_timeout_s`` to arrive (408 after a longer pause).
 
@@ -22,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.deps import GATE_KEY, check_scope, gate_scope, token_of, verify
+from service.api.deps import GATE_KEY, check_scope, gate_body_bytes, gate_scope, token_of, verify
 from service.api.errors import answer_for, error_response
 from service.errors import ServiceError, Unauthorized
 from service.settings import Settings
@@ -40,9 +42,8 @@ class RequestGate:
     def __init__(self, app: ASGIApp, settings: Settings, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.settings = settings
-        self.max_bytes = settings.max_request_bytes
         self.timeout_s = settings.body_timeout_s
-        self.routes = [(route, gate_scope(route, settings)) for route in routes]
+        self.routes = [(route, gate_scope(route, settings), gate_body_bytes(route, settings)) for route in routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,20 +60,21 @@ class RequestGate:
                                                     if k.lower() != b"connection"], (b"connection", b"close")]}
             await send(message)
 
+        needed, max_bytes = self._rules(scope)
         try:
-            await self._authenticate(scope, headers)
+            await self._authenticate(scope, headers, needed)
         except ServiceError as e:
             await answer_for(e, retry_after_s=self.settings.retry_after_s)(scope, receive, send_closing)
             return
         if declared is not None:
             try:
-                too_large = int(declared) > self.max_bytes
+                too_large = int(declared) > max_bytes
             except ValueError:
                 too_large = False
             if too_large:
                 response = error_response(413, "payload_too_large", f"the request body ({int(declared):,} bytes) "
-                                          f"exceeds the limit of {self.max_bytes:,} bytes",
-                                          {"max_request_bytes": self.max_bytes})
+                                          f"exceeds the limit of {max_bytes:,} bytes for this operation",
+                                          {"max_bytes": max_bytes})
                 await response(scope, receive, send_closing)
                 return
         received = 0
@@ -89,8 +91,9 @@ class RequestGate:
                                     "without pauses") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, f"the request body exceeds the limit of {self.max_bytes:,} bytes")
+                if received > max_bytes:
+                    raise HTTPException(413, f"the request body exceeds the limit of {max_bytes:,} bytes for this "
+                                        "operation")
                 if not message.get("more_body", False):
                     state["complete"] = True
             elif message["type"] == "http.disconnect":
@@ -99,7 +102,7 @@ class RequestGate:
 
         await self.app(scope, limited_receive, send_closing)
 
-    async def _authenticate(self, scope: Scope, headers: dict[str, str]) -> None:
+    async def _authenticate(self, scope: Scope, headers: dict[str, str], needed: str | None) -> None:
         """Verify the key a request sends and check it against its operation's scope; leave it for the routes.
 
         Raises:
@@ -107,7 +110,6 @@ class RequestGate:
             Forbidden: the key lacks the scope.
             KeyStoreError: the key file cannot be read.
         """
-        needed = self._needed(scope)
         token = token_of(headers)
         key = await anyio.to_thread.run_sync(verify, self.settings, token) if token else None
         if needed:
@@ -117,9 +119,10 @@ class RequestGate:
                                "'X-API-Key: <key>'")
         scope.setdefault("state", {})[GATE_KEY] = key
 
-    def _needed(self, scope: Scope) -> str | None:
-        for route, needed in self.routes:
+    def _rules(self, scope: Scope) -> tuple[str | None, int]:
+        """The scope the request's operation needs and the largest body it accepts."""
+        for route, needed, max_bytes in self.routes:
             match, _ = route.matches(scope)
             if match == Match.FULL:
-                return needed
-        return None
+                return needed, max_bytes
+        return None, min(self.settings.max_body_bytes, self.settings.max_request_bytes)

@@ -16,7 +16,7 @@ from collector.errors import CollectorError
 from collector.features import compute_meta_features, load_text_dataset
 from collector.schema import DatasetMeta, canonical_dataset
 from collector.store import KnowledgeBase
-from service.api.deps import KB, AnyKeyWhenReadsClosed, SettingsDep, check_scope
+from service.api.deps import KB, AnyKeyWhenReadsClosed, SettingsDep, StreamedBody, check_scope
 from service.api.routes._common import ERROR_RESPONSES, MULTIPART, is_json, media_type
 from service.api.schemas import DescribeRequest, DescribeResult
 from service.errors import BadRequest, UnsupportedMediaType
@@ -100,7 +100,7 @@ def _validated(data: Any) -> DescribeRequest:
 
 
 @router.post("/describe", operation_id="describe_dataset", response_model=DescribeResult, responses=ERROR_RESPONSES,
-             openapi_extra={"requestBody": _DESCRIBE_BODY})
+             openapi_extra={"requestBody": _DESCRIBE_BODY}, dependencies=[StreamedBody])
 async def describe_dataset(request: Request, kb: KB, key: AnyKeyWhenReadsClosed, settings: SettingsDep
                            ) -> DescribeResult:
     """Dataset meta-features (sizes, class balance, text lengths, vocabulary, language, TF-IDF landmark).

@@ -8,7 +8,6 @@ import re
 from dataclasses import asdict
 from typing import Annotated, Any
 
-import pyarrow as pa
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -24,8 +23,9 @@ from collector.schema import (
     canonical_model_id,
     from_row,
 )
+from collector.store import rows_within
 from service.api._json import jsonable
-from service.api.deps import KB, MetricsDep, ReadKey, SettingsDep, WriteKey, Writer
+from service.api.deps import KB, MetricsDep, ReadKey, SettingsDep, StreamedBody, WriteKey, Writer
 from service.api.routes._common import ERROR_RESPONSES, MULTIPART, is_json, media_type
 from service.api.schemas import ErrorBody, RunPage, RunRecord, UploadResult
 from service.errors import BadRequest, NotFound, UnsupportedMediaType
@@ -101,7 +101,7 @@ async def _read_upload(request: Request, upload: Upload) -> None:
 
 
 @router.post("/runs", operation_id="upload_runs", response_model=UploadResult, responses=ERROR_RESPONSES,
-             openapi_extra={"requestBody": _UPLOAD_BODY})
+             openapi_extra={"requestBody": _UPLOAD_BODY}, dependencies=[StreamedBody])
 async def upload_runs(request: Request, key: WriteKey, writer: Writer, settings: SettingsDep,
                       metrics: MetricsDep) -> UploadResult:
     """Upload runs; answer what was accepted, what was a duplicate and what was rejected (and why), per record.
@@ -175,24 +175,12 @@ def list_runs(
     ranges = {"outcome_score": (min_score, max_score)} if min_score is not None or max_score is not None else None
     after = decode_cursor(cursor) if cursor else None
     table = kb.scan(filters=filters, ranges=ranges, after=after, limit=limit + 1)
-    keep = _rows_within(table, min(limit, table.num_rows), settings.max_answer_bytes)
+    keep = max(rows_within(table, settings.max_answer_bytes, limit), min(1, table.num_rows))
     more = table.num_rows > keep
     rows = table.slice(0, keep).to_pylist()
     page = {"runs": [from_row(r) for r in rows], "count": len(rows),
             "next_cursor": encode_cursor(rows[-1]["run_id"]) if more else None}
     return JSONResponse(jsonable(page))
-
-
-def _rows_within(table: pa.Table, limit: int, budget: int) -> int:
-    """How many of the first ``limit`` rows fit in ``budget`` bytes of Arrow data (at least one, when any)."""
-    lo, hi = min(1, limit), limit
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if table.slice(0, mid).nbytes <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 @router.get("/runs/{run_id}", operation_id="get_run", response_model=RunRecord,
