@@ -212,12 +212,14 @@ class BodyReader:
         """
         self._take(lambda: self.splitter.feed(data))
 
-    def close(self) -> None:
-        """Read what the end of the body completes.
+    def finish(self, data: bytes = b"") -> None:
+        """Read the last part of the body, ``data``, and what the end of the body completes.
 
         Raises:
-            BadRequest: the body is empty, or ends before its array does.
+            BadRequest: the body is not a JSON array or object, is empty, or ends before its array does.
+            BatchTooLarge: the body holds more than ``max_records`` records.
         """
+        self.feed(data)
         self._take(self.splitter.close)
 
     def _take(self, pieces: Callable[[], Iterator[Any]]) -> None:

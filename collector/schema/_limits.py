@@ -53,6 +53,8 @@ _NOT_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u20
 def limits_of(info: ValidationInfo | None) -> RecordLimits:
     """The limits in the validation context, or :data:`DEFAULT_LIMITS`."""
     context = info.context if info is not None else None
+    if not context:
+        return DEFAULT_LIMITS
     found = context.get("limits") if isinstance(context, dict) else None
     return found if isinstance(found, RecordLimits) else DEFAULT_LIMITS
 

@@ -74,8 +74,7 @@ async def _read_upload(request: Request, upload: Upload) -> None:
             if size >= _FEED_BYTES:
                 await run_in_threadpool(reader.feed, b"".join(pending))
                 pending, size = [], 0
-        await run_in_threadpool(reader.feed, b"".join(pending))
-        await run_in_threadpool(reader.close)
+        await run_in_threadpool(reader.finish, b"".join(pending))
         return
     if media == MULTIPART:
         try:
