@@ -378,3 +378,22 @@ def test_serving_beyond_this_machine_with_open_reads_warns(tmp_path: Path, reads
     text = log.read_text()
     assert ("ANYONE who can reach this address can read" in text) is (not reads_need_key), text
     assert (tmp_path / "kb.duckdb").stat().st_mode & 0o777 == 0o600
+
+
+def test_train_can_leave_uploaded_sources_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`metaml train --exclude-source 'upload*'` (or METAML_EXCLUDE_SOURCES, comma-separated) never learns from
+    uploaded runs: on a knowledge base holding only uploads there is nothing left to train on."""
+    from service.cli import main
+
+    kb = tmp_path / "kb.duckdb"
+    lines = [record(7000 + i, provenance__source=src) for i, src in enumerate(["upload:alice", "upload"] * 3)]
+    (tmp_path / "runs.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    assert main(["ingest", str(tmp_path / "runs.jsonl"), "--kb", str(kb), "--no-enrich"]) == 0
+    capsys.readouterr()
+    args = ["train", "--kb", str(kb), "--no-mlflow", "--out", str(tmp_path / "model")]
+    assert main([*args, "--exclude-source", "upload*"]) == 1
+    assert "holds no runs" in capsys.readouterr().err
+    monkeypatch.setenv("METAML_EXCLUDE_SOURCES", "upload:alice, upload")
+    assert main(args) == 1
+    assert "holds no runs" in capsys.readouterr().err
