@@ -4,8 +4,10 @@
 #   (first time: docker run ... metaml quickstart --from /data --no-serve, then the default command serves)
 FROM python:3.11-slim
 
+# The container listens on 0.0.0.0, so every operation needs a key (reads included); create one with
+#   docker run ... metaml keys create --name NAME --scope read
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    METAML_KB=/app/metaml-data/kb.duckdb METAML_PUBLIC_DATA=/data
+    METAML_KB=/app/metaml-data/kb.duckdb METAML_PUBLIC_DATA=/data METAML_READ_REQUIRES_KEY=true
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -159,8 +159,8 @@ class MlflowServer:
 def mlflow_body(model: Any, answer: dict[str, Any], configs: list[dict[str, Any]]) -> bytes:
     """The featurized rows of the same candidates, for the served outcome model (``dataframe_split``)."""
     from collector.schema import DatasetMeta
-    from metaml._candidates import candidate_rows, task_row
     from metaml._tracking import served_outcome_frame
+    from metaml.serving import candidate_rows, task_row
 
     meta = DatasetMeta.model_validate({k: v for k, v in answer["task"]["meta"].items() if v is not None})
     rows = candidate_rows(task_row({"primary_metric": "accuracy"}, {"name": answer["task"]["dataset"]},

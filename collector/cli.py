@@ -216,17 +216,20 @@ def kb_stats(kb_path: Path, as_json: bool) -> None:
 @click.option("--max-rows", default=1000, show_default=True, type=click.IntRange(1))
 @click.option("--timeout", "timeout_s", default=60.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds before the query is interrupted.")
-def kb_sql(query: str, kb_path: Path, fmt: str, max_rows: int, timeout_s: float) -> None:
+@click.option("--memory-limit", "memory_mb", default=2048, show_default=True, type=click.IntRange(16),
+              help="Memory (MB) the query may use; a query needing more is refused.")
+def kb_sql(query: str, kb_path: Path, fmt: str, max_rows: int, timeout_s: float, memory_mb: int) -> None:
     """Run one read-only SQL query (DuckDB dialect) on the knowledge base.
 
     Tables: runs (one row per run, flat columns: `metaml kb schema --format columns`), datasets (meta-features per
     dataset), models (features per model). Statements that write, attach, install or load extensions, copy, or
-    read any file are refused.
+    read any file are refused, as are the functions that show files and settings or run SQL given as text.
 
     Example: metaml kb sql "SELECT method_name, count(*), avg(outcome_score) FROM runs GROUP BY 1"
     """
     try:
-        result = KnowledgeBase(kb_path).sql(query, max_rows=max_rows, timeout_s=timeout_s)
+        result = KnowledgeBase(kb_path).sql(query, max_rows=max_rows, timeout_s=timeout_s, memory_limit_mb=memory_mb,
+                                            max_bytes=None)
     except CollectorError as e:
         raise fail(str(e)) from e
     df = result.table.to_pandas()

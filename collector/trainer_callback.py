@@ -51,7 +51,7 @@ What the record holds:
 * ``hardware``: the accelerator (``torch.cuda.get_device_name`` or ``cpu``) and how many were used, the CPU, the
   machine's memory, software versions (``pytorch``, ``transformers``, ``peft``, ``accelerate``, ``python``).
 * ``provenance``: source ``trainer_callback``, locator = ``output_dir``, the uploader given (the server replaces it
-  with its API key's name).
+  with its API key's name, and the source with ``upload:<key name>`` unless the key is an admin key).
 
 Sinks: ``client=`` posts the record (:meth:`Client.upload_runs`, the key needs the ``write`` scope); ``kb=`` validates
 and appends it to a local DuckDB knowledge base through the collector's ingestion pipeline. The record is always

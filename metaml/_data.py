@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from collector.schema import source_matches
 from collector.store import KnowledgeBase
 
 #: Columns of the runs table the meta-learner reads.
@@ -44,10 +45,23 @@ BOUNDED_SCALES = ("unit", "signed_unit")
 ACCURACY_LIKE = ("accuracy", "balanced_accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted")
 
 
-def load_runs(kb: KnowledgeBase, *, sources: Sequence[str] | None = None) -> pd.DataFrame:
-    """The runs the meta-learner reads, as a DataFrame (one row per run)."""
+def load_runs(kb: KnowledgeBase, *, sources: Sequence[str] | None = None,
+              exclude_sources: Sequence[str] | None = None) -> pd.DataFrame:
+    """The runs the meta-learner reads, as a DataFrame (one row per run).
+
+    Args:
+        kb: the knowledge base.
+        sources: only the runs of these sources.
+        exclude_sources: leave out the runs of these sources; a pattern ending in ``*`` leaves out every source it
+            begins (``upload*``: every run uploaded over HTTP, ``upload:<holder>``), see
+            :func:`collector.schema.source_matches`.
+    """
     filters = {"provenance_source": list(sources)} if sources else None
-    return kb.scan(list(LEARN_COLUMNS), filters=filters).to_pandas()
+    runs = kb.scan(list(LEARN_COLUMNS), filters=filters).to_pandas()
+    if exclude_sources:
+        dropped = runs["provenance_source"].map(lambda s: source_matches(str(s), exclude_sources)).astype(bool)
+        runs = runs.loc[~dropped].reset_index(drop=True)
+    return runs
 
 
 def regime(df: pd.DataFrame) -> pd.Series:

@@ -51,15 +51,17 @@ class TrainResult:
 
 
 def train_and_register(kb_path: str | Path, *, tracking_uri: str | None, sources: Sequence[str] = (),
-                       rank_mode: str = "relative", evaluation: Mapping[str, Any] | None = None,
-                       evaluation_protocol: str | None = None, out_dir: str | Path = DEFAULT_ARTIFACT_DIR,
-                       model: MetaModel | None = None) -> TrainResult:
+                       exclude_sources: Sequence[str] = (), rank_mode: str = "relative",
+                       evaluation: Mapping[str, Any] | None = None, evaluation_protocol: str | None = None,
+                       out_dir: str | Path = DEFAULT_ARTIFACT_DIR, model: MetaModel | None = None) -> TrainResult:
     """Fit a meta-model on the knowledge base, save its artifact, and register it as a new version.
 
     Args:
         kb_path: the knowledge base.
         tracking_uri: the MLflow registry to log and register to; None only writes the artifact.
         sources: learn only from runs of these sources (default: all).
+        exclude_sources: never learn from runs of these sources (``upload*``: every uploaded source; see
+            :func:`metaml.load_runs`).
         rank_mode: the outcome model's ranking view (relative, absolute, lambdarank); ignored with ``model``.
         evaluation: evaluation metrics stored with the model (e.g. the ``metaml`` row of an evaluation summary).
         evaluation_protocol: the protocol they were measured with.
@@ -76,7 +78,7 @@ def train_and_register(kb_path: str | Path, *, tracking_uri: str | None, sources
         TrackingError: the registry refused or failed.
     """
     kb = KnowledgeBase(kb_path)
-    runs = load_runs(kb, sources=list(sources) or None)
+    runs = load_runs(kb, sources=list(sources) or None, exclude_sources=list(exclude_sources) or None)
     if runs.empty:
         raise MetamlError(f"the knowledge base {kb_path} holds no runs"
                           f"{' from ' + ', '.join(sources) if sources else ''}; ingest some first")

@@ -95,6 +95,11 @@ def evaluate_cmd(protocol: str, kb_path: Path, max_folds: int, rank_modes: tuple
 @click.command("train")
 @kb_option
 @click.option("--source", "sources", multiple=True, help="Only runs from this source (repeatable).")
+@click.option("--exclude-source", "exclude_sources", multiple=True, envvar="METAML_EXCLUDE_SOURCES",
+              show_envvar=True, callback=lambda ctx, param, value: tuple(
+                  p.strip() for v in value for p in v.split(",") if p.strip()),
+              help="Never learn from runs of this source (repeatable, or comma-separated); 'upload*' leaves out every "
+                   "run uploaded over HTTP (sources upload:<key holder>).")
 @click.option("--rank-mode", type=click.Choice(["relative", "absolute", "lambdarank"]), default="relative",
               show_default=True)
 @click.option("--evaluation", "evaluation_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -108,8 +113,9 @@ def evaluate_cmd(protocol: str, kb_path: Path, max_folds: int, rank_modes: tuple
                    "sqlite:///metaml-data/mlflow.db).")
 @click.option("--no-mlflow", is_flag=True, help="Only write the artifact; do not log or register it.")
 @json_option
-def train_cmd(kb_path: Path, sources: tuple[str, ...], rank_mode: str, evaluation_file: Path | None, out_dir: Path,
-              tracking_uri: str | None, no_mlflow: bool, as_json: bool) -> None:
+def train_cmd(kb_path: Path, sources: tuple[str, ...], exclude_sources: tuple[str, ...], rank_mode: str,
+              evaluation_file: Path | None, out_dir: Path, tracking_uri: str | None, no_mlflow: bool,
+              as_json: bool) -> None:
     """Train the meta-learner (outcome with calibrated intervals, cost, failure) on the whole knowledge base, save it
     as one versioned artifact, and register it in MLflow as a new model version."""
     from metaml._tracking import DEFAULT_TRACKING_URI
@@ -120,7 +126,8 @@ def train_cmd(kb_path: Path, sources: tuple[str, ...], rank_mode: str, evaluatio
     try:
         result = train_and_register(
             kb_path, tracking_uri=None if no_mlflow else tracking_uri or DEFAULT_TRACKING_URI, sources=sources,
-            rank_mode=rank_mode, evaluation=evaluation.get("summary", {}).get("metaml", evaluation.get("summary", {})),
+            exclude_sources=exclude_sources, rank_mode=rank_mode,
+            evaluation=evaluation.get("summary", {}).get("metaml", evaluation.get("summary", {})),
             evaluation_protocol=evaluation.get("protocol"), out_dir=out_dir)
     except (CollectorError, MetamlError) as e:
         raise fail(str(e)) from e

@@ -79,11 +79,12 @@ class UploadResult:
     rejected: int
     uploader: str
     records: list[RecordStatus]
+    source: str | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> UploadResult:
         return cls(total=d["total"], accepted=d["accepted"], duplicates=d["duplicates"], rejected=d["rejected"],
-                   uploader=d["uploader"], records=[RecordStatus(**r) for r in d["records"]])
+                   uploader=d["uploader"], records=[RecordStatus(**r) for r in d["records"]], source=d.get("source"))
 
 
 @dataclass

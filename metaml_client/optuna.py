@@ -95,7 +95,8 @@ def report_back(client: Client, trial: optuna.Trial | optuna.trial.FrozenTrial, 
                 provenance: Mapping[str, Any] | None = None) -> UploadResult:
     """Post a finished trial to ``/v1/runs`` as a run record: ``config``'s parts, ``score`` (normalized) and
     ``runtime_s``, on ``dataset`` (default: the one :class:`SkipUnpromising` recorded on the trial), with
-    provenance source ``optuna`` and the study and trial number as locator. Needs the ``write`` scope."""
+    provenance source ``optuna`` (which the server keeps for an admin key and replaces with ``upload:<key name>``
+    otherwise) and the study and trial number as locator. Needs the ``write`` scope."""
     if dataset is None:
         dataset = trial.user_attrs.get(DATASET_ATTR)
     if dataset is None:

@@ -302,7 +302,8 @@ def _locator(trial: Any) -> str:
 class ReportBack(Callback):
     """Post each completed trial to ``/v1/runs`` as a run record, from the driver: the configuration its ``config``
     stands for in ``space``, its last ``metric`` as the score, ``runtime_key`` (else Tune's ``time_total_s``) as the
-    runtime, on ``dataset``, with provenance source ``ray_tune`` and locator ``<experiment>/<trial id>``. Skipped
+    runtime, on ``dataset``, with provenance source ``ray_tune`` (kept for an admin key, else the server's
+    ``upload:<key name>``) and locator ``<experiment>/<trial id>``. Skipped
     trials are not posted; errored ones are, as ``failed`` runs, with ``report_errors``. Needs the ``write`` scope.
 
     An upload that fails is logged and kept in :attr:`errors` (trial id -> message) and the experiment goes on;

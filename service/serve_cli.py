@@ -7,12 +7,31 @@ environment, so ``--workers`` and ``--reload`` processes see them too.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
 import click
 
 from service.settings import get_settings
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def open_reads_warning(host: str) -> str:
+    """What `serve` says when it listens beyond this machine with reads open to anyone."""
+    line = "=" * 100
+    return (f"{line}\nWARNING: serving on {host} with METAML_READ_REQUIRES_KEY=false: ANYONE who can reach this "
+            "address can read\nevery run, the statistics and the predictions without a key. Set "
+            "METAML_READ_REQUIRES_KEY=true\n(and give readers `read` keys), or listen on 127.0.0.1 only.\n" + line)
 
 
 @click.command("serve")
@@ -31,7 +50,8 @@ def serve(host: str | None, port: int | None, kb_path: Path | None, keys_db: Pat
           reload: bool, log_level: str) -> None:
     """Serve the HTTP API (/v1/runs, /v1/datasets/describe, /v1/sql, /v1/stats, /healthz, /readyz, /metrics).
 
-    Manage its keys with `metaml keys`; the API is described at /docs and /openapi.json.
+    Manage its keys with `metaml keys`; the API is described at /docs and /openapi.json. Listening beyond this
+    machine (e.g. --host 0.0.0.0) while reads need no key (METAML_READ_REQUIRES_KEY=false) prints a warning.
     """
     import uvicorn
 
@@ -41,10 +61,13 @@ def serve(host: str | None, port: int | None, kb_path: Path | None, keys_db: Pat
         os.environ["METAML_KEYS_DB"] = str(keys_db)
     get_settings.cache_clear()
     settings = get_settings()
+    bind = host or settings.host
+    if not settings.read_requires_key and not is_loopback(bind):
+        click.secho(open_reads_warning(bind), fg="red", bold=True, err=True)
     uvicorn.run(
         "service.api.main:create_app",
         factory=True,
-        host=host or settings.host,
+        host=bind,
         port=settings.port if port is None else port,
         workers=None if reload else workers,
         reload=reload,

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from collector.schema import DEFAULT_LIMITS, RecordLimits
+from collector.store import DEFAULT_SQL_MEMORY_MB
 
 
 class Settings(BaseSettings):
@@ -26,10 +30,54 @@ class Settings(BaseSettings):
     kb: Path = Field(Path("metaml-data/kb.duckdb"), description="The knowledge base (DuckDB file).")
     keys_db: Path | None = Field(None, description="SQLite file of API keys; default: keys.db beside the kb.")
     read_requires_key: bool = Field(False, description="Reads (runs, stats, describe) need a key with `read` scope.")
-    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above).")
-    max_batch_records: int = Field(10_000, ge=1, description="Most records one upload may hold (422 above).")
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Largest body of an upload (runs, dataset files), which is read as it "
+        "arrives (413 above)."
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest body of every other operation (predict, recommend, decide, "
+        "SQL...), which is parsed whole (413 above; never above max_request_bytes)."
+    )
+    max_batch_records: int = Field(
+        10_000, ge=1, description="Most records one upload may hold (422 as soon as reading passes it)."
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a request body may pause between two of its parts (408 and the connection "
+        "closed after)."
+    )
+    max_record_bytes: int = Field(
+        DEFAULT_LIMITS.max_record_bytes, ge=1, description="JSON text of one uploaded record; a longer record is "
+        "rejected without being parsed."
+    )
+    max_record_depth: int = Field(
+        DEFAULT_LIMITS.max_depth, ge=4, le=200, description="Nesting levels of objects and arrays in one record "
+        "(the record itself is level 1); a deeper record is rejected without being parsed."
+    )
+    max_name_chars: int = Field(
+        DEFAULT_LIMITS.max_name_chars, ge=1, description="Characters of a name in a record (dataset, model, method, "
+        "metric, source...)."
+    )
+    max_text_chars: int = Field(
+        DEFAULT_LIMITS.max_text_chars, ge=1, description="Characters of free text in a record (error message, URI, "
+        "locator)."
+    )
+    max_config_bytes: int = Field(
+        DEFAULT_LIMITS.max_json_field_bytes, ge=1, description="JSON text of a record's `method.config` and "
+        "`hparams.extra`, each."
+    )
     sql_max_rows: int = Field(10_000, ge=1, description="Rows a SQL answer holds at most (then truncated).")
     sql_timeout_s: float = Field(30.0, gt=0, description="Seconds a SQL query may run before it is interrupted.")
+    sql_memory_mb: int = Field(
+        DEFAULT_SQL_MEMORY_MB, ge=16, description="Memory (MB) one SQL query may use; a query needing more is refused."
+    )
+    max_answer_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Size of a SQL answer's data and of a page of runs at most (a SQL "
+        "answer is cut and marked truncated; a page of runs ends early, with a cursor to the rest)."
+    )
+    exclude_sources: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Sources whose runs the prediction endpoints leave out of their supporting runs and "
+        "knowledge-base statistics (comma-separated; `upload*` is every uploaded source)."
+    )
     kb_lock_timeout_s: float = Field(
         30.0, gt=0, description="Seconds a request waits for the knowledge base's lock before answering 503."
     )
@@ -59,11 +107,23 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
+    @field_validator("exclude_sources", mode="before")
+    @classmethod
+    def _split_sources(cls, v: object) -> object:
+        return tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
+
     @model_validator(mode="after")
     def _default_keys_db(self) -> Settings:
         if self.keys_db is None:
             object.__setattr__(self, "keys_db", self.kb.parent / "keys.db")
         return self
+
+    @property
+    def record_limits(self) -> RecordLimits:
+        """The limits every uploaded record is held to."""
+        return RecordLimits(max_record_bytes=self.max_record_bytes, max_depth=self.max_record_depth,
+                            max_name_chars=self.max_name_chars, max_text_chars=self.max_text_chars,
+                            max_json_field_bytes=self.max_config_bytes)
 
     @property
     def keys_path(self) -> Path:

@@ -1,25 +1,30 @@
-"""Uploads: turn a request body or an uploaded file into items, then validate, store and account for each one.
+"""Uploads: read a request body or an uploaded file record by record, validate each as it is read, store the valid,
+new ones in one transaction, and account for every item.
 
-Reading uses the collector's formats (``collector.formats``) for files, and parses JSON arrays and NDJSON bodies
-directly into the same items (``RawRecord`` / ``Rejected``). Validation is the collector's
-(:func:`collector.ingest.validate`); storing is one transaction for the whole upload
-(shared with the uploads that arrive at the same moment, see :mod:`service.writer`), committed before the caller
-answers. Every item gets one status, in input order:
+Reading never holds more than one record's text at a time: JSON arrays and NDJSON bodies go through the collector's
+streaming splitters (``collector.formats``) as the body arrives, files through the formats ``metaml ingest`` uses.
+Each record is validated on its own (:func:`collector.ingest.validate`, with the server's
+:class:`~collector.schema.RecordLimits`) as soon as it is read, and only its row is kept; the upload is refused as
+soon as it passes ``max_records`` items. Storing is one transaction for the whole upload (shared with the uploads
+that arrive at the same moment, see :mod:`service.writer`), committed before the caller answers. Every item gets
+one status, in input order:
 
 * ``accepted`` — stored by this upload;
 * ``duplicate`` — its run is already in the knowledge base, or earlier in the same upload;
 * ``rejected`` — not a valid record (with the field and the reason).
 
-The service sets ``provenance.uploader`` (the API key's name) and ``provenance.ingested_at`` itself, whatever the
-record says; ``provenance.source`` defaults to ``upload`` for bodies and to the format's source for files.
+Provenance is the server's to say: ``provenance.uploader`` is the API key's holder and ``provenance.ingested_at``
+the time of the upload, whatever the record says. ``provenance.source`` is ``upload:<holder>``
+(:func:`collector.schema.upload_source`) for every record a non-admin key uploads, so that no upload can pass for a
+curated source (``opda``, ``taskweb``...); an admin key's records keep the source they name (a file's records the
+source of the format that read it), and default to ``upload:<holder>``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,25 +32,27 @@ from typing import Any, BinaryIO, Literal
 
 import pyarrow as pa
 
-from collector.errors import CollectorError
-from collector.formats import RawRecord, Rejected, get_format, plan_inputs
+from collector.errors import CollectorError, FormatError
+from collector.formats import (
+    JsonArraySplitter,
+    LineSplitter,
+    RawRecord,
+    Rejected,
+    get_format,
+    parse_piece,
+    plan_inputs,
+)
 from collector.ingest import Reject, validate
-from collector.schema import RowBuffer, RunRecord
+from collector.schema import RecordLimits, RowBuffer, RunRecord, upload_source
 from collector.store import KnowledgeBase
 from service.errors import BadRequest, BatchTooLarge
 
 Status = Literal["accepted", "duplicate", "rejected"]
 
-#: ``provenance.source`` of records uploaded as a JSON or NDJSON body that do not name one.
-UPLOAD_SOURCE = "upload"
-
-
-@dataclass
-class SourcedItem:
-    """An item read from an upload, with the ``provenance.source`` it gets when it names none."""
-
-    item: RawRecord | Rejected
-    source: str
+#: Validated rows are turned into Arrow (compact) every this many records.
+_ROWS_PER_TABLE = 1000
+#: Formats that read records in their own JSON shape, and take the server's record limits.
+_JSON_FORMATS = ("jsonl", "json")
 
 
 @dataclass
@@ -66,53 +73,162 @@ class UploadResult:
     """Statuses of every item of one upload, in input order, and their totals."""
 
     records: list[RecordStatus] = field(default_factory=list)
+    source: str | None = None
 
     def count(self, status: Status) -> int:
         return sum(1 for r in self.records if r.status == status)
 
 
+Append = Callable[[pa.Table], Collection[str]]
+
+
+def direct_append(kb: KnowledgeBase) -> Append:
+    """An ``append`` for :meth:`Upload.store` that writes straight to ``kb`` (one transaction per call)."""
+    return lambda table: set(kb.append(table).inserted)
+
+
+class Upload:
+    """The items of one upload, validated one by one as they are read.
+
+    Args:
+        holder: the API key's holder (``provenance.uploader``, and the ``upload:<holder>`` source).
+        admin: whether the key is an admin key (its records may name any source).
+        limits: what each record is held to.
+        max_records: most items the upload may hold.
+    """
+
+    def __init__(self, *, holder: str, admin: bool, limits: RecordLimits, max_records: int) -> None:
+        self.holder = holder
+        self.admin = admin
+        self.limits = limits
+        self.max_records = max_records
+        self.source = upload_source(holder)
+        self.now = datetime.now(UTC)
+        self.result = UploadResult(source=self.source)
+        self._rows = RowBuffer()
+        self._tables: list[pa.Table] = []
+        self._first_seen: dict[str, int] = {}
+
+    def add(self, item: RawRecord | Rejected, source: str | None = None) -> None:
+        """Validate ``item`` and record its status (its row kept when it is valid and new to this upload).
+
+        Args:
+            item: what was read.
+            source: the source an admin key's record gets when it names none (default ``upload:<holder>``).
+
+        Raises:
+            BatchTooLarge: this item passes ``max_records``.
+        """
+        index = len(self.result.records)
+        if index >= self.max_records:
+            raise BatchTooLarge(f"the upload holds more than {self.max_records:,} records, the most one request may "
+                                "hold: split it", details={"max_batch_records": self.max_records})
+        statuses = self.result.records
+        if isinstance(item, Rejected):
+            statuses.append(RecordStatus(index, item.locator, "rejected", uri=item.uri, field=item.field,
+                                         reason=item.reason))
+            return
+        default = (source or self.source) if self.admin else self.source
+        outcome: RunRecord | Reject = validate(self._stamped(item), source=default, uploader=self.holder,
+                                               now=self.now, limits=self.limits)
+        if isinstance(outcome, Reject):
+            statuses.append(RecordStatus(index, item.locator, "rejected", uri=item.uri, field=outcome.field,
+                                         reason=outcome.reason))
+            return
+        run_id = outcome.run_id
+        assert run_id is not None
+        if run_id in self._first_seen:
+            statuses.append(RecordStatus(index, item.locator, "duplicate", run_id, item.uri,
+                                         reason=f"same run as record {self._first_seen[run_id]} of this upload"))
+            return
+        self._first_seen[run_id] = index
+        self._rows.append(outcome)
+        if len(self._rows) >= _ROWS_PER_TABLE:
+            self._tables.append(self._rows.to_arrow())
+            self._rows.clear()
+        statuses.append(RecordStatus(index, item.locator, "accepted", run_id, item.uri))
+
+    def _stamped(self, raw: RawRecord) -> RawRecord:
+        """``raw`` with the provenance the server vouches for (a non-object provenance is left for validation to
+        reject)."""
+        data: dict[str, Any] = dict(raw.data)
+        prov = data.get("provenance")
+        if prov is None:
+            prov = {}
+        if isinstance(prov, dict):
+            prov = {**prov, "uploader": self.holder, "ingested_at": self.now}
+            if not self.admin:
+                prov["source"] = self.source
+            data["provenance"] = prov
+        return RawRecord(data, raw.locator, raw.uri)
+
+    def store(self, append: Append) -> UploadResult:
+        """Store the valid, new records in one transaction and settle their statuses.
+
+        Args:
+            append: stores a batch of validated rows in one transaction and returns the run ids it inserted:
+                :meth:`service.writer.GroupWriter.append`, or :func:`direct_append` of a knowledge base.
+
+        Returns:
+            One status per item, in input order. When this returns, every ``accepted`` record is committed.
+
+        Raises:
+            StoreError: the write failed (and was rolled back: nothing of this upload is stored).
+            StoreBusy: the knowledge base stayed locked past its lock timeout (nothing stored).
+        """
+        if len(self._rows):
+            self._tables.append(self._rows.to_arrow())
+            self._rows.clear()
+        if self._tables:
+            table = self._tables[0] if len(self._tables) == 1 else pa.concat_tables(self._tables)
+            self._tables = []
+            inserted = append(table)
+            for status in self.result.records:
+                if status.status == "accepted" and status.run_id not in inserted:
+                    status.status = "duplicate"
+                    status.reason = "already in the knowledge base"
+        return self.result
+
+
 # ------------------------------------------------------------------------------------------------------- reading
 
 
-def items_from_json(body: bytes) -> list[SourcedItem]:
-    """Items of a JSON body: an array of records (``item <i>``) or one record.
+class BodyReader:
+    """Feeds a JSON array (``item <i>``) or NDJSON (``line <n>``) body, chunk by chunk, into an :class:`Upload`."""
 
-    Raises:
-        BadRequest: not JSON, or neither an object nor an array.
-    """
-    try:
-        value = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list):
-        raise BadRequest(f"expected a JSON array of records (or one record), got {type(value).__name__}")
-    out = []
-    for i, v in enumerate(value):
-        loc = f"item {i}"
-        item: RawRecord | Rejected = (RawRecord(v, loc) if isinstance(v, dict)
-                                      else Rejected(loc, f"expected a JSON object, got {type(v).__name__}"))
-        out.append(SourcedItem(item, UPLOAD_SOURCE))
-    return out
+    def __init__(self, upload: Upload, *, ndjson: bool) -> None:
+        limits = upload.limits
+        self.upload = upload
+        self.splitter: JsonArraySplitter | LineSplitter = (
+            LineSplitter(max_line_bytes=limits.max_record_bytes) if ndjson
+            else JsonArraySplitter(max_item_bytes=limits.max_record_bytes, max_depth=limits.max_depth))
 
+    def feed(self, data: bytes) -> None:
+        """Read the records that end in ``data``.
 
-def items_from_ndjson(body: bytes) -> list[SourcedItem]:
-    """Items of an NDJSON body: one record per line (``line <n>``); blank lines are skipped, bad lines rejected."""
-    out = []
-    for lineno, line in enumerate(body.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        loc = f"line {lineno}"
+        Raises:
+            BadRequest: the body is not a JSON array or object (a missing bracket or comma...).
+            BatchTooLarge: the body holds more than ``max_records`` records.
+        """
+        self._take(lambda: self.splitter.feed(data))
+
+    def finish(self, data: bytes = b"") -> None:
+        """Read the last part of the body, ``data``, and what the end of the body completes.
+
+        Raises:
+            BadRequest: the body is not a JSON array or object, is empty, or ends before its array does.
+            BatchTooLarge: the body holds more than ``max_records`` records.
+        """
+        self.feed(data)
+        self._take(self.splitter.close)
+
+    def _take(self, pieces: Callable[[], Iterator[Any]]) -> None:
+        depth = self.upload.limits.max_depth
         try:
-            value = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            out.append(SourcedItem(Rejected(loc, f"invalid JSON: {e}"), UPLOAD_SOURCE))
-            continue
-        item = RawRecord(value, loc) if isinstance(value, dict) else Rejected(
-            loc, f"expected a JSON object, got {type(value).__name__}")
-        out.append(SourcedItem(item, UPLOAD_SOURCE))
-    return out
+            for piece in pieces():
+                self.upload.add(parse_piece(piece, max_depth=depth))
+        except FormatError as e:
+            raise BadRequest(f"the body is not valid JSON: {e}") from None
 
 
 def safe_filename(name: str | None, default: str = "upload") -> str:
@@ -122,9 +238,8 @@ def safe_filename(name: str | None, default: str = "upload") -> str:
     return base[:200] or default
 
 
-def items_from_file(stream: BinaryIO, filename: str | None, fmt: str | None, *,
-                    max_items: int) -> list[SourcedItem]:
-    """Items of an uploaded file in any format ``metaml ingest`` reads.
+def read_file(upload: Upload, stream: BinaryIO, filename: str | None, fmt: str | None) -> None:
+    """Read an uploaded file in any format ``metaml ingest`` reads into ``upload``, record by record.
 
     The file is saved under its own (sanitized) name in a private temporary folder, so that formats that detect by
     file name (``*_tuning.results.jsonl``, ``.csv``, ``.parquet``...) recognize it; items then name the file as the
@@ -132,34 +247,34 @@ def items_from_file(stream: BinaryIO, filename: str | None, fmt: str | None, *,
 
     Raises:
         BadRequest: no format recognizes the file, or the file as a whole is unreadable (nothing is stored then).
-        BatchTooLarge: the file holds more than ``max_items`` items.
+        BatchTooLarge: the file holds more than the upload's ``max_records`` items.
     """
     name = safe_filename(filename)
+    before = len(upload.result.records)
     with tempfile.TemporaryDirectory(prefix="metaml-upload-") as tmp:
         path = Path(tmp) / name
         with open(path, "wb") as f:
             while chunk := stream.read(1 << 20):
                 f.write(chunk)
         try:
-            plan = plan_inputs(path, fmt)
-            out: list[SourcedItem] = []
-            for planned in plan:
+            for planned in plan_inputs(path, fmt):
                 if planned.fmt is None:
                     continue
-                reader = get_format(planned.fmt)
+                options = {"limits": upload.limits} if planned.fmt in _JSON_FORMATS else {}
+                reader = get_format(planned.fmt, **options)
+                if planned.fmt == "parquet" and (rows := reader.estimate(planned.path) or 0) > upload.max_records:
+                    raise BatchTooLarge(f"the file holds {rows:,} records; at most {upload.max_records:,} are "
+                                        "accepted in one request: split it",
+                                        details={"max_batch_records": upload.max_records})
                 for item in reader.read(planned.path):
                     item.uri = _public_uri(item.uri, tmp)
                     if isinstance(item, RawRecord):
                         _rewrite_uri(item, tmp)
-                    out.append(SourcedItem(item, reader.source))
-                    if len(out) > max_items:
-                        raise BatchTooLarge(f"the file holds more than {max_items:,} records, the most one upload "
-                                            "may hold; split it", details={"max_batch_records": max_items})
+                    upload.add(item, reader.source)
         except CollectorError as e:
             raise BadRequest(_public_uri(str(e), tmp) or "unreadable file") from None
-    if not out:
+    if len(upload.result.records) == before:
         raise BadRequest(f"{name}: no records found in the file")
-    return out
 
 
 def _public_uri(uri: str | None, tmp: str) -> str | None:
@@ -170,79 +285,3 @@ def _rewrite_uri(item: RawRecord, tmp: str) -> None:
     prov = item.data.get("provenance")
     if isinstance(prov, dict) and isinstance(prov.get("uri"), str) and tmp in prov["uri"]:
         item.data["provenance"] = {**prov, "uri": _public_uri(prov["uri"], tmp)}
-
-
-# ------------------------------------------------------------------------------------------------------- storing
-
-
-def _stamped(raw: RawRecord, uploader: str, now: datetime) -> RawRecord:
-    """``raw`` with the uploader and ingestion time the service vouches for (a non-object provenance is left for
-    validation to reject)."""
-    data: dict[str, Any] = dict(raw.data)
-    prov = data.get("provenance")
-    if prov is None:
-        prov = {}
-    if isinstance(prov, dict):
-        data["provenance"] = {**prov, "uploader": uploader, "ingested_at": now}
-    return RawRecord(data, raw.locator, raw.uri)
-
-
-Append = Callable[[pa.Table], Collection[str]]
-
-
-def direct_append(kb: KnowledgeBase) -> Append:
-    """An ``append`` for :func:`store_items` that writes straight to ``kb`` (one transaction per call)."""
-    return lambda table: set(kb.append(table).inserted)
-
-
-def store_items(append: Append, items: Sequence[SourcedItem], *, uploader: str) -> UploadResult:
-    """Validate every item and store the valid, new ones in one transaction.
-
-    Args:
-        append: stores a batch of validated rows in one transaction and returns the run ids it inserted:
-            :meth:`service.writer.GroupWriter.append`, or :func:`direct_append` of a knowledge base.
-        items: what was read, in input order.
-        uploader: the API key's name, recorded as ``provenance.uploader``.
-
-    Returns:
-        One status per item, in input order. When this returns, every ``accepted`` record is committed.
-
-    Raises:
-        StoreError: the write failed (and was rolled back: nothing of this upload is stored).
-        StoreBusy: the knowledge base stayed locked past its lock timeout (nothing stored).
-    """
-    now = datetime.now(UTC)
-    result = UploadResult()
-    rows = RowBuffer()
-    first_seen: dict[str, int] = {}
-    pending: list[RecordStatus] = []
-    for index, sourced in enumerate(items):
-        item = sourced.item
-        if isinstance(item, Rejected):
-            result.records.append(RecordStatus(index, item.locator, "rejected", uri=item.uri, field=item.field,
-                                               reason=item.reason))
-            continue
-        outcome: RunRecord | Reject = validate(_stamped(item, uploader, now), source=sourced.source,
-                                               uploader=uploader, now=now)
-        if isinstance(outcome, Reject):
-            result.records.append(RecordStatus(index, item.locator, "rejected", uri=item.uri, field=outcome.field,
-                                               reason=outcome.reason))
-            continue
-        run_id = outcome.run_id
-        assert run_id is not None
-        if run_id in first_seen:
-            result.records.append(RecordStatus(index, item.locator, "duplicate", run_id, item.uri,
-                                               reason=f"same run as record {first_seen[run_id]} of this upload"))
-            continue
-        first_seen[run_id] = index
-        rows.append(outcome)
-        status = RecordStatus(index, item.locator, "accepted", run_id, item.uri)
-        pending.append(status)
-        result.records.append(status)
-    if len(rows):
-        inserted = append(rows.to_arrow())
-        for status in pending:
-            if status.run_id not in inserted:
-                status.status = "duplicate"
-                status.reason = "already in the knowledge base"
-    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 from pathlib import Path
@@ -26,6 +27,13 @@ def _ids(kb: KnowledgeBase) -> set[str]:
     return set(kb.scan(["run_id"]).column(0).to_pylist())
 
 
+def _nested(levels: int) -> list:
+    value: list = [1]
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
 def _ingest_json(kb: KnowledgeBase, path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict]:
     capsys.readouterr()
     code = main(["ingest", str(path), "--kb", str(kb.path), "--json", *extra])
@@ -45,6 +53,22 @@ def _ingest_json(kb: KnowledgeBase, path: Path, capsys: pytest.CaptureFixture[st
     ({"outcome__score": None}, None, "score is required"),
     ({"provenance__source": "Not A Source!"}, "provenance.source", "pattern"),
     ({"surprise": 1}, "surprise", "Extra inputs are not permitted"),
+    ({"hparams__seed": 2**64}, "hparams.seed", "less than or equal to 9223372036854775807"),
+    ({"hparams__max_steps": 2**63}, "hparams.max_steps", "less than or equal to 9223372036854775807"),
+    ({"hparams__batch_size": 2**63}, "hparams.batch_size", "less than or equal to 9223372036854775807"),
+    ({"hparams__warmup_steps": 2**70}, "hparams.warmup_steps", "less than or equal to 9223372036854775807"),
+    ({"hparams__max_seq_length": 10**30}, "hparams.max_seq_length", "less than or equal to 9223372036854775807"),
+    ({"dataset__data_seed": -(2**64)}, "dataset.data_seed", "greater than or equal to -9223372036854775808"),
+    ({"hparams__learning_rate": 10**400}, "hparams.learning_rate", "valid number"),
+    ({"dataset__name": "glue/sst2\x00"}, "dataset.name", "control character U+0000"),
+    ({"model__id": "roberta\u202e-base"}, "model.id", "control character U+202E"),
+    ({"method__target_modules": ["query", "val\u2066ue"]}, "method.target_modules.1", "control character U+2066"),
+    ({"model__id": "m" * 300}, "model.id", "longer than the limit of 256"),
+    ({"outcome__error_message": "x" * 20_000}, "outcome.error_message", "longer than the limit of 16,384"),
+    ({"method__config": {"blob": "x" * 70_000}}, "method.config", "more than the limit of 65,536"),
+    ({"method__config": {"template": "*cls**sent_0*\x00"}}, "method.config", "control character U+0000"),
+    ({"hparams__extra": {"a": _nested(31)}}, "hparams.extra", "nested more than 32 levels deep"),
+    ({"provenance__source": "upload:"}, "provenance.source", "pattern"),
 ])
 def test_invalid_records_are_rejected_with_field_and_reason(
     populated: KnowledgeBase, tmp_path: Path, capsys: pytest.CaptureFixture[str], override: dict, field: str | None,
@@ -168,3 +192,76 @@ def test_missing_path_and_unknown_file_kind_are_errors(populated: KnowledgeBase,
     (tmp_path / "notes.xyz").write_text("hello")
     code, summary = _ingest_json(populated, tmp_path / "notes.xyz", capsys)
     assert code == 1 and "no known format" in summary["inputs"][0]["error"]
+
+
+def _no_traceback(capsys_err: str) -> None:
+    assert "Traceback" not in capsys_err and "Error:" not in capsys_err.replace("error: ", "")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_an_integer_past_64_bits_costs_only_its_record(populated: KnowledgeBase, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str], suffix: str) -> None:
+    """A seed of 2^64 beside ten good records: the ten are stored, the one is rejected naming hparams.seed, exit 2
+    and no traceback (it used to overflow while storing and lose the whole file)."""
+    good = [record(i) for i in range(500, 510)]
+    bad = {"task": {"primary_metric": "accuracy"}, "dataset": {"name": "glue/sst2"}, "model": {"id": "roberta-base"},
+           "method": {"name": "full"}, "hparams": {"learning_rate": 2e-5, "seed": 18446744073709551616},
+           "outcome": {"score": 0.9}}
+    path = tmp_path / f"overflow{suffix}"
+    items = [*good[:5], bad, *good[5:]]
+    path.write_text("\n".join(json.dumps(r) for r in items) if suffix == ".jsonl" else json.dumps(items))
+    code, summary = _ingest_json(populated, path, capsys)
+    assert code == 2 and summary["ingested"] == 10 and summary["rejected"] == 1
+    (rej,) = summary["inputs"][0]["rejects"]
+    assert rej["field"] == "hparams.seed" and rej["locator"] in ("line 6", "item 5")
+    _no_traceback(capsys.readouterr().err)
+
+
+def _deep_config_record(i: int, levels: int) -> str:
+    text = json.dumps(record(i))
+    return text.replace('"method": {', '"method": {"config": ' + '{"a": ' * levels + "1" + "}" * levels + ", ", 1)
+
+
+@pytest.mark.parametrize("levels", [40, 50_000])
+def test_deep_nesting_costs_only_its_record(populated: KnowledgeBase, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str], levels: int) -> None:
+    """Records nested 40 or 50,000 levels deep inside method.config, in JSON Lines, a JSON array and a canonical
+    CSV (at most 5,000 levels there), are each rejected naming the depth limit (and method.config); their
+    neighbours are stored; exit 2 and no traceback (50,000 levels used to raise RecursionError)."""
+    deep = _deep_config_record(600, levels)
+    (tmp_path / "deep.jsonl").write_text("\n".join([json.dumps(record(601)), deep, json.dumps(record(602))]))
+    (tmp_path / "deep.json").write_text("[" + ",".join([json.dumps(record(603)), deep, json.dumps(record(604))]) + "]")
+    for name, locator, stored in [("deep.jsonl", "line 2", 2), ("deep.json", "item 1", 2)]:
+        code, summary = _ingest_json(populated, tmp_path / name, capsys)
+        assert code == 2 and summary["ingested"] == stored, name
+        (rej,) = summary["inputs"][0]["rejects"]
+        assert (rej["locator"], rej["field"]) == (locator, "method.config"), name
+        assert "nested more than 32 levels deep" in rej["reason"]
+    populated.export(tmp_path / "all.csv", fmt="csv")
+    with open(tmp_path / "all.csv", newline="") as f:
+        header, first, *_ = list(csv.reader(f))
+    in_cell = min(levels, 5_000)  # a CSV field holds at most 128 KiB; 5,000 levels is past the parser's recursion
+    first[header.index("method_config")] = '{"a": ' * in_cell + "1" + "}" * in_cell
+    with open(tmp_path / "deep.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header, first])
+    fresh = KnowledgeBase(tmp_path / "fresh.duckdb")
+    code, summary = _ingest_json(fresh, tmp_path / "deep.csv", capsys)
+    assert code == 2 and summary["rejected"] == 1
+    assert "nested more than 32 levels deep" in summary["inputs"][0]["rejects"][0]["reason"]
+    _no_traceback(capsys.readouterr().err)
+
+
+def test_a_document_nested_100000_levels_is_one_rejected_record(populated: KnowledgeBase, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A JSON document of 100,000 nested arrays is read without recursion: its one item is rejected for its depth
+    (exit 2), nothing is stored; the same cut short is an unreadable file (exit 1)."""
+    before = _ids(populated)
+    path = tmp_path / "arrays.json"
+    path.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    code, summary = _ingest_json(populated, path, capsys)
+    assert code == 2 and summary["rejected"] == 1 and _ids(populated) == before
+    assert "nested more than 32 levels deep" in summary["inputs"][0]["rejects"][0]["reason"]
+    path.write_bytes(b"[" * 100_000)
+    code, summary = _ingest_json(populated, path, capsys)
+    assert code == 1 and "truncated" in summary["inputs"][0]["error"]
+    _no_traceback(capsys.readouterr().err)

@@ -89,7 +89,7 @@ def test_upload_json_array_gives_a_status_per_record(client: httpx.Client, keys:
     assert "method" in body["records"][5]["reason"]
     run = client.get(f"/v1/runs/{body['records'][0]['run_id']}").json()
     assert run["provenance"]["uploader"] == "writer"
-    assert run["provenance"]["source"] == "upload"
+    assert run["provenance"]["source"] == "upload:writer"
     stored = KnowledgeBase(server.kb).existing_ids([x["run_id"] for x in body["records"][:2]])
     assert len(stored) == 2
 
@@ -137,16 +137,17 @@ def test_upload_canonical_csv_file(client: httpx.Client, keys: dict[str, str]) -
     assert body["records"][0]["uri"] == "my_results.csv"
     run = client.get(f"/v1/runs/{body['records'][0]['run_id']}").json()
     assert run["dataset"]["name"] == "glue/sst2" and run["model"]["id"] == "roberta-base"
-    assert run["provenance"]["source"] == "csv" and run["provenance"]["uri"] == "my_results.csv"
+    assert run["provenance"]["source"] == "upload:writer" and run["provenance"]["uri"] == "my_results.csv"
     assert run["outcome"]["curve"] == [{"epoch": 1.0, "metric": "accuracy", "value": 0.9}]
 
 
 def test_upload_real_opda_file(client: httpx.Client, keys: dict[str, str], public_data: Path) -> None:
-    """The real OPDA DeBERTa results file, uploaded as multipart, is detected by its name and all 1,024 runs are
-    accepted with source opda; uploading it again answers 1,024 duplicates."""
+    """The real OPDA DeBERTa results file, uploaded as multipart with an admin key, is detected by its name and all
+    1,024 runs are accepted with source opda (an admin key's upload keeps the format's source); uploading it again
+    with a write key answers 1,024 duplicates."""
     path = public_data / "metadatasets" / "opda_deberta" / "deberta-base_tuning.results.jsonl"
     with open(path, "rb") as f:
-        r = client.post("/v1/runs", files={"file": (path.name, f)}, headers=_auth(keys["writer"]))
+        r = client.post("/v1/runs", files={"file": (path.name, f)}, headers=_auth(keys["root"]))
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["total"], body["accepted"], body["rejected"]) == (1024, 1024, 0)
@@ -335,7 +336,7 @@ def test_stats(client: httpx.Client, keys: dict[str, str]) -> None:
     """/v1/stats counts runs by source, method and status, and does not reveal the server's file path."""
     _upload(client, keys["writer"], [record(900)])
     stats = client.get("/v1/stats").json()
-    assert stats["runs"] >= 1 and stats["by_source"]["upload"] >= 1 and "path" not in stats
+    assert stats["runs"] >= 1 and stats["by_source"]["upload:writer"] >= 1 and "path" not in stats
     assert sum(stats["by_status"].values()) == stats["runs"]
 
 

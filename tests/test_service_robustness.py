@@ -1,12 +1,16 @@
 """Concurrency and crash safety of uploads over real HTTP against a real DuckDB file: overlapping uploads from
-several client processes to two server processes sharing one knowledge base, and a server SIGKILLed mid-stream."""
+several client processes to two server processes sharing one knowledge base, a server SIGKILLed mid-stream, and
+sixteen uploaders mixing good and bad records."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 import random
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -156,3 +160,109 @@ def test_group_writer_credits_each_run_to_one_upload(tmp_path: Path) -> None:
         assert writer.append(table(range(600, 602))) and kb.count() == len(distinct) + 2
     finally:
         writer.close()
+
+
+def _bad_records(rng: random.Random, ndjson: bool) -> tuple[str, str]:
+    """One bad record as JSON text, and what its rejection must mention."""
+    i = rng.randrange(10**9)
+    deep = json.dumps(record(i)).replace('"method": {', '"method": {"config": ' + '{"a": ' * 3000 + "1" + "}" * 3000
+                                         + ", ", 1)
+    kinds = [
+        (json.dumps(record(i, hparams__seed=2**64)), "9223372036854775807"),
+        (json.dumps(record(i, dataset__name="glue/sst2\x00")), "U+0000"),
+        (json.dumps(record(i, model__id="roberta\u202e-base")), "U+202E"),
+        (json.dumps(record(i, method__config={"a": _nested(40)})), "levels deep"),
+        (deep, "levels deep"),
+        (json.dumps(record(i, model__id="m" * 300)), "longer than the limit"),
+        (json.dumps(record(i, hparams__extra={"blob": "x" * 70_000})), "more than the limit"),
+        (json.dumps(record(i, method__name="telepathy")), "unknown method"),
+        ("42", "expected a JSON object"),
+    ]
+    if ndjson:
+        kinds.append(('{"task": {"primary_metric": ', "invalid JSON"))
+    if rng.random() < 0.02:
+        kinds.append((json.dumps(record(i, outcome__error_message="e" * (1 << 20))), "exceeds the 1,048,576-byte"))
+    return rng.choice(kinds)
+
+
+def _nested(levels: int) -> list:
+    value: list = [1]
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def test_sixteen_uploaders_mixing_good_and_bad_records(tmp_path: Path) -> None:
+    """Sixteen uploaders send, for a bounded time (METAML_LOAD_SECONDS, default 12 s), JSON arrays and NDJSON bodies
+    mixing new records, records other uploaders also send, and bad records of every kind (integers past 64 bits,
+    control characters, deep nesting, oversized fields and records, unknown methods, non-objects, broken lines).
+    Every answer is 200; every bad record is reported rejected at its place with its reason; every good record is
+    accepted by exactly one upload and stored exactly once."""
+    seconds = float(os.environ.get("METAML_LOAD_SECONDS", "12"))
+    _, key = create_key(tmp_path / "keys.db", "loader", ["write"])
+    shared = [record(50_000_000 + i) for i in range(300)]
+    shared_ids = [RunRecord.model_validate(r).run_id for r in shared]
+    lock = threading.Lock()
+    sent_good: set[str] = set()
+    accepted: Counter[str] = Counter()
+    problems: list[str] = []
+    answers = Counter[int]()
+    deadline = time.monotonic() + seconds
+
+    def uploader(u: int, url: str) -> None:
+        rng = random.Random(u)
+        n = 0
+        with httpx.Client(base_url=url, timeout=120.0, headers={"X-API-Key": key}) as c:
+            while time.monotonic() < deadline:
+                ndjson = rng.random() < 0.5
+                items: list[tuple[str, str | None, str | None]] = []  # (text, expected run id, reason fragment)
+                for _ in range(rng.randint(10, 40)):
+                    n += 1
+                    good = record(60_000_000 + u * 1_000_000 + n)
+                    items.append((json.dumps(good), RunRecord.model_validate(good).run_id, None))
+                for _ in range(rng.randint(1, 4)):
+                    j = rng.randrange(len(shared))
+                    items.append((json.dumps(shared[j]), shared_ids[j], None))
+                for _ in range(rng.randint(1, 6)):
+                    text, reason = _bad_records(rng, ndjson)
+                    items.append((text, None, reason))
+                rng.shuffle(items)
+                body = "\n".join(t for t, _, _ in items) if ndjson else "[" + ",".join(t for t, _, _ in items) + "]"
+                r = c.post("/v1/runs", content=body.encode(), headers={
+                    "Content-Type": "application/x-ndjson" if ndjson else "application/json"})
+                with lock:
+                    answers[r.status_code] += 1
+                    if r.status_code != 200:
+                        problems.append(f"{r.status_code}: {r.text[:200]}")
+                        continue
+                    records = r.json()["records"]
+                    if len(records) != len(items):
+                        problems.append(f"{len(records)} statuses for {len(items)} items")
+                        continue
+                    for (_, run_id, reason), status in zip(items, records, strict=True):
+                        if run_id is None:
+                            if status["status"] != "rejected" or reason not in (status["reason"] or ""):
+                                problems.append(f"bad record answered {status} (expected {reason!r})")
+                        elif status["run_id"] != run_id or status["status"] not in ("accepted", "duplicate"):
+                            problems.append(f"good record answered {status}")
+                        else:
+                            sent_good.add(run_id)
+                            if status["status"] == "accepted":
+                                accepted[run_id] += 1
+
+    server = ServerProcess(tmp_path / "kb.duckdb").start()
+    try:
+        threads = [threading.Thread(target=uploader, args=(u, server.url)) for u in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(seconds + 180)
+    finally:
+        server.stop()
+    assert not problems, problems[:5]
+    assert set(answers) == {200} and sum(answers.values()) >= 16
+    print(f"{sum(answers.values())} uploads in {seconds:g} s, {len(sent_good)} distinct good runs stored")
+    assert set(accepted) == sent_good and max(accepted.values()) == 1
+    kb = KnowledgeBase(tmp_path / "kb.duckdb")
+    assert kb.count() == len(sent_good)
+    assert kb.existing_ids(sorted(sent_good)) == sent_good

@@ -172,13 +172,68 @@ def test_sigkill_mid_ingest_leaves_whole_chunks_and_a_rerun_completes(tmp_path: 
     "SELECT * FROM glob('/etc/*')",
     "SELECT 1; DROP TABLE runs",
     "SELEC nonsense",
+    "EXPLAIN ANALYZE CREATE TEMP TABLE t AS SELECT 1",
+    "EXPLAIN CREATE TABLE t (a INT)",
+    "/* a comment */ EXPLAIN ANALYZE INSERT INTO runs (run_id) VALUES ('x')",
+    "EXPLAIN (FORMAT json) DELETE FROM runs",
+    "SELECT * FROM duckdb_databases()",
+    "SELECT path FROM duckdb_databases",
+    'SELECT * FROM system.main."DUCKDB_DATABASES"',
+    "SELECT * FROM pragma_database_list",
+    "SELECT * FROM duckdb_settings()",
+    "SELECT * FROM pg_catalog.pg_settings",
+    "SELECT current_setting('allowed_paths')",
+    "SELECT * FROM duckdb_extensions()",
+    "SELECT * FROM query('SELECT path FROM duckdb_databases()')",
+    "EXPLAIN SELECT * FROM duckdb_databases()",
 ])
 def test_sql_refuses_anything_but_reads(kb: KnowledgeBase, query: str) -> None:
-    """Writes, attaches, installs, copies, settings, file reads and multi-statements are refused with a reason."""
+    """Writes, attaches, installs, copies, settings, file reads and multi-statements are refused with a reason; so
+    is EXPLAIN [ANALYZE] of any of them, and every function or view that shows the server's paths or settings or
+    runs SQL given as text. No refusal names a server path."""
     kb.append(_batch(range(3)))
-    with pytest.raises(QueryRefused):
+    with pytest.raises(QueryRefused) as refused:
         kb.sql(query)
     assert kb.count() == 3
+    assert str(kb.path.parent) not in str(refused.value) and os.path.expanduser("~") not in str(refused.value)
+
+
+def test_sql_answers_never_show_server_paths(kb: KnowledgeBase) -> None:
+    """Reads of the catalog and failed queries answer without the knowledge base's path, its folder or the home
+    folder; EXPLAIN ANALYZE of a read runs."""
+    kb.append(_batch(range(3)))
+    secrets = [str(kb.path), str(kb.path.parent), str(kb.path.resolve().parent), os.path.expanduser("~")]
+    for query in ["SELECT * FROM duckdb_tables()", "SELECT * FROM information_schema.schemata",
+                  "SELECT * FROM duckdb_views()", "SELECT * FROM pg_catalog.pg_database",
+                  "EXPLAIN ANALYZE SELECT count(*) FROM runs", "SELECT current_database()"]:
+        text = str(kb.sql(query).table.to_pylist())
+        assert not any(s in text for s in secrets), query
+    for query in ["SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM nowhere", "SELECT 1 +"]:
+        with pytest.raises(QueryRefused) as refused:
+            kb.sql(query)
+        assert not any(s in str(refused.value) for s in secrets), query
+
+
+def test_sql_memory_and_answer_size_are_bounded(kb: KnowledgeBase) -> None:
+    """A query needing more memory than its limit is refused (nothing spills to disk); an answer larger than the
+    byte limit is cut at a row and marked truncated; a single row larger than the limit is refused."""
+    kb.append(_batch(range(3)))
+    with pytest.raises(QueryRefused, match="more than the 64 MB of memory"):
+        kb.sql("SELECT list(range) FROM range(50000000)", memory_limit_mb=64)
+    with pytest.raises(QueryRefused, match="first row alone is larger than the answer limit of 1,048,576 bytes"):
+        kb.sql("SELECT repeat('x', 50000000) AS big", max_bytes=1 << 20)
+    cut = kb.sql("SELECT range, repeat('x', 1000) AS s FROM range(100000)", max_rows=100_000, max_bytes=1 << 20)
+    assert cut.truncated and 500 < cut.table.num_rows < 1100 and cut.table.nbytes <= 1 << 20
+    whole = kb.sql("SELECT range FROM range(1000)", max_bytes=1 << 20)
+    assert whole.table.num_rows == 1000 and not whole.truncated
+
+
+def test_knowledge_base_files_are_private(tmp_path: Path) -> None:
+    """The knowledge base file and its lock file are created readable by their owner only (0600)."""
+    kb = KnowledgeBase(tmp_path / "data" / "kb.duckdb")
+    kb.append(_batch(range(2)))
+    for path in (kb.path, kb.path.with_name("kb.duckdb.lock")):
+        assert path.stat().st_mode & 0o777 == 0o600, path
 
 
 def test_sql_reads_limits_rows_and_times_out(kb: KnowledgeBase) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from collector.errors import FormatError
 from collector.formats._base import Format, Item, RawRecord, Rejected
+from collector.formats._stream import JsonArraySplitter, LineSplitter, Piece, parse_piece
 
 #: name -> "module:Class". Order matters for auto-detection: specific importers before canonical formats.
 FORMATS: dict[str, str] = {
@@ -171,6 +172,9 @@ __all__ = [
     "URI_OPTIONS",
     "Format",
     "Item",
+    "JsonArraySplitter",
+    "LineSplitter",
+    "Piece",
     "PlannedInput",
     "RawRecord",
     "Rejected",
@@ -178,6 +182,7 @@ __all__ = [
     "detect_format",
     "format_options",
     "get_format",
+    "parse_piece",
     "plan_inputs",
     "skipped_note",
     "uri_format",

@@ -1,9 +1,10 @@
 """The knowledge base's own formats: records in their own shape, for import and export.
 
 * **jsonl** — one record per line in the nested shape of :class:`~collector.schema.RunRecord` (the JSON Schema is
-  ``metaml kb schema --format json``). ``.ndjson`` and ``.gz`` are accepted. A line longer than ``max_line_bytes``
-  is rejected without being read into memory.
-* **json** — one record, or an array of records, in the same shape.
+  ``metaml kb schema --format json``). ``.ndjson`` and ``.gz`` are accepted. A line longer than the record size
+  limit (:class:`~collector.schema.RecordLimits`) is rejected without being read into memory.
+* **json** — one record, or an array of records, in the same shape, read item by item (an item too long or nested
+  too deep is rejected without being parsed).
 * **csv** — one row per record, one column per flat column of the runs table (``metaml kb schema --format columns``);
   list, map and curve columns hold JSON text. Unknown columns are refused; ``dataset_name``, ``model_id``,
   ``method_name`` and ``task_primary_metric`` are required.
@@ -24,9 +25,11 @@ import pyarrow as pa
 
 from collector.errors import FormatError
 from collector.formats._base import Format, Item, RawRecord, Rejected, buffered
-from collector.schema import arrow_schema, columns, from_row
+from collector.formats._stream import JsonArraySplitter, LineSplitter, parse_piece, too_deep
+from collector.schema import DEFAULT_LIMITS, RecordLimits, arrow_schema, columns, from_row
 
-MAX_LINE_BYTES = 1 << 20
+#: Bytes read from a file at a time.
+READ_CHUNK = 1 << 20
 REQUIRED_CSV_COLUMNS = ("task_primary_metric", "dataset_name", "model_id", "method_name")
 
 
@@ -34,13 +37,19 @@ def _suffixes(path: Path) -> list[str]:
     return [s.lower() for s in path.suffixes if s.lower() != ".gz"]
 
 
+def _chunks(path: Path) -> Iterator[bytes]:
+    with buffered(path) as f:
+        while chunk := f.read(READ_CHUNK):
+            yield chunk
+
+
 class JsonLines(Format):
     name: ClassVar[str] = "jsonl"
     description: ClassVar[str] = "records in their own nested shape, one JSON object per line (.jsonl, .ndjson, .gz)"
     source: ClassVar[str] = "jsonl"
 
-    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        self.max_line_bytes = max_line_bytes
+    def __init__(self, limits: RecordLimits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -54,35 +63,12 @@ class JsonLines(Format):
 
     def read(self, path: Path) -> Iterator[Item]:
         uri = str(path)
-        with buffered(path) as f:
-            lineno = 0
-            while True:
-                line = f.readline(self.max_line_bytes + 1)
-                if not line:
-                    break
-                lineno += 1
-                loc = f"line {lineno}"
-                if len(line) > self.max_line_bytes and not line.endswith(b"\n"):
-                    size = len(line)
-                    while line and not line.endswith(b"\n"):
-                        line = f.readline(1 << 20)
-                        size += len(line)
-                    yield Rejected(loc, f"line of {size:,} bytes exceeds the {self.max_line_bytes:,}-byte limit "
-                                   "for one record", uri=uri)
-                    continue
-                if not line.strip():
-                    continue
-                yield _parse_json_object(line, loc, uri)
-
-
-def _parse_json_object(text: bytes | str, loc: str, uri: str) -> Item:
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return Rejected(loc, f"invalid JSON: {e}", uri=uri)
-    if not isinstance(value, dict):
-        return Rejected(loc, f"expected a JSON object, got {type(value).__name__}", uri=uri)
-    return RawRecord(value, loc, uri)
+        lines = LineSplitter(max_line_bytes=self.limits.max_record_bytes)
+        for chunk in _chunks(path):
+            for piece in lines.feed(chunk):
+                yield parse_piece(piece, uri, max_depth=self.limits.max_depth)
+        for piece in lines.close():
+            yield parse_piece(piece, uri, max_depth=self.limits.max_depth)
 
 
 class JsonDocument(Format):
@@ -90,32 +76,33 @@ class JsonDocument(Format):
     description: ClassVar[str] = "one record or an array of records in their own nested shape (.json)"
     source: ClassVar[str] = "json"
 
+    def __init__(self, limits: RecordLimits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+
     @classmethod
     def detect(cls, path: Path) -> bool:
         return path.is_file() and bool(_suffixes(path)) and _suffixes(path)[-1] == ".json"
 
+    def _splitter(self) -> JsonArraySplitter:
+        return JsonArraySplitter(max_item_bytes=self.limits.max_record_bytes, max_depth=self.limits.max_depth,
+                                 single_locator="record")
+
     def read(self, path: Path) -> Iterator[Item]:
+        """The document is read twice: once to check it is a whole JSON array (a truncated or malformed one is
+        refused before any record is yielded), then to yield its items one by one."""
         uri = str(path)
-        with buffered(path) as f:
-            text = f.read()
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise FormatError(f"invalid JSON (truncated or malformed) at line {e.lineno} column {e.colno}: {e.msg}",
-                              uri=uri) from e
-        except UnicodeDecodeError as e:
-            raise FormatError(f"not UTF-8 text: {e}", uri=uri) from e
-        if isinstance(value, dict):
-            yield RawRecord(value, "record", uri)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                loc = f"item {i}"
-                if isinstance(item, dict):
-                    yield RawRecord(item, loc, uri)
-                else:
-                    yield Rejected(loc, f"expected a JSON object, got {type(item).__name__}", uri=uri)
-        else:
-            raise FormatError(f"expected a JSON object or array, got {type(value).__name__}", uri=uri)
+            check = self._splitter()
+            for chunk in _chunks(path):
+                for _ in check.feed(chunk):
+                    pass
+            check.close()
+        except FormatError as e:
+            raise FormatError(f"not a readable JSON document (truncated or malformed): {e}", uri=uri) from None
+        items = self._splitter()
+        for chunk in _chunks(path):
+            for piece in items.feed(chunk):
+                yield parse_piece(piece, uri, max_depth=self.limits.max_depth)
 
 
 class CanonicalCsv(Format):
@@ -185,15 +172,22 @@ class CanonicalCsv(Format):
                         except json.JSONDecodeError as e:
                             bad = Rejected(loc, f"invalid JSON in column: {e}", field=name, uri=uri)
                             break
+                        except RecursionError:
+                            bad = Rejected(loc, too_deep(DEFAULT_LIMITS.max_depth), field=name, uri=uri)
+                            break
                     else:
                         flat[name] = cell
                 if bad is not None:
                     yield bad
                     continue
                 try:
-                    yield RawRecord(from_row(flat), loc, uri)
+                    raw = RawRecord(from_row(flat), loc, uri)
                 except json.JSONDecodeError as e:
                     yield Rejected(loc, f"invalid JSON in a JSON column: {e}", uri=uri)
+                except RecursionError:
+                    yield Rejected(loc, f"a JSON column is {too_deep(DEFAULT_LIMITS.max_depth)}", uri=uri)
+                else:
+                    yield raw
 
 
 class CanonicalParquet(Format):
@@ -246,8 +240,19 @@ class CanonicalParquet(Format):
                 table = table.cast(pa.schema(fields))
             except (pa.ArrowException, ValueError) as e:
                 raise FormatError(f"column types do not match the runs-table schema: {e}", uri=fragment.path) from e
-            for i, row in enumerate(table.to_pylist()):
-                yield RawRecord(from_row(row), f"row {i}", fragment.path)
+            i = 0
+            for batch in table.to_batches(max_chunksize=1000):
+                for row in batch.to_pylist():
+                    loc = f"row {i}"
+                    i += 1
+                    try:
+                        raw = RawRecord(from_row(row), loc, fragment.path)
+                    except json.JSONDecodeError as e:
+                        yield Rejected(loc, f"invalid JSON in a JSON column: {e}", uri=fragment.path)
+                    except RecursionError:
+                        yield Rejected(loc, f"a JSON column is {too_deep(DEFAULT_LIMITS.max_depth)}", uri=fragment.path)
+                    else:
+                        yield raw
 
 
 def write_jsonl(batches: Iterator[pa.RecordBatch], dest: Path) -> int:

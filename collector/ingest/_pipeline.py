@@ -29,7 +29,7 @@ from collector.formats import (
     plan_inputs,
     uri_format,
 )
-from collector.schema import RowBuffer, RunRecord
+from collector.schema import DEFAULT_LIMITS, RecordLimits, RowBuffer, RunRecord
 from collector.store import KnowledgeBase
 
 DEFAULT_CHUNK_SIZE = 20_000
@@ -100,9 +100,20 @@ def _reason_key(r: Reject) -> str:
     return f"{r.field}: {reason}" if r.field else reason
 
 
-def validate(raw: RawRecord, *, source: str, uploader: str | None = None,
-             now: datetime | None = None) -> RunRecord | Reject:
-    """Validate and normalize one raw record, filling provenance it does not carry itself."""
+def validate(raw: RawRecord, *, source: str, uploader: str | None = None, now: datetime | None = None,
+             limits: RecordLimits = DEFAULT_LIMITS) -> RunRecord | Reject:
+    """Validate and normalize one raw record, filling provenance it does not carry itself.
+
+    Args:
+        raw: the record as read.
+        source: ``provenance.source`` when the record names none.
+        uploader: ``provenance.uploader`` when the record names none.
+        now: ``provenance.ingested_at`` when the record names none (default: now).
+        limits: sizes and depth the record is held to (see :class:`~collector.schema.RecordLimits`).
+
+    Returns:
+        The valid record, or why it is not one (the first offending field and every reason, at most five).
+    """
     data = dict(raw.data)
     prov = data.get("provenance")
     prov = dict(prov) if isinstance(prov, dict) else {} if prov is None else prov
@@ -116,7 +127,9 @@ def validate(raw: RawRecord, *, source: str, uploader: str | None = None,
         prov.setdefault("ingested_at", now or datetime.now(UTC))
         data["provenance"] = prov
     try:
-        return RunRecord.model_validate(data)
+        return RunRecord.model_validate(data, context={"limits": limits})
+    except (RecursionError, OverflowError) as e:  # defence in depth: parsers and field types bound both
+        return Reject(raw.uri, raw.locator, None, f"not a storable record: {type(e).__name__}")
     except ValidationError as e:
         errors = e.errors(include_url=False)
         first = errors[0]
@@ -193,6 +206,8 @@ def ingest_items(
                 flush()
     except FormatError as e:
         report.error = str(e)
+    except RecursionError:  # an importer parsing nesting deeper than the interpreter allows: stop reading that input
+        report.error = f"{uri}: nested too deeply to read further; the records before that point were read"
     flush()
     report.seconds = time.perf_counter() - started
     return report

@@ -10,8 +10,11 @@ from collector.schema._derive import (
     json_schema,
     to_row,
 )
+from collector.schema._limits import DEFAULT_LIMITS, INT64_MAX, INT64_MIN, Name, RecordLimits, Text, nesting_depth
 from collector.schema._record import (
     SCHEMA_VERSION,
+    SOURCE_PATTERN,
+    UPLOAD_NAMESPACE,
     ArchType,
     CurvePoint,
     Dataset,
@@ -27,6 +30,8 @@ from collector.schema._record import (
     RunStatus,
     Task,
     TaskType,
+    source_matches,
+    upload_source,
 )
 from collector.schema._vocab import (
     METHODS,
@@ -41,9 +46,14 @@ from collector.schema._vocab import (
 )
 
 __all__ = [
+    "DEFAULT_LIMITS",
+    "INT64_MAX",
+    "INT64_MIN",
     "METHODS",
     "METRICS",
     "SCHEMA_VERSION",
+    "SOURCE_PATTERN",
+    "UPLOAD_NAMESPACE",
     "ArchType",
     "Column",
     "CurvePoint",
@@ -56,13 +66,16 @@ __all__ = [
     "MethodKind",
     "MetricScale",
     "Model",
+    "Name",
     "Outcome",
     "Provenance",
+    "RecordLimits",
     "RowBuffer",
     "RunRecord",
     "RunStatus",
     "Task",
     "TaskType",
+    "Text",
     "arrow_schema",
     "canonical_dataset",
     "canonical_method",
@@ -73,5 +86,8 @@ __all__ = [
     "from_row",
     "json_schema",
     "metric_info",
+    "nesting_depth",
+    "source_matches",
     "to_row",
+    "upload_source",
 ]

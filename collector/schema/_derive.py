@@ -95,7 +95,7 @@ def _column_type(annotation: Any) -> tuple[pa.DataType, str, bool]:
         key, value = typing.get_args(tp)
         if value is Any:
             return pa.string(), "VARCHAR", True
-        (ka, kd), (va, vd) = _scalar(key), _scalar(_unwrap(value)[0])
+        (ka, kd), (va, vd) = _scalar(_unwrap(key)[0]), _scalar(_unwrap(value)[0])
         return pa.map_(ka, va), f"MAP({kd}, {vd})", False
     arrow, duck = _scalar(tp)
     return arrow, duck, False

@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from collector.schema._limits import Int64, JsonMap, Name, NonNegInt, PosInt, Text
 from collector.schema._vocab import (
     METHODS,
     SCALE_BOUNDS,
@@ -89,15 +91,13 @@ class ErrorKind(StrEnum):
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegFloat = Annotated[float, Field(ge=0.0)]
-PosInt = Annotated[int, Field(ge=1)]
-NonNegInt = Annotated[int, Field(ge=0)]
 
 
 class Task(_Part):
     """What is being solved and how success is measured."""
 
     type: TaskType = TaskType.text_classification
-    primary_metric: str = Field(min_length=1, description="Canonical metric name, e.g. accuracy, f1_macro, mae.")
+    primary_metric: Name = Field(min_length=1, description="Canonical metric name, e.g. accuracy, f1_macro, mae.")
     metric_scale: MetricScale | None = Field(
         None,
         description="Scale of the supplied metric values; percent is converted to unit on ingest. "
@@ -146,8 +146,8 @@ class DatasetMeta(_Part):
     vocab_size: NonNegInt | None = None
     type_token_ratio: Fraction | None = None
     non_ascii_share: Fraction | None = None
-    language: str | None = Field(None, description="ISO 639-1 guess, e.g. en.")
-    domain: str | None = Field(None, description="e.g. news, social, reviews, encyclopedic.")
+    language: Name | None = Field(None, description="ISO 639-1 guess, e.g. en.")
+    domain: Name | None = Field(None, description="e.g. news, social, reviews, encyclopedic.")
     n_text_fields: PosInt | None = Field(None, description="1 = single text, 2 = text pair.")
     landmark_tfidf_lr: Fraction | None = Field(
         None, description="Cross-validated accuracy of TF-IDF + logistic regression on a subsample."
@@ -158,11 +158,11 @@ class DatasetMeta(_Part):
 class Dataset(_Part):
     """The data the run was trained and evaluated on, and how much of it was used."""
 
-    name: str = Field(min_length=1, description="Canonical '<dataset>/<config>' name, e.g. glue/sst2.")
-    fingerprint: str | None = Field(None, description="Content hash of the data, when known.")
+    name: Name = Field(min_length=1, description="Canonical '<dataset>/<config>' name, e.g. glue/sst2.")
+    fingerprint: Name | None = Field(None, description="Content hash of the data, when known.")
     n_train_used: NonNegInt | None = Field(None, description="Training examples this run actually used.")
     examples_per_class: PosInt | None = Field(None, description="Few-shot regime: labelled examples per class.")
-    data_seed: int | None = Field(None, description="Seed of the training subsample / few-shot split.")
+    data_seed: Int64 | None = Field(None, description="Seed of the training subsample / few-shot split.")
     meta: DatasetMeta = Field(default_factory=DatasetMeta, json_schema_extra=ENRICHMENT)
 
     @field_validator("name")
@@ -174,9 +174,9 @@ class Dataset(_Part):
 class Model(_Part):
     """The starting checkpoint and its features."""
 
-    id: str = Field(min_length=1, description="Hugging Face Hub id or another unique name.")
-    revision: str | None = None
-    family: str | None = Field(None, json_schema_extra=ENRICHMENT, description="e.g. bert, roberta, deberta-v2, t5.")
+    id: Name = Field(min_length=1, description="Hugging Face Hub id or another unique name.")
+    revision: Name | None = None
+    family: Name | None = Field(None, json_schema_extra=ENRICHMENT, description="e.g. bert, roberta, deberta-v2, t5.")
     arch_type: ArchType | None = Field(None, json_schema_extra=ENRICHMENT)
     n_params: NonNegInt | None = Field(None, json_schema_extra=ENRICHMENT)
     n_layers: PosInt | None = Field(None, json_schema_extra=ENRICHMENT)
@@ -184,12 +184,12 @@ class Model(_Part):
     n_heads: PosInt | None = Field(None, json_schema_extra=ENRICHMENT)
     vocab_size: PosInt | None = Field(None, json_schema_extra=ENRICHMENT)
     max_positions: PosInt | None = Field(None, json_schema_extra=ENRICHMENT)
-    pretraining_objective: str | None = Field(
+    pretraining_objective: Name | None = Field(
         None, json_schema_extra=ENRICHMENT, description="mlm, clm, span-corruption, rtd, contrastive..."
     )
-    pretraining_domain: str | None = Field(None, json_schema_extra=ENRICHMENT)
-    base_model: str | None = Field(None, description="The checkpoint this one was itself derived from.")
-    upstream_task: str | None = Field(
+    pretraining_domain: Name | None = Field(None, json_schema_extra=ENRICHMENT)
+    base_model: Name | None = Field(None, description="The checkpoint this one was itself derived from.")
+    upstream_task: Name | None = Field(
         None, description="Task/dataset the checkpoint was already fine-tuned on (or, for intermediate-task "
         "transfer, the source task this run fine-tuned on first)."
     )
@@ -208,17 +208,17 @@ class Model(_Part):
 class Method(_Part):
     """The adaptation method and its own hyperparameters."""
 
-    name: str = Field(min_length=1, description="Canonical method name: full, lora, bitfit, adapter, ia3, ...")
+    name: Name = Field(min_length=1, description="Canonical method name: full, lora, bitfit, adapter, ia3, ...")
     kind: MethodKind | None = Field(None, json_schema_extra=ENRICHMENT, description="Derived from the name.")
     lora_r: PosInt | None = None
     lora_alpha: Annotated[float, Field(gt=0)] | None = None
     lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
-    target_modules: list[str] | None = None
+    target_modules: list[Name] | None = None
     n_frozen_layers: NonNegInt | None = None
     adapter_reduction_factor: Annotated[float, Field(gt=0)] | None = None
     n_virtual_tokens: PosInt | None = None
     trainable_params: NonNegInt | None = None
-    config: dict[str, Any] = Field(
+    config: JsonMap = Field(
         default_factory=dict,
         json_schema_extra=JSON_COLUMN,
         description="Everything else that defines the method (adapter type, prompt template, label words...).",
@@ -251,14 +251,14 @@ class Hyperparameters(_Part):
     warmup_ratio: Fraction | None = None
     warmup_steps: NonNegInt | None = None
     weight_decay: NonNegFloat | None = None
-    lr_scheduler: str | None = None
-    optimizer: str | None = None
+    lr_scheduler: Name | None = None
+    optimizer: Name | None = None
     max_seq_length: PosInt | None = None
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
-    seed: int | None = None
-    precision: str | None = Field(None, description="fp32, fp16, bf16, int8, int4...")
-    extra: dict[str, Any] = Field(default_factory=dict, json_schema_extra=JSON_COLUMN)
+    seed: Int64 | None = None
+    precision: Name | None = Field(None, description="fp32, fp16, bf16, int8, int4...")
+    extra: JsonMap = Field(default_factory=dict, json_schema_extra=JSON_COLUMN)
 
     @field_validator("lr_scheduler", "optimizer", "precision")
     @classmethod
@@ -271,7 +271,7 @@ class CurvePoint(_Part):
 
     step: NonNegInt | None = None
     epoch: NonNegFloat | None = None
-    metric: str = Field(min_length=1)
+    metric: Name = Field(min_length=1)
     value: float
 
 
@@ -280,12 +280,12 @@ class Outcome(_Part):
 
     status: RunStatus = RunStatus.ok
     error_kind: ErrorKind | None = None
-    error_message: str | None = None
+    error_message: Text | None = None
     score: float | None = Field(None, description="Primary metric on the normalized scale (unit for percent).")
     score_std: NonNegFloat | None = Field(None, description="Standard deviation over repeats of the measurement.")
     n_repeats: PosInt | None = Field(None, description="Repeats averaged into score (e.g. probe subsamples).")
-    split: str | None = Field(None, description="Evaluation split the score is on: validation, test, dev...")
-    metrics: dict[str, float] = Field(default_factory=dict, description="Every reported metric, by name.")
+    split: Name | None = Field(None, description="Evaluation split the score is on: validation, test, dev...")
+    metrics: dict[Name, float] = Field(default_factory=dict, description="Every reported metric, by name.")
     runtime_s: NonNegFloat | None = Field(None, description="Training wall-clock time in seconds.")
     gpu_hours: NonNegFloat | None = None
     peak_memory_gb: NonNegFloat | None = None
@@ -301,33 +301,52 @@ class Outcome(_Part):
 class Hardware(_Part):
     """Where the run ran."""
 
-    accelerator: str | None = Field(None, description="e.g. NVIDIA A100-SXM4-40GB; cpu for none.")
+    accelerator: Name | None = Field(None, description="e.g. NVIDIA A100-SXM4-40GB; cpu for none.")
     accelerator_count: NonNegInt | None = None
-    cpu: str | None = None
+    cpu: Name | None = None
     memory_gb: NonNegFloat | None = None
-    software: dict[str, str] = Field(default_factory=dict, description="Framework versions, e.g. transformers.")
+    software: dict[Name, Name] = Field(default_factory=dict, description="Framework versions, e.g. transformers.")
+
+
+#: Namespace of the sources the HTTP service stamps on uploaded runs: ``upload:<key holder>``.
+UPLOAD_NAMESPACE = "upload"
+#: ``provenance.source``: an importer's or format's name (``opda``, ``taskweb``, ``jsonl``), optionally followed by
+#: ``:<holder>`` (``upload:alice``, what the service stamps on the runs a key uploads).
+SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*(:[A-Za-z0-9][A-Za-z0-9_.@\-]*)?$"
+
+
+def upload_source(holder: str) -> str:
+    """The source of the runs uploaded with the key held by ``holder``: ``upload:<holder>``."""
+    return f"{UPLOAD_NAMESPACE}:{holder}"
+
+
+def source_matches(source: str, patterns: Iterable[str]) -> bool:
+    """Whether ``source`` is one of ``patterns``: a pattern ending in ``*`` matches every source it begins
+    (``upload*`` matches ``upload`` and every ``upload:<holder>``), any other pattern matches itself only."""
+    return any(source.startswith(p[:-1]) if p.endswith("*") else source == p for p in patterns)
 
 
 class Provenance(_Part):
     """Where the record came from. Never part of the run's identity."""
 
-    source: str = Field(
+    source: Name = Field(
         "upload",
-        pattern=r"^[a-z0-9][a-z0-9_.\-]*$",
-        description="Importer or format that produced the record, e.g. transfergraph, hf_trainer, upload.",
+        pattern=SOURCE_PATTERN,
+        description="Importer or format that produced the record (transfergraph, hf_trainer, jsonl...), or "
+        "upload:<key holder> for runs uploaded over HTTP.",
     )
-    uri: str | None = Field(None, description="File path or URL read.")
-    locator: str | None = Field(None, description="Where inside it: line, row, archive member, run id.")
-    uploader: str | None = None
-    license: str | None = None
+    uri: Text | None = Field(None, description="File path or URL read.")
+    locator: Text | None = Field(None, description="Where inside it: line, row, archive member, run id.")
+    uploader: Name | None = None
+    license: Name | None = None
     ingested_at: datetime | None = Field(None, description="Set by the knowledge base when the record is stored.")
 
 
 class RunRecord(_Part):
     """One fine-tuning run."""
 
-    schema_version: str = SCHEMA_VERSION
-    run_id: str | None = Field(None, description="Content-derived id; computed, and checked when supplied.")
+    schema_version: Name = SCHEMA_VERSION
+    run_id: Name | None = Field(None, description="Content-derived id; computed, and checked when supplied.")
     task: Task
     dataset: Dataset
     model: Model

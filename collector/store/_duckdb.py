@@ -10,7 +10,9 @@ Rules every caller can rely on:
   processes queue instead of failing, and no connection outlives a call.
 * **Identity.** ``run_id`` is the primary key; appending a run already present is a no-op reported as a duplicate.
 * **Read-only SQL.** :meth:`KnowledgeBase.sql` runs one ``SELECT`` on a separate in-memory connection that attaches
-  the file read-only and then disables every file system access, extension loading and configuration change.
+  the file read-only and then disables every file system access, extension loading and configuration change, with
+  limits on rows, time, memory and answer size.
+* **Files.** The database file and its lock file are created readable and writable by their owner only (0600).
 
 Scans return Arrow tables in the schema of :func:`collector.schema.arrow_schema`.
 """
@@ -34,7 +36,11 @@ from collector.schema import columns as record_columns
 from collector.schema._derive import _column_type
 from collector.store._lock import kb_lock
 
-_READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
+#: Memory a sandboxed query may use inside DuckDB, and the size of its answer, by default.
+DEFAULT_SQL_MEMORY_MB = 512
+DEFAULT_SQL_MAX_BYTES = 64 * 1024 * 1024
+#: Rows per Arrow batch read from a sandboxed query (the answer-size limit is checked per batch).
+_SQL_BATCH_ROWS = 2048
 #: Files whose tables this process has already created or migrated (checked once per file, not once per write).
 _SCHEMA_READY: set[tuple[str, int]] = set()
 
@@ -90,10 +96,13 @@ class KnowledgeBase:
         if write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         with kb_lock(self.path, exclusive=write, timeout=self.lock_timeout):
+            new = write and not self.path.exists()
             try:
                 con = duckdb.connect(str(self.path), read_only=not write)
             except duckdb.Error as e:
                 raise StoreError(f"cannot open knowledge base {self.path}: {e}") from e
+            if new:  # readable by its owner only, before anything is written to it
+                self.path.chmod(0o600)
             try:
                 con.execute("SET TimeZone = 'UTC'")
                 if write:
@@ -358,55 +367,80 @@ class KnowledgeBase:
                 "registered_models": int(con.execute("SELECT count(*) FROM models").fetchone()[0]),
             }
 
-    def sql(self, query: str, *, max_rows: int = 10_000, timeout_s: float = 30.0) -> SqlResult:
+    def sql(self, query: str, *, max_rows: int = 10_000, timeout_s: float = 30.0,
+            memory_limit_mb: int = DEFAULT_SQL_MEMORY_MB, max_bytes: int | None = DEFAULT_SQL_MAX_BYTES) -> SqlResult:
         """Run one read-only statement (``SELECT``/``WITH``/``EXPLAIN``) against the knowledge base.
 
+        The statement runs on its own in-memory connection that attaches the file read-only, then disables file
+        access, extension loading, spilling to disk and configuration changes. ``EXPLAIN [ANALYZE] stmt`` is
+        allowed when ``stmt`` is. Functions and views that would show the server's paths or run SQL given as text
+        (``duckdb_databases``, ``duckdb_settings``, ``current_setting``, ``query``...) are refused, and error
+        messages never carry the server's paths.
+
+        Args:
+            query: one statement.
+            max_rows: rows kept at most (``truncated`` says whether there were more).
+            timeout_s: the query is interrupted after this many seconds.
+            memory_limit_mb: memory the query may use inside DuckDB.
+            max_bytes: the answer's size (its Arrow buffers) at most; rows past it are cut (``truncated``).
+
         Raises:
-            QueryRefused: the statement is not a read, or several statements were given, or it touches files.
+            QueryRefused: the statement is not a read, several statements were given, it touches files or hidden
+                functions, it failed, needed more memory than allowed, or its first row alone passes ``max_bytes``.
             QueryTimeout: it ran past ``timeout_s``.
         """
         statements = _parse(query)
         if len(statements) != 1:
             raise QueryRefused(f"one statement at a time, got {len(statements)}")
-        kind = statements[0].type.name
-        if kind not in _READ_ONLY_STATEMENTS:
-            raise QueryRefused(f"only read-only queries are allowed (SELECT, WITH, EXPLAIN); got {kind}")
+        _check_read_only(query, statements[0])
         if not self.path.exists():
             raise KnowledgeBaseNotFound(f"no knowledge base at {self.path}")
+        scrub = _path_scrubber(self.path)
         with kb_lock(self.path, exclusive=False, timeout=self.lock_timeout):
             con = duckdb.connect(":memory:")
             try:
                 con.execute(f"ATTACH '{_quote(str(self.path))}' AS kb (READ_ONLY)")
                 con.execute("USE kb")
-                for setting in ("SET enable_external_access = false", "SET autoload_known_extensions = false",
+                for setting in (f"SET memory_limit = '{int(memory_limit_mb)}MB'", "SET temp_directory = ''",
+                                "SET enable_external_access = false", "SET autoload_known_extensions = false",
                                 "SET autoinstall_known_extensions = false", "SET allow_community_extensions = false",
                                 "SET TimeZone = 'UTC'", "SET lock_configuration = true"):
                     con.execute(setting)
                 timer = threading.Timer(timeout_s, con.interrupt)
                 timer.start()
                 try:
-                    reader = con.sql(query).to_arrow_reader(batch_size=min(max_rows + 1, 100_000))
-                    batches, n = [], 0
+                    reader = con.sql(query).to_arrow_reader(batch_size=min(max_rows + 1, _SQL_BATCH_ROWS))
+                    batches, n, size, cut = [], 0, 0, False
                     for batch in reader:
+                        if max_bytes is not None and size + batch.nbytes > max_bytes:
+                            batch = batch.slice(0, rows_within(batch, max_bytes - size))
+                            cut = True
+                            if n == 0 and batch.num_rows == 0:
+                                raise QueryRefused(f"the answer's first row alone is larger than the answer limit of "
+                                                   f"{max_bytes:,} bytes; select less")
                         batches.append(batch)
                         n += batch.num_rows
-                        if n > max_rows:
+                        size += batch.nbytes
+                        if n > max_rows or cut:
                             break
                     schema = reader.schema
                 except duckdb.InterruptException as e:
                     raise QueryTimeout(f"query interrupted after {timeout_s:g}s") from e
+                except duckdb.OutOfMemoryException as e:
+                    raise QueryRefused(f"the query needs more than the {int(memory_limit_mb):,} MB of memory a query "
+                                       "may use") from e
                 except duckdb.PermissionException as e:
-                    raise QueryRefused(f"query refused: {_first_line(e)}") from e
+                    raise QueryRefused(f"query refused: {scrub(_first_line(e))}") from e
                 except duckdb.Error as e:
                     if not timer.is_alive():
                         raise QueryTimeout(f"query interrupted after {timeout_s:g}s") from e
-                    raise QueryRefused(f"query failed: {_first_line(e)}") from e
+                    raise QueryRefused(f"query failed: {scrub(_first_line(e))}") from e
                 finally:
                     timer.cancel()
             finally:
                 con.close()
         table = pa.Table.from_batches(batches, schema=schema)
-        return SqlResult(table.slice(0, max_rows), truncated=table.num_rows > max_rows)
+        return SqlResult(table.slice(0, max_rows), truncated=cut or table.num_rows > max_rows)
 
     def export(self, dest: str | Path, *, fmt: str = "parquet", partition_by: Sequence[str] = ()) -> Path:
         """Write every run to ``dest``.
@@ -455,6 +489,106 @@ def _csv_expression(c: Any) -> str:
     if c.duckdb == "TIMESTAMPTZ":
         return f"strftime({c.name}, '%Y-%m-%dT%H:%M:%S.%fZ') AS {c.name}"
     return c.name
+
+
+#: Names a sandboxed query may not use: they show the server's paths and settings, or run SQL given as text.
+_HIDDEN_TABLES = frozenset({
+    "duckdb_databases", "pragma_database_list", "duckdb_settings", "pg_settings", "duckdb_extensions",
+    "duckdb_extension_repositories", "duckdb_temporary_files", "duckdb_secrets", "duckdb_secret_types",
+    "duckdb_logs", "duckdb_log_contexts", "duckdb_external_file_cache",
+})
+_HIDDEN_FUNCTIONS = frozenset({
+    "current_setting", "getenv", "getvariable", "which_secret", "query", "query_table",
+    "json_execute_serialized_sql",
+})
+_IDENTIFIER_TOKENS = {duckdb.token_type.identifier, duckdb.token_type.keyword}
+
+
+def _tokens(query: str) -> list[tuple[str, Any]]:
+    """(text, type) of each token of ``query``, comments left out; quoted identifiers unquoted and lower-cased."""
+    raw = duckdb.tokenize(query)
+    out = []
+    for i, (pos, kind) in enumerate(raw):
+        end = raw[i + 1][0] if i + 1 < len(raw) else len(query)
+        if kind == duckdb.token_type.comment:
+            continue
+        text = query[pos:end].strip()
+        if kind in _IDENTIFIER_TOKENS:
+            text = text.strip('"').lower()
+        out.append((text, kind))
+    return out
+
+
+def _check_read_only(query: str, statement: Any) -> None:
+    """Refuse what a sandboxed query may not do: anything but a read, and the hidden names (see ``sql``)."""
+    kind = statement.type.name
+    if kind == "EXPLAIN":
+        inner = _explained(query)
+        inner_statements = _parse(inner) if inner.strip() else []
+        if len(inner_statements) != 1:
+            raise QueryRefused("EXPLAIN needs one statement to explain")
+        inner_kind = inner_statements[0].type.name
+        if inner_kind != "SELECT":
+            raise QueryRefused(f"only read-only queries are allowed (SELECT, WITH, EXPLAIN of a read); got EXPLAIN "
+                               f"of {inner_kind}")
+    elif kind != "SELECT":
+        raise QueryRefused(f"only read-only queries are allowed (SELECT, WITH, EXPLAIN); got {kind}")
+    tokens = _tokens(query)
+    for i, (text, token_kind) in enumerate(tokens):
+        if token_kind not in _IDENTIFIER_TOKENS:
+            continue
+        called = i + 1 < len(tokens) and tokens[i + 1][0] == "("
+        if text in _HIDDEN_TABLES or (called and text in _HIDDEN_FUNCTIONS):
+            raise QueryRefused(f"{text} is not available to queries over the API or the command line sandbox: it "
+                               "shows the server's files and settings, or runs SQL given as text")
+
+
+def _explained(query: str) -> str:
+    """The statement ``EXPLAIN [ANALYZE] [(options)] stmt`` explains (``stmt``), as text."""
+    raw = [(pos, kind) for pos, kind in duckdb.tokenize(query) if kind != duckdb.token_type.comment]
+    i = 1  # raw[0] is EXPLAIN
+    if i < len(raw) and query[raw[i][0]:].lower().startswith(("analyze", "analyse")):
+        i += 1
+    if i < len(raw) and query[raw[i][0]] == "(":
+        depth = 0
+        while i < len(raw):
+            token = query[raw[i][0]]
+            depth += token == "("
+            depth -= token == ")"
+            i += 1
+            if depth == 0:
+                break
+    return query[raw[i][0]:] if i < len(raw) else ""
+
+
+def rows_within(data: pa.Table | pa.RecordBatch, budget: int, at_most: int | None = None) -> int:
+    """How many of the first rows of ``data`` (at most ``at_most``) take at most ``budget`` bytes of Arrow buffers."""
+    lo, hi = 0, data.num_rows if at_most is None else min(at_most, data.num_rows)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if data.slice(0, mid).nbytes <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _path_scrubber(path: Path) -> Any:
+    """A function that replaces the server's paths (the knowledge base, its folder, home, working and temporary
+    folders) in a message with ``…``."""
+    import os
+    import tempfile
+
+    candidates = {str(path), str(path.resolve()), str(path.resolve().parent), os.path.expanduser("~"), os.getcwd(),
+                  tempfile.gettempdir(), str(path.parent)}
+    found = sorted((c for c in candidates if c and c.strip("/") and c not in (".", "")), key=len, reverse=True)
+
+    def scrub(message: str) -> str:
+        for c in found:
+            message = message.replace(c, "…")
+        return message
+
+    return scrub
 
 
 def _parse(query: str) -> list[Any]:

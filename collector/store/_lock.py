@@ -84,7 +84,7 @@ def kb_lock(db_path: Path, *, exclusive: bool, timeout: float) -> Iterator[None]
         raise StoreBusy(f"knowledge base {db_path} is busy in this process (waited {timeout:.0f}s)")
     try:
         lock_path = db_path.with_name(db_path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
             delay = 0.005

@@ -43,7 +43,7 @@ import pandas as pd
 
 from collector.errors import CollectorError
 from collector.features import compute_meta_features
-from collector.schema import DatasetMeta
+from collector.schema import DatasetMeta, source_matches
 from collector.store import KnowledgeBase
 
 log = logging.getLogger("metaml.serving")
@@ -198,8 +198,15 @@ def _signature(path: Path) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def load_snapshot(kb_path: Path, *, lock_timeout: float = LOAD_LOCK_TIMEOUT_S) -> KnowledgeSnapshot:
+def load_snapshot(kb_path: Path, *, lock_timeout: float = LOAD_LOCK_TIMEOUT_S,
+                  exclude_sources: Sequence[str] = ()) -> KnowledgeSnapshot:
     """Read a snapshot of ``kb_path``.
+
+    Args:
+        kb_path: the knowledge base.
+        lock_timeout: seconds to wait for its lock.
+        exclude_sources: leave out the runs of these sources (``upload*`` is every uploaded source; see
+            :func:`collector.schema.source_matches`), and the dataset meta-features they carry.
 
     Raises:
         CollectorError: the knowledge base is missing, busy past ``lock_timeout`` or unreadable.
@@ -207,12 +214,22 @@ def load_snapshot(kb_path: Path, *, lock_timeout: float = LOAD_LOCK_TIMEOUT_S) -
     signature = _signature(kb_path)
     kb = KnowledgeBase(kb_path, lock_timeout=lock_timeout)
     frame = kb.scan(_RUN_COLUMNS, filters={"outcome_status": "ok"}).to_pandas()
-    frame = frame[frame["outcome_score"].notna()].reset_index(drop=True)
+    keep = frame["outcome_score"].notna()
+    if exclude_sources:
+        keep &= ~frame["provenance_source"].map(lambda src: source_matches(str(src), exclude_sources)).astype(bool)
+    frame = frame[keep].reset_index(drop=True)
     meta_cols = ", ".join(f"any_value(dataset_meta_{f}) AS {f}" for f in _META_FIELDS)
-    on_runs = kb.sql(f"SELECT dataset_name AS name, {meta_cols} FROM runs GROUP BY dataset_name",
+    on_runs = kb.sql(f"SELECT dataset_name AS name, provenance_source AS source, {meta_cols} FROM runs GROUP BY 1, 2",
                      max_rows=10_000_000, timeout_s=120.0).table.to_pylist()
     table = kb.table("datasets").to_pylist()
-    merged: dict[str, dict[str, Any]] = {r["name"]: {f: r[f] for f in _META_FIELDS} for r in on_runs}
+    merged: dict[str, dict[str, Any]] = {}
+    for r in on_runs:
+        if exclude_sources and source_matches(str(r["source"]), exclude_sources):
+            continue
+        known = merged.setdefault(r["name"], {})
+        for f in _META_FIELDS:
+            if known.get(f) is None:
+                known[f] = r[f]
     for r in table:
         given = {f: r.get(f) for f in _META_FIELDS if r.get(f) is not None}
         merged[r["name"]] = {**merged.get(r["name"], {}), **given}
@@ -245,11 +262,13 @@ class KnowledgeIndex:
     Args:
         kb_path: the knowledge base.
         refresh_s: look for changes at most this often.
+        exclude_sources: sources whose runs the snapshot leaves out (see :func:`load_snapshot`).
     """
 
-    def __init__(self, kb_path: Path, *, refresh_s: float = 10.0) -> None:
+    def __init__(self, kb_path: Path, *, refresh_s: float = 10.0, exclude_sources: Sequence[str] = ()) -> None:
         self.kb_path = Path(kb_path)
         self.refresh_s = refresh_s
+        self.exclude_sources = tuple(exclude_sources)
         self._snapshot: KnowledgeSnapshot | None = None
         self._checked = time.monotonic()
         self._loading = threading.Lock()
@@ -261,7 +280,7 @@ class KnowledgeIndex:
             CollectorError: the knowledge base cannot be read.
         """
         with self._loading:
-            snapshot = load_snapshot(self.kb_path)
+            snapshot = load_snapshot(self.kb_path, exclude_sources=self.exclude_sources)
             self._snapshot = snapshot
             self._checked = time.monotonic()
             return snapshot
@@ -270,7 +289,7 @@ class KnowledgeIndex:
         def run() -> None:
             try:
                 with self._loading:
-                    self._snapshot = load_snapshot(self.kb_path)
+                    self._snapshot = load_snapshot(self.kb_path, exclude_sources=self.exclude_sources)
             except CollectorError as e:
                 log.warning("knowledge-base snapshot not refreshed: %s", e)
 

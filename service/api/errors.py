@@ -85,7 +85,7 @@ _GENERIC = {
 }
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+               405: "method_not_allowed", 406: "not_acceptable", 408: "request_timeout", 413: "payload_too_large",
                415: "unsupported_media_type", 422: "validation_error", 429: "too_many_requests",
                503: "service_unavailable"}
 
@@ -116,17 +116,23 @@ def _headers_for(status: int, retry_after_s: int) -> dict[str, str] | None:
     return None
 
 
+def answer_for(exc: Exception, *, retry_after_s: int) -> JSONResponse:
+    """The error answer for a known error (one of :data:`ERROR_TABLE`'s classes)."""
+    status, code, shown = classify(exc)
+    message = (exc.message if isinstance(exc, ServiceError) else " ".join(str(exc).split())) if shown \
+        else _GENERIC[code]
+    details = exc.details if isinstance(exc, ServiceError) else None
+    return error_response(status, code, message, details, _headers_for(status, retry_after_s))
+
+
 def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
     """Register the handlers that turn every error into the one error body."""
 
     async def handle_known(request: Request, exc: Exception) -> JSONResponse:
-        status, code, shown = classify(exc)
-        if status >= 500:
-            log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, code, exc)
-        message = (exc.message if isinstance(exc, ServiceError) else " ".join(str(exc).split())) if shown \
-            else _GENERIC[code]
-        details = exc.details if isinstance(exc, ServiceError) else None
-        return error_response(status, code, message, details, _headers_for(status, retry_after_s))
+        answer = answer_for(exc, retry_after_s=retry_after_s)
+        if answer.status_code >= 500:
+            log.warning("%s %s -> %d: %s", request.method, request.url.path, answer.status_code, exc)
+        return answer
 
     async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]

@@ -19,7 +19,8 @@ log = logging.getLogger("metaml.service")
 def load_experience(app: FastAPI, settings: Settings) -> None:
     """State loader: a :class:`KnowledgeIndex` in ``app.state.extensions["experience"]`` (first snapshot read now
     when the knowledge base can be read) and a :class:`SampleFeatures` cache in ``extensions["samples"]``."""
-    index = KnowledgeIndex(settings.kb, refresh_s=settings.experience_refresh_s)
+    index = KnowledgeIndex(settings.kb, refresh_s=settings.experience_refresh_s,
+                           exclude_sources=settings.exclude_sources)
     app.state.extensions["experience"] = index
     app.state.extensions["samples"] = SampleFeatures()
     try:
@@ -33,7 +34,8 @@ async def get_experience(request: Request) -> KnowledgeIndex:
     ext = request.app.state.extensions
     if "experience" not in ext:
         settings = request.app.state.settings
-        ext["experience"] = KnowledgeIndex(settings.kb, refresh_s=settings.experience_refresh_s)
+        ext["experience"] = KnowledgeIndex(settings.kb, refresh_s=settings.experience_refresh_s,
+                                           exclude_sources=settings.exclude_sources)
     return ext["experience"]
 
 

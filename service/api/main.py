@@ -1,8 +1,9 @@
 """The HTTP API's app factory.
 
 ``create_app(settings)`` builds the app: the routers (adding one is one line in :data:`ROUTERS`), the error table,
-the request size limit and the metrics middleware, and a lifespan that opens the knowledge base and runs the
-:data:`STATE_LOADERS` (where later parts, e.g. the meta-learner's artifact, load their state into ``app.state``).
+the request gate (authentication before any body is read, body size and pause limits) and the metrics middleware,
+and a lifespan that opens the knowledge base and runs the :data:`STATE_LOADERS` (where later parts, e.g. the
+meta-learner's artifact, load their state into ``app.state``).
 
 Run it with ``metaml serve``, or ``uvicorn service.api.main:create_app --factory``.
 """
@@ -23,7 +24,7 @@ from collector.errors import CollectorError
 from collector.store import KnowledgeBase
 from service.api.errors import install_error_handlers
 from service.api.experience import load_experience
-from service.api.limits import BodyLimitMiddleware
+from service.api.limits import RequestGate
 from service.api.metrics import Metrics, MetricsMiddleware
 from service.api.openapi import build_openapi
 from service.api.predictor import load_predictor
@@ -107,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestGate, settings=settings, routes=[r for router in ROUTERS for r in router.routes])
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     return app

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from collector.schema import DatasetMeta, Hyperparameters, Method, Model, RunRecord, Task
+from collector.schema import SOURCE_PATTERN, DatasetMeta, Hyperparameters, Method, Model, Name, RunRecord, Task
 
 Label = str | int | float | bool | None
 
@@ -48,6 +48,8 @@ class UploadResult(_Model):
     duplicates: int
     rejected: int
     uploader: str = Field(description="The API key name recorded as provenance.uploader.")
+    source: str | None = Field(None, description="provenance.source of the records the key's upload names none "
+                                                 "for: upload:<holder> (the only one a non-admin key's runs get).")
     records: list[RecordStatus]
 
 
@@ -65,10 +67,10 @@ class DescribeRequest(_Model):
     texts: list[str] = Field(min_length=1, description="One text per row.")
     labels: list[Label] | None = Field(None, description="One label per row (null entries are unlabelled rows).")
     text_pairs: list[str] | None = Field(None, description="Second text of each row, for sentence-pair datasets.")
-    name: str | None = Field(None, min_length=1, max_length=200,
+    name: Name | None = Field(None, min_length=1, max_length=200,
                              description="Dataset name (canonicalized, e.g. SST-2 -> glue/sst2); needed to store.")
     store: bool = Field(False, description="Store the features under `name` in the knowledge base (write scope).")
-    domain: str | None = Field(None, max_length=100, description="news, reviews, social...; never guessed.")
+    domain: Name | None = Field(None, max_length=100, description="news, reviews, social...; never guessed.")
     landmark_sample: int = Field(2000, ge=0, le=10_000, description="Rows of the TF-IDF landmark (0 skips it).")
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
@@ -139,7 +141,6 @@ SEARCHABLE_HPARAMS: tuple[str, ...] = (
     "learning_rate", "batch_size", "epochs", "max_steps", "warmup_ratio", "warmup_steps", "weight_decay",
     "lr_scheduler", "optimizer", "max_seq_length", "dropout", "label_smoothing", "precision",
 )
-_SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"
 
 
 class DatasetSample(_Model):
@@ -148,7 +149,7 @@ class DatasetSample(_Model):
     texts: list[str] = Field(min_length=1, description="One text per row (a sample of the training split is enough).")
     labels: list[Label] | None = Field(None, description="One label per row (null entries are unlabelled rows).")
     text_pairs: list[str] | None = Field(None, description="Second text of each row, for sentence-pair datasets.")
-    domain: str | None = Field(None, max_length=100, description="news, reviews, social...; never guessed.")
+    domain: Name | None = Field(None, max_length=100, description="news, reviews, social...; never guessed.")
     landmark_sample: int = Field(2000, ge=0, le=10_000, description="Rows of the TF-IDF landmark (0 skips it).")
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
@@ -158,7 +159,7 @@ class DatasetSpec(_Model):
     sample of its texts and labels (at least one). Explicit `meta` fields win over a sample's, which win over the
     knowledge base's."""
 
-    name: str | None = Field(None, min_length=1, max_length=200,
+    name: Name | None = Field(None, min_length=1, max_length=200,
                              description="Dataset name (canonicalized, e.g. SST-2 -> glue/sst2).")
     meta: DatasetMeta | None = Field(None, description="Meta-features, as `POST /v1/datasets/describe` returns them.")
     sample: DatasetSample | None = Field(None, description="Texts and labels to compute the meta-features from.")
@@ -192,7 +193,7 @@ class Candidate(_Model):
 class _TaskRequest(_Model):
     task: Task = Field(default_factory=_default_task, description="Task type and primary metric (default accuracy).")
     dataset: DatasetSpec
-    source: str = Field("upload", pattern=_SOURCE_PATTERN, max_length=100,
+    source: str = Field("upload", pattern=SOURCE_PATTERN, max_length=100,
                         description="Whose evaluation protocol the scores follow: a knowledge-base source "
                                     "(transfergraph, opda...) or `upload` (default) for a new task.")
 

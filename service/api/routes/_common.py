@@ -15,7 +15,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Malformed body, unreadable file, refused query."},
     401: {"model": ErrorBody, "description": "No API key, or an invalid or revoked one."},
     403: {"model": ErrorBody, "description": "The key lacks the needed scope."},
-    413: {"model": ErrorBody, "description": "The body is larger than max_request_bytes."},
+    413: {"model": ErrorBody, "description": "The body is larger than max_request_bytes (uploads) or max_body_bytes."},
     415: {"model": ErrorBody, "description": "A Content-Type the operation does not read."},
     422: {"model": ErrorBody, "description": "Invalid parameters, or more records than max_batch_records."},
     503: {"model": ErrorBody, "description": "The knowledge base is busy or unavailable; see Retry-After."},

@@ -10,12 +10,13 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from collector.errors import CollectorError
 from collector.features import compute_meta_features, load_text_dataset
 from collector.schema import DatasetMeta, canonical_dataset
 from collector.store import KnowledgeBase
-from service.api.deps import KB, OptionalKey, SettingsDep, check_scope
+from service.api.deps import KB, AnyKeyWhenReadsClosed, SettingsDep, StreamedBody, check_scope
 from service.api.routes._common import ERROR_RESPONSES, MULTIPART, is_json, media_type
 from service.api.schemas import DescribeRequest, DescribeResult
 from service.errors import BadRequest, UnsupportedMediaType
@@ -99,8 +100,9 @@ def _validated(data: Any) -> DescribeRequest:
 
 
 @router.post("/describe", operation_id="describe_dataset", response_model=DescribeResult, responses=ERROR_RESPONSES,
-             openapi_extra={"requestBody": _DESCRIBE_BODY})
-async def describe_dataset(request: Request, kb: KB, key: OptionalKey, settings: SettingsDep) -> DescribeResult:
+             openapi_extra={"requestBody": _DESCRIBE_BODY}, dependencies=[StreamedBody])
+async def describe_dataset(request: Request, kb: KB, key: AnyKeyWhenReadsClosed, settings: SettingsDep
+                           ) -> DescribeResult:
     """Dataset meta-features (sizes, class balance, text lengths, vocabulary, language, TF-IDF landmark).
 
     With `store: true` and a `name`, the features are stored in the knowledge base's datasets table under the
@@ -118,6 +120,8 @@ async def describe_dataset(request: Request, kb: KB, key: OptionalKey, settings:
     elif media == MULTIPART:
         try:
             form = await request.form(max_files=1, max_fields=20)
+        except HTTPException:  # the request gate's size and time limits
+            raise
         except Exception as e:  # starlette's multipart errors have no public base class
             raise BadRequest(f"malformed multipart body: {e}") from None
         file_part = form.get("file")

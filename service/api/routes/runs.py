@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from collector.formats import FORMATS
 from collector.schema import (
@@ -22,12 +23,13 @@ from collector.schema import (
     canonical_model_id,
     from_row,
 )
+from collector.store import rows_within
 from service.api._json import jsonable
-from service.api.deps import KB, MetricsDep, ReadKey, SettingsDep, WriteKey, Writer
+from service.api.deps import KB, MetricsDep, ReadKey, SettingsDep, StreamedBody, WriteKey, Writer
 from service.api.routes._common import ERROR_RESPONSES, MULTIPART, is_json, media_type
 from service.api.schemas import ErrorBody, RunPage, RunRecord, UploadResult
-from service.errors import BadRequest, BatchTooLarge, NotFound, UnsupportedMediaType
-from service.uploads import SourcedItem, items_from_file, items_from_json, items_from_ndjson, store_items
+from service.errors import BadRequest, NotFound, UnsupportedMediaType
+from service.uploads import BodyReader, Upload, read_file
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
@@ -55,27 +57,42 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-async def _read_upload(request: Request, max_records: int) -> list[SourcedItem]:
+#: Bytes of body gathered before they are parsed (in a worker thread, off the event loop).
+_FEED_BYTES = 256 * 1024
+
+
+async def _read_upload(request: Request, upload: Upload) -> None:
+    """Read the request's records into ``upload`` as the body arrives."""
     media = media_type(request)
-    if is_json(media):
-        return await run_in_threadpool(items_from_json, await request.body())
-    if media in NDJSON_TYPES:
-        return await run_in_threadpool(items_from_ndjson, await request.body())
+    if is_json(media) or media in NDJSON_TYPES:
+        reader = BodyReader(upload, ndjson=media in NDJSON_TYPES)
+        pending: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= _FEED_BYTES:
+                await run_in_threadpool(reader.feed, b"".join(pending))
+                pending, size = [], 0
+        await run_in_threadpool(reader.finish, b"".join(pending))
+        return
     if media == MULTIPART:
         try:
             form = await request.form(max_files=1, max_fields=10)
+        except HTTPException:  # the request gate's size and time limits
+            raise
         except Exception as e:  # starlette's multipart errors have no public base class
             raise BadRequest(f"malformed multipart body: {e}") from None
-        upload, fmt = form.get("file"), form.get("format")
-        if not isinstance(upload, UploadFile):
+        file_part, fmt = form.get("file"), form.get("format")
+        if not isinstance(file_part, UploadFile):
             raise BadRequest("a multipart upload needs the file in a part named 'file'")
         if fmt is not None and (not isinstance(fmt, str) or fmt not in FORMATS):
             raise BadRequest(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
         try:
-            return await run_in_threadpool(items_from_file, upload.file, upload.filename, fmt or None,
-                                           max_items=max_records)
+            await run_in_threadpool(read_file, upload, file_part.file, file_part.filename, fmt or None)
         finally:
-            await upload.close()
+            await file_part.close()
+        return
     raise UnsupportedMediaType(
         f"cannot read a body of type {media or '(none)'!r}; send application/json (an array of records), "
         "application/x-ndjson (one record per line) or multipart/form-data (a file)",
@@ -83,27 +100,28 @@ async def _read_upload(request: Request, max_records: int) -> list[SourcedItem]:
 
 
 @router.post("/runs", operation_id="upload_runs", response_model=UploadResult, responses=ERROR_RESPONSES,
-             openapi_extra={"requestBody": _UPLOAD_BODY})
+             openapi_extra={"requestBody": _UPLOAD_BODY}, dependencies=[StreamedBody])
 async def upload_runs(request: Request, key: WriteKey, writer: Writer, settings: SettingsDep,
                       metrics: MetricsDep) -> UploadResult:
     """Upload runs; answer what was accepted, what was a duplicate and what was rejected (and why), per record.
 
-    The whole upload is stored in one transaction (shared with uploads arriving at the same moment), committed
-    before the answer: every record answered `accepted` is in the knowledge base. The API key's name is recorded as
-    `provenance.uploader`. Needs the `write` scope.
+    Each record is validated on its own as the body arrives (a bad one is rejected with its place, field and
+    reason; the others are stored), and the upload is refused (422) as soon as it passes the record limit. The
+    valid records are stored in one transaction (shared with uploads arriving at the same moment), committed before
+    the answer: every record answered `accepted` is in the knowledge base. The server records the key's holder as
+    `provenance.uploader` and stores the runs under the source `upload:<holder>` (an admin key's records keep the
+    source they name). Needs the `write` scope.
     """
-    items = await _read_upload(request, settings.max_batch_records)
-    if len(items) > settings.max_batch_records:
-        raise BatchTooLarge(f"the upload holds {len(items):,} records; at most {settings.max_batch_records:,} are "
-                            "accepted in one request: split it", details={"max_batch_records":
-                                                                            settings.max_batch_records})
-    result = await run_in_threadpool(store_items, writer.append, items, uploader=key.name)
+    upload = Upload(holder=key.name, admin=key.allows("admin"), limits=settings.record_limits,
+                    max_records=settings.max_batch_records)
+    await _read_upload(request, upload)
+    result = await run_in_threadpool(upload.store, writer.append)
     accepted, duplicates, rejected = (result.count("accepted"), result.count("duplicate"),
                                       result.count("rejected"))
     metrics.count_upload(accepted, duplicates, rejected)
     return UploadResult.model_validate({
         "total": len(result.records), "accepted": accepted, "duplicates": duplicates, "rejected": rejected,
-        "uploader": key.name, "records": [asdict(r) for r in result.records]})
+        "uploader": key.name, "source": result.source, "records": [asdict(r) for r in result.records]})
 
 
 def encode_cursor(run_id: str) -> str:
@@ -124,6 +142,7 @@ def decode_cursor(cursor: str) -> str:
 def list_runs(
     kb: KB,
     _key: ReadKey,
+    settings: SettingsDep,
     dataset: Annotated[str | None, Query(max_length=500, description="Dataset name (canonicalized).")] = None,
     model: Annotated[str | None, Query(max_length=500, description="Model id (canonicalized).")] = None,
     method: Annotated[str | None, Query(max_length=100, description="Method name (canonicalized).")] = None,
@@ -135,7 +154,10 @@ def list_runs(
     cursor: Annotated[str | None, Query(max_length=64, description="next_cursor of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Runs per page.")] = 100,
 ) -> JSONResponse:
-    """Runs matching every filter given, ordered by run id, one page at a time."""
+    """Runs matching every filter given, ordered by run id, one page at a time.
+
+    A page holds `limit` runs, or fewer when their data would pass the server's answer size (`max_answer_bytes`);
+    `next_cursor` then leads to the rest."""
     filters: dict[str, Any] = {}
     if dataset:
         filters["dataset_name"] = canonical_dataset(dataset)
@@ -151,9 +173,10 @@ def list_runs(
         filters["outcome_status"] = status.value
     ranges = {"outcome_score": (min_score, max_score)} if min_score is not None or max_score is not None else None
     after = decode_cursor(cursor) if cursor else None
-    rows = kb.scan(filters=filters, ranges=ranges, after=after, limit=limit + 1).to_pylist()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    table = kb.scan(filters=filters, ranges=ranges, after=after, limit=limit + 1)
+    keep = max(rows_within(table, settings.max_answer_bytes, limit), min(1, table.num_rows))
+    more = table.num_rows > keep
+    rows = table.slice(0, keep).to_pylist()
     page = {"runs": [from_row(r) for r in rows], "count": len(rows),
             "next_cursor": encode_cursor(rows[-1]["run_id"]) if more else None}
     return JSONResponse(jsonable(page))
