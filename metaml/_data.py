@@ -64,6 +64,18 @@ def load_runs(kb: KnowledgeBase, *, sources: Sequence[str] | None = None,
     return runs
 
 
+#: The source every run uploaded over HTTP counts as, whoever uploaded it (``upload:<holder>`` -> ``upload``).
+UPLOAD_SOURCE = "upload"
+
+
+def source_family(sources: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray:
+    """Each run's source as the meta-learner sees it: every ``upload:<holder>`` is ``upload`` (one protocol: the
+    uploader's own), every other source itself."""
+    values = pd.Series(np.asarray(sources, dtype=object)).astype("string")
+    uploaded = values.str.startswith(UPLOAD_SOURCE + ":").fillna(False)
+    return values.where(~uploaded, UPLOAD_SOURCE).astype(object).where(values.notna(), None).to_numpy(dtype=object)
+
+
 def regime(df: pd.DataFrame) -> pd.Series:
     """The data regime of each run: ``k<K>`` (few-shot per class), ``n<N>`` (training subsample) or ``full``."""
     k = df["dataset_examples_per_class"]

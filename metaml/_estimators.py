@@ -32,7 +32,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from metaml._data import learning_frame, within_task_z
+from metaml._data import learning_frame, source_family, within_task_z
 from metaml._features import TASK_COLUMNS, RunFeaturizer
 
 warnings.filterwarnings("ignore", message=".*X does not have valid feature names.*")
@@ -340,7 +340,7 @@ class FailureEstimator(ClassifierMixin, _LgbmEstimator):
 
 def source_bins(sources: Any) -> np.ndarray:
     """The interval bin of each row: its source family (:data:`SOURCE_FAMILIES`)."""
-    values = pd.Series(np.asarray(sources, dtype=object)).astype("string").fillna(GLOBAL_BIN)
+    values = pd.Series(source_family(sources)).astype("string").fillna(GLOBAL_BIN)
     return values.map(lambda s: SOURCE_FAMILIES.get(s, s)).to_numpy(dtype=object)
 
 

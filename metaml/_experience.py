@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from metaml._data import config_keys, within_task_z
+from metaml._data import config_keys, source_family, within_task_z
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -134,9 +134,10 @@ class Experience:
         keys = keys if keys is not None else self.keys_of(frame)
         task_codes, tasks = pd.factorize(_strings(frame["task_key"])[keep])
         task_first = np.unique(task_codes, return_index=True)[1]
-        self.sources_ = pd.Index(pd.unique(_strings(frame["provenance_source"])))
+        sources = source_family(_strings(frame["provenance_source"]))
+        self.sources_ = pd.Index(pd.unique(sources))
         self.datasets_ = pd.Index(pd.unique(_strings(frame["dataset_name"])))
-        task_source = self.sources_.get_indexer(_strings(frame["provenance_source"])[keep])[task_first]
+        task_source = self.sources_.get_indexer(sources[keep])[task_first]
         task_dataset = self.datasets_.get_indexer(_strings(frame["dataset_name"])[keep])[task_first]
         self.tasks_ = np.asarray(tasks, dtype=object)
         self.task_dataset_ = task_dataset
@@ -175,7 +176,7 @@ class Experience:
             keys: :meth:`keys_of` the rows, when already computed.
         """
         keys = keys if keys is not None else self.keys_of(rows)
-        src = self.sources_.get_indexer(_strings(rows["provenance_source"])).astype(np.int64)
+        src = self.sources_.get_indexer(source_family(_strings(rows["provenance_source"]))).astype(np.int64)
         dst = self.datasets_.get_indexer(_strings(rows["dataset_name"])).astype(np.int64) \
             if leave_own_dataset else None
         n_s, n_d = len(self.sources_), len(self.datasets_)

@@ -34,9 +34,16 @@ def _load(kb_path: Path, sources: tuple[str, ...]) -> Any:
               help="lodo: leave one dataset out; lomo: leave one model (with its derived checkpoints) out; lofo: "
                    "leave one model family out; loso: leave one source out; gkfold: grouped 5-fold by dataset.")
 @kb_option
-@click.option("--max-folds", type=click.IntRange(1), default=24, show_default=True,
-              help="Held-out units to evaluate, sampled across sources (each fold trains on everything else).")
-@click.option("--rank-mode", "rank_modes", multiple=True, type=click.Choice(["relative", "absolute", "lambdarank"]),
+@click.option("--max-folds", type=click.IntRange(1), default=None,
+              help="Evaluate at most this many held-out units, sampled across sources [default: every unit with a "
+                   "task of at least --min-configs configurations]. Each fold trains on everything else.")
+@click.option("--min-configs", type=click.IntRange(2), default=20, show_default=True,
+              help="A held-out unit is evaluated when one of its tasks has at least this many configurations.")
+@click.option("--n-estimators", type=click.IntRange(10), default=150, show_default=True,
+              help="Trees of the meta-learner's ranking view in each fold (fewer: cheaper folds).")
+@click.option("--max-rows-per-task", type=click.IntRange(10), default=100, show_default=True,
+              help="Runs per task the meta-learner's estimators learn from in each fold (its experience reads all).")
+@click.option("--rank-mode", "rank_modes", multiple=True, type=click.Choice(["relative", "lambdarank"]),
               default=("relative",), show_default=True,
               help="Ranking view(s) of the outcome model to evaluate (repeat to compare).")
 @click.option("--source", "sources", multiple=True, help="Only runs from this source (repeatable).")
@@ -50,30 +57,36 @@ def _load(kb_path: Path, sources: tuple[str, ...]) -> Any:
 @click.option("--tracking-uri", envvar="METAML_TRACKING_URI", default=None, show_envvar=True,
               help="Also log the evaluation to this MLflow tracking URI.")
 @json_option
-def evaluate_cmd(protocol: str, kb_path: Path, max_folds: int, rank_modes: tuple[str, ...], sources: tuple[str, ...],
+def evaluate_cmd(protocol: str, kb_path: Path, max_folds: int | None, min_configs: int, n_estimators: int,
+                 max_rows_per_task: int, rank_modes: tuple[str, ...], sources: tuple[str, ...],
                  train_sources: tuple[str, ...], test_sources: tuple[str, ...], out_dir: Path | None, seed: int,
                  tracking_uri: str | None, as_json: bool) -> None:
-    """Evaluate the meta-learner against the baselines (random, global mean, best-on-average (model, method) mean,
-    k-nearest datasets) under a leakage-free protocol, and write a report (Markdown + PNG plots).
+    """Evaluate the meta-learner against the baselines (the experience lookup, random, global mean, best-on-average
+    (model, method) mean, k-nearest datasets) under a leakage-free protocol, and write a report (Markdown + PNG).
 
-    Metrics per held-out task, then averaged: Spearman and Kendall tau, NDCG@5, top-1/top-5 regret and RMSE/MAE in
-    points, interval coverage; ROC AUC of the failure probability and MAPE of the cost, pooled.
+    Metrics per held-out task, then averaged, overall and per source: Spearman and Kendall tau, NDCG@5, top-1/top-5
+    regret and RMSE/MAE in points, interval coverage; ROC AUC of the failure probability and MAPE of the cost,
+    pooled; the noise ceiling per source where configurations repeat over seeds.
     """
-    from metaml._evaluate import default_predictors, evaluate, noise_floor
+    from metaml._evaluate import default_predictors, evaluate, noise_ceiling, noise_floor
     from metaml._report import verdict, write_report
 
     runs = _load(kb_path, sources)
     started = time.perf_counter()
-    result = evaluate(runs, protocol, predictors=default_predictors(rank_modes), max_folds=max_folds, seed=seed,
-                      progress=not as_json, train_sources=train_sources or None, test_sources=test_sources or None)
+    result = evaluate(runs, protocol, predictors=default_predictors(rank_modes, n_estimators, max_rows_per_task),
+                      max_folds=max_folds, seed=seed, progress=not as_json, min_configs=min_configs,
+                      train_sources=train_sources or None, test_sources=test_sources or None)
     seconds = time.perf_counter() - started
     out_dir = out_dir or DEFAULT_REPORTS / protocol
     context = {"knowledge base": str(kb_path), "runs": f"{len(runs):,}", "protocol": protocol,
                "rank modes": ", ".join(rank_modes), "sources": ", ".join(sources) or "all",
+               "meta-learner per fold": f"{n_estimators} trees, at most {max_rows_per_task} runs per task",
+               "held-out units": f"every unit with a task of at least {min_configs} configurations"
+               + (f", at most {max_folds} sampled across sources" if max_folds else ""),
                "trained on": ", ".join(train_sources) or "all sources",
                "evaluated on": ", ".join(test_sources) or "all sources",
                "evaluation time": f"{seconds:.0f} s"}
-    report = write_report(result, out_dir, context=context, noise=noise_floor(runs),
+    report = write_report(result, out_dir, context=context, noise=noise_floor(runs), ceiling=noise_ceiling(runs),
                           learner="metaml" if len(rank_modes) == 1 else f"metaml[{rank_modes[0]}]")
     summary = result.summary()
     if tracking_uri:
@@ -100,8 +113,8 @@ def evaluate_cmd(protocol: str, kb_path: Path, max_folds: int, rank_modes: tuple
                   p.strip() for v in value for p in v.split(",") if p.strip()),
               help="Never learn from runs of this source (repeatable, or comma-separated); 'upload*' leaves out every "
                    "run uploaded over HTTP (sources upload:<key holder>).")
-@click.option("--rank-mode", type=click.Choice(["relative", "absolute", "lambdarank"]), default="relative",
-              show_default=True)
+@click.option("--rank-mode", type=click.Choice(["relative", "lambdarank"]), default="relative", show_default=True,
+              help="The outcome model's ranking view: regression on the within-task standardized score, or LambdaRank.")
 @click.option("--evaluation", "evaluation_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="A summary.json written by `metaml evaluate`, stored with the model as its "
                                  "evaluation metrics.")
