@@ -60,17 +60,16 @@ When posting fails (server unreachable, an error answer after the client's retri
 ``<output_dir>/metaml_spool.jsonl`` and a warning names the file; ``Client.upload_runs(path)`` or
 ``metaml ingest PATH`` sends it later.
 
-Dependencies: this module imports ``transformers`` (the ``train`` extra). Building a record reuses the mapping of the
-``hf_trainer`` importer and the collector's feature extractors, imported when training ends. ``client=`` is any object
-with the :class:`RunClient` methods (:class:`metaml_client.Client` has them); the collector does not import the
-client package.
+Dependencies: this module imports ``transformers`` (the ``train`` extra). Building a record uses the mapping the
+``hf_trainer`` importer uses (:mod:`collector.importers.hf.run_mapping`) and the collector's feature extractors.
+``client=`` is any object with the :class:`RunClient` methods (:class:`metaml_client.Client` has them); the
+collector does not import the client package.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import enum
 import json
 import logging
 import math
@@ -83,11 +82,14 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import transformers
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from collector.importers.hf import run_mapping as rm
+from collector.importers.hf.card import metric_name
+from collector.importers.hf.run_mapping import jsonable as _jsonable
 
 if TYPE_CHECKING:
     from collector.ingest import IngestReport
@@ -188,33 +190,29 @@ def build_record(
 
     Raises:
         ValueError: an unknown ``features`` mode.
-        ImportError: ``collector`` (this project's own package) cannot be imported.
     """
     if features not in FEATURE_MODES:
         raise ValueError(f"features must be one of {', '.join(FEATURE_MODES)}, not {features!r}")
-    from collector.importers import hf_trainer as hf
-    from collector.importers._trainer_card import metric_name
     from collector.schema import canonical_dataset, metric_info
 
     log = [e for e in (state.log_history or []) if isinstance(e, Mapping)]
-    final_eval = next((dict(e) for e in reversed(log) if _is_eval_entry(e, hf)), {})
+    final_eval = next((dict(e) for e in reversed(log) if any(rm.is_eval_key(k) for k in e)), {})
     summary = next((dict(e) for e in reversed(log) if "train_runtime" in e), {})
     state_part = {"log_history": log, "global_step": state.global_step, "total_flos": state.total_flos}
-    parsed = hf._Parsed(eval=final_eval, train=summary, state=state_part)
 
-    metrics, bad, extra = hf._eval_metrics(parsed)
+    run = rm.eval_metrics(final_eval)
     outcome: dict[str, Any] = {"status": "ok", "split": split}
     dataset_part: dict[str, Any] = {"name": canonical_dataset(dataset)}
-    hf._train_part(parsed, metrics, bad, outcome, dataset_part, extra)
-    hf._state_extra(state_part, extra)
+    rm.apply_train_results(summary, state_part, run, outcome, dataset_part)
+    run.extra.update(rm.state_extra(state_part))
     if outcome.get("runtime_s") is None and runtime_s is not None:
         outcome["runtime_s"] = runtime_s
 
-    primary = _primary(primary_metric, args, metrics, bad, hf, metric_name)
+    primary = _primary(primary_metric, args, run)
     if not final_eval:
         _warn("no evaluation in the trainer's log history (set eval_strategy and an eval_dataset, or evaluate "
               "before training ends): the record has no score and will be rejected")
-    hf._failure(metrics, bad, primary, outcome)
+    rm.mark_failure(run, primary, outcome)
     divergence = _divergence(log, model)
     if divergence:
         outcome["status"], outcome["error_kind"] = "failed", "diverged"
@@ -222,9 +220,11 @@ def build_record(
 
     base = _base_model(model)
     config = _config_dict(base)
-    model_part = _model_part(model, base, config, model_id, hf)
-    method = _method(model, hf)
-    hparams = _hparams(args, hf, max_seq_length, extra)
+    model_part = _model_part(model, base, config, model_id)
+    method = _method(model)
+    hparams = rm.hparams_from_args(args, run.extra)
+    if max_seq_length:
+        hparams["max_seq_length"] = int(max_seq_length)
     if extra_hparams:
         hparams.setdefault("extra", {}).update(_jsonable(dict(extra_hparams)))
 
@@ -242,7 +242,7 @@ def build_record(
     if outcome.get("runtime_s") and hardware.get("accelerator") not in (None, "cpu"):
         outcome["gpu_hours"] = outcome["runtime_s"] * (hardware.get("accelerator_count") or 1) / 3600
 
-    task: dict[str, Any] = {"type": task_type or _task_type(base, config, hf), "primary_metric": primary}
+    task: dict[str, Any] = {"type": task_type or _task_type(base, config), "primary_metric": primary}
     if metric_info(primary) is None:
         task["metric_scale"] = "unbounded"
         task["higher_is_better"] = args.greater_is_better is not False
@@ -252,31 +252,25 @@ def build_record(
         provenance["uploader"] = uploader
     record = {"task": task, "dataset": dataset_part, "model": model_part, "method": method, "hparams": hparams,
               "outcome": outcome, "hardware": hardware, "provenance": provenance}
-    curve = hf._state_curve(state_part)
-    draft = hf._Draft(data=record, locator=provenance["locator"] or SOURCE, metrics=metrics, primary=primary,
-                      curve=curve, own_percent=hf._own_percent(metrics), group=None)
-    return _jsonable(hf._finalize(draft, draft.own_percent, provenance["locator"] or SOURCE).data)
+    draft = rm.Draft(data=record, locator=provenance["locator"] or SOURCE, metrics=run.metrics, primary=primary,
+                     curve=rm.state_curve(state_part), own_percent=rm.own_percent(run.metrics))
+    return _jsonable(rm.finalize(draft, draft.own_percent, provenance["locator"] or SOURCE).data)
 
 
-def _is_eval_entry(entry: Mapping[str, Any], hf: Any) -> bool:
-    return any(k.startswith("eval_") and not hf._EVAL_NON_METRICS.search(k[5:]) and k != "eval_samples"
-               for k in entry)
-
-
-def _primary(given: str | None, args: TrainingArguments, metrics: dict[str, float], bad: list[str], hf: Any,
-             metric_name: Any) -> str:
+def _primary(given: str | None, args: TrainingArguments, run: rm.RunMetrics) -> str:
     """The primary metric: the one given, else ``metric_for_best_model``, else accuracy, else the first reported of
     the importer's preference order."""
     if given:
-        return metric_name(given)
-    reported = set(metrics) | set(bad)
+        return metric_name(given) or given
     for candidate in (args.metric_for_best_model, "accuracy"):
-        if candidate and metric_name(candidate) in reported:
+        if candidate and metric_name(candidate) in run.reported:
             return metric_name(candidate)
-    fallback = hf._generic_primary(None, metrics, bad)
+    fallback = rm.primary_metric(run)
     if fallback is not None:
         return fallback
-    return metric_name(args.metric_for_best_model) if args.metric_for_best_model else "accuracy"
+    if args.metric_for_best_model:
+        return metric_name(args.metric_for_best_model) or args.metric_for_best_model
+    return "accuracy"
 
 
 def _divergence(log: list[Mapping[str, Any]], model: Any) -> str | None:
@@ -324,10 +318,10 @@ def _config_dict(model: Any) -> dict[str, Any]:
         return {}
 
 
-def _model_part(model: Any, base: Any, config: dict[str, Any], model_id: str | None, hf: Any) -> dict[str, Any]:
+def _model_part(model: Any, base: Any, config: dict[str, Any], model_id: str | None) -> dict[str, Any]:
     mid = model_id
     if not mid:
-        found, _path = hf._generic_model(hf._Parsed(config=config), None)
+        found, _path = rm.model_id([config.get("_name_or_path")])
         mid = found or str(config.get("model_type") or type(base).__name__)
     out: dict[str, Any] = {"id": mid}
     basic = {"family": config.get("model_type"), "n_layers": config.get("num_hidden_layers"),
@@ -362,9 +356,8 @@ def _backbone_params(model: Any, base: Any) -> int | None:
         return None
 
 
-def _task_type(base: Any, config: dict[str, Any], hf: Any) -> str:
-    architectures = [type(base).__name__, *(config.get("architectures") or [])]
-    kind = hf._generic_task_type(hf._Parsed(config={"architectures": architectures}), None)
+def _task_type(base: Any, config: dict[str, Any]) -> str:
+    kind = rm.task_type([type(base).__name__, *(config.get("architectures") or [])])
     n_labels = len(config.get("id2label") or {}) or config.get("num_labels")
     if kind == "text-classification" and (config.get("problem_type") == "regression"
                                           or (n_labels == 1 and not config.get("problem_type"))):
@@ -375,7 +368,7 @@ def _task_type(base: Any, config: dict[str, Any], hf: Any) -> str:
 # ----------------------------------------------------------------------------------------------------------- method
 
 
-def _method(model: Any, hf: Any) -> dict[str, Any]:
+def _method(model: Any) -> dict[str, Any]:
     params = list(model.named_parameters())
     trainable = sum(p.numel() for _, p in params if p.requires_grad)
     if _is_peft(model):
@@ -384,7 +377,7 @@ def _method(model: Any, hf: Any) -> dict[str, Any]:
         cfg = model.peft_config.get(name) if isinstance(name, str) else None
         cfg = cfg if cfg is not None else next(iter(model.peft_config.values()))
         raw = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
-        method = hf._peft_method(_jsonable(raw))
+        method = rm.peft_method(_jsonable(raw))
     else:
         method = _plain_method(model, params)
     method["trainable_params"] = trainable
@@ -423,43 +416,6 @@ def _plain_method(model: Any, params: list[tuple[str, Any]]) -> dict[str, Any]:
         config["frozen_tensors"] = sum(1 for _, p in body if not p.requires_grad)
         return {"name": "partial_freeze", "config": config}
     return {"name": "partial_freeze", "n_frozen_layers": frozen, **({"config": config} if config else {})}
-
-
-# ---------------------------------------------------------------------------------------------------------- hparams
-
-
-def _hparams(args: TrainingArguments, hf: Any, max_seq_length: int | None,
-             state_extra: dict[str, Any]) -> dict[str, Any]:
-    """The card mapping (``TrainingArguments`` -> the Trainer's model-card hyperparameters -> the importer's
-    ``hparams``), completed with what the card leaves out."""
-    from transformers.modelcard import extract_hyperparameters_from_trainer
-
-    from collector.importers._trainer_card import TrainerCard
-
-    card = extract_hyperparameters_from_trainer(SimpleNamespace(args=args))
-    hp = hf._merge_hparams([("card", TrainerCard(hyperparameters=_jsonable(card)).record_hparams()),
-                            ("extra", {"extra": state_extra})])
-    optim = str(getattr(args.optim, "value", args.optim)).lower()
-    hp["optimizer"] = "adamw" if optim.startswith("adamw") else optim  # as the card reads Adam variants, and others too
-    extra = hp.setdefault("extra", {})
-    extra["optim"] = optim
-    extra.pop("optimizer_text", None)
-    warmup_ratio = getattr(args, "warmup_ratio", None) or 0.0
-    warmup_steps = float(getattr(args, "warmup_steps", 0) or 0)
-    if 0 < warmup_steps < 1:  # transformers 5: a warmup_steps below 1 is a ratio of the training steps
-        warmup_ratio, warmup_steps = warmup_steps, 0.0
-    if warmup_ratio:
-        hp["warmup_ratio"] = float(warmup_ratio)
-        hp.pop("warmup_steps", None)
-    elif warmup_steps:
-        hp["warmup_steps"] = int(warmup_steps)
-    hp["weight_decay"] = float(args.weight_decay)
-    hp["precision"] = "bf16" if args.bf16 else "fp16" if args.fp16 else hp.get("precision") or "fp32"
-    if max_seq_length:
-        hp["max_seq_length"] = int(max_seq_length)
-    if getattr(args, "data_seed", None) is not None:
-        extra["data_seed"] = args.data_seed
-    return hp
 
 
 # ---------------------------------------------------------------------------------------------------- training data
@@ -666,26 +622,6 @@ def _run_id(record: dict[str, Any]) -> str | None:
         return RunRecord.model_validate(copy.deepcopy(record)).run_id
     except ValidationError:
         return None
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with enums, sets, tuples, paths and numpy/torch scalars turned into JSON types; non-finite floats
-    into ``None``."""
-    if isinstance(value, enum.Enum):
-        return _jsonable(value.value)
-    if isinstance(value, bool) or value is None or isinstance(value, int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, set | frozenset):
-        return sorted((_jsonable(v) for v in value), key=str)
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-        return _jsonable(value.item())
-    return str(value)
 
 
 # ------------------------------------------------------------------------------------------------------- the callback

@@ -21,7 +21,7 @@ from huggingface_hub.utils import HfHubHTTPError, hf_raise_for_status
 
 from collector.formats import RawRecord
 from collector.importers._harvest_cli import harvest
-from collector.importers.harvest import (
+from collector.importers.hf.harvest import (
     STATE_FILE,
     Backoff,
     FetchedCard,
@@ -32,7 +32,7 @@ from collector.importers.harvest import (
     http_status,
     retry_after_seconds,
 )
-from collector.importers.hf_cards import ModelCards
+from collector.importers.hf.model_cards import ModelCards
 from collector.ingest import ingest_path
 from collector.store import KnowledgeBase
 

@@ -13,8 +13,8 @@ import pytest
 
 from collector.errors import FormatError
 from collector.formats import RawRecord, Rejected, detect_format
-from collector.importers._card_parse import parse_card
-from collector.importers.hf_cards import CardContext, HubSamples, ModelCards, card_to_record
+from collector.importers.hf.card import parse_card
+from collector.importers.hf.model_cards import CardContext, HubSamples, ModelCards, card_to_record
 from collector.ingest import ingest_path
 from collector.ingest._pipeline import validate
 from collector.schema import RunRecord

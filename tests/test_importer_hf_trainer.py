@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from collector.errors import FormatError
-from collector.formats import RawRecord, Rejected, detect_format
-from collector.importers._trainer_card import parse_trainer_card
-from collector.importers.hf_trainer import TarStream, TrainerOutput
+from collector.formats import RawRecord, Rejected, TarStream, detect_format
+from collector.importers.hf.card import parse_trainer_card
+from collector.importers.hf.trainer_output import TrainerOutput
 from collector.ingest import ingest_path
 from collector.schema import from_row
 from collector.store import KnowledgeBase

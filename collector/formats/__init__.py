@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from collector.errors import FormatError
-from collector.formats._base import Format, Item, RawRecord, Rejected
+from collector.formats._archive import ARCHIVE_ERRORS, ArchiveDamaged, TarStream, archive_files, peek_members
+from collector.formats._base import Format, Item, RawRecord, RecordProblem, Rejected
 from collector.formats._stream import JsonArraySplitter, LineSplitter, Piece, parse_piece
 
 #: name -> "module:Class". Order matters for auto-detection: specific importers before canonical formats.
 FORMATS: dict[str, str] = {
     "transfergraph": "collector.importers.transfergraph:TransferGraph",
     "opda": "collector.importers.opda:Opda",
-    "hf_trainer": "collector.importers.hf_trainer:TrainerOutput",
-    "hf_cards": "collector.importers.hf_cards:ModelCards",
-    "hub_samples": "collector.importers.hf_cards:HubSamples",
+    "hf_trainer": "collector.importers.hf.trainer_output:TrainerOutput",
+    "hf_cards": "collector.importers.hf.model_cards:ModelCards",
+    "hub_samples": "collector.importers.hf.model_cards:HubSamples",
     "mlflow": "collector.importers.mlflow_runs:MlflowRuns",
     "optuna": "collector.importers.optuna_studies:OptunaStudies",
     "model_recycling": "collector.importers.model_recycling:ModelRecycling",
@@ -168,8 +169,10 @@ def plan_inputs(path: Path, fmt: str | None = None) -> list[PlannedInput]:
 
 
 __all__ = [
+    "ARCHIVE_ERRORS",
     "FORMATS",
     "URI_OPTIONS",
+    "ArchiveDamaged",
     "Format",
     "Item",
     "JsonArraySplitter",
@@ -177,12 +180,16 @@ __all__ = [
     "Piece",
     "PlannedInput",
     "RawRecord",
+    "RecordProblem",
     "Rejected",
+    "TarStream",
+    "archive_files",
     "available_formats",
     "detect_format",
     "format_options",
     "get_format",
     "parse_piece",
+    "peek_members",
     "plan_inputs",
     "skipped_note",
     "uri_format",

@@ -45,7 +45,7 @@ def hub(task: str, limit: int, out_dir: Path, offline_dir: Path | None, kb_path:
     """
     from tqdm import tqdm
 
-    from collector.importers.harvest import harvest_hub
+    from collector.importers.hf.harvest import harvest_hub
 
     with tqdm(total=None, unit="model", desc=f"harvest {task}", disable=True if as_json else None,
               mininterval=0.5) as bar:

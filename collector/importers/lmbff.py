@@ -53,14 +53,13 @@ from __future__ import annotations
 import ast
 import json
 import re
-import tarfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from collector.errors import FormatError
+from collector.formats._archive import ARCHIVE_ERRORS, archive_files, peek_members
 from collector.formats._base import Format, Item, RawRecord, Rejected
 
 LICENSE = "MIT"
@@ -176,16 +175,8 @@ class LmBff(Format):
             return (path / ARCHIVE).is_file()
         if not path.is_file() or not path.name.endswith((".tar.gz", ".tgz")):
             return False
-        try:
-            with tarfile.open(path, "r|gz") as tar:
-                for i, member in enumerate(tar):
-                    if MEMBER_RE.match(member.name) or member.name.strip("/").split("/")[-1] in SEARCHES:
-                        return True
-                    if i >= 5:
-                        break
-        except (tarfile.TarError, OSError, EOFError, zlib.error):
-            return False
-        return False
+        return any(MEMBER_RE.match(name) or name.strip("/").split("/")[-1] in SEARCHES
+                   for name, _ in peek_members(path, 6))
 
     def estimate(self, path: Path) -> int | None:
         try:
@@ -204,23 +195,18 @@ class LmBff(Format):
         searches: dict[tuple[str, str, int, int], _Search] = {}  # the archive is small: all of it is buffered
         n_members = 0
         try:
-            with tarfile.open(archive, "r|gz") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    n_members += 1
-                    m = MEMBER_RE.match(member.name)
-                    if m is None:
-                        yield Rejected(member.name, "unexpected file in the archive (not <search>/<task>/<K>-<seed>."
-                                       "{txt,sort.txt,score.txt})", uri=uri)
-                        continue
-                    f = tar.extractfile(member)
-                    text = f.read().decode("utf-8") if f is not None else ""
-                    key = (m["search"], m["task"], int(m["k"]), int(m["seed"]))
-                    s = searches.setdefault(key, _Search(SEARCHES[m["search"]], m["task"], key[2], key[3]))
-                    s.candidates[m["kind"]] = text.splitlines()
-                    s.members[m["kind"]] = member.name
-        except (tarfile.TarError, OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
+            for name, data in archive_files(archive):
+                n_members += 1
+                m = MEMBER_RE.match(name)
+                if m is None:
+                    yield Rejected(name, "unexpected file in the archive (not <search>/<task>/<K>-<seed>."
+                                   "{txt,sort.txt,score.txt})", uri=uri)
+                    continue
+                key = (m["search"], m["task"], int(m["k"]), int(m["seed"]))
+                s = searches.setdefault(key, _Search(SEARCHES[m["search"]], m["task"], key[2], key[3]))
+                s.candidates[m["kind"]] = data.decode("utf-8").splitlines()
+                s.members[m["kind"]] = name
+        except (*ARCHIVE_ERRORS, UnicodeDecodeError) as e:
             yield from _flush(searches, uri, check_missing=False)
             raise FormatError(f"archive is truncated or corrupt after {n_members} files: {e}", uri=uri) from e
         if n_members == 0:

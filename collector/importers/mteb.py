@@ -60,9 +60,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import lzma
 import math
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -70,6 +68,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from collector.errors import FormatError
+from collector.formats._archive import ARCHIVE_ERRORS, archive_files, peek_members
 from collector.formats._base import Format, Item, RawRecord, Rejected
 from collector.schema._vocab import canonical_metric as _canonical_metric
 
@@ -170,17 +169,8 @@ class MtebClassification(Format):
             return True
         if not (path.parent / METADATA).is_file():
             return False
-        try:
-            with tarfile.open(path, "r|xz") as tar:
-                for i, member in enumerate(tar):
-                    parts = member.name.strip("/").split("/")
-                    if parts[0] == "results" and member.name.endswith(".json"):
-                        return True
-                    if i >= 10:
-                        break
-        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError):
-            return False
-        return False
+        return any(name.strip("/").split("/")[0] == "results" and name.endswith(".json")
+                   for name, _ in peek_members(path, 11))
 
     def estimate(self, path: Path) -> int | None:
         try:
@@ -201,32 +191,25 @@ class MtebClassification(Format):
         current: _Folder | None = None
         n_files = 0
         try:
-            with tarfile.open(archive, "r|xz") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    n_files += 1
-                    parts = member.name.strip("/").split("/")
-                    if len(parts) < 4 or parts[0] != "results" or not parts[-1].endswith(".json"):
-                        yield Rejected(member.name, "unexpected file (not results/<model>/<revision>/<file>.json)",
-                                       uri=uri)
-                        continue
-                    if current is None or (current.model_dir, current.revision) != (parts[1], parts[2]):
-                        if current is not None:
-                            yield from _folder_items(current, tasks, uri)
-                        current = _Folder(parts[1], parts[2])
-                    f = tar.extractfile(member)
-                    raw = f.read() if f is not None else b""
-                    if len(parts) > 4:
-                        if parts[-1] != META_FILE:
-                            yield Rejected(member.name, "result file in a nested folder: its configuration is "
-                                           "unknown", uri=uri)
-                        continue
-                    if parts[3] == META_FILE:
-                        current.meta = _parse_meta(raw)
-                    else:
-                        current.results.append((member.name, raw))
-        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as e:
+            for name, raw in archive_files(archive):
+                n_files += 1
+                parts = name.strip("/").split("/")
+                if len(parts) < 4 or parts[0] != "results" or not parts[-1].endswith(".json"):
+                    yield Rejected(name, "unexpected file (not results/<model>/<revision>/<file>.json)", uri=uri)
+                    continue
+                if current is None or (current.model_dir, current.revision) != (parts[1], parts[2]):
+                    if current is not None:
+                        yield from _folder_items(current, tasks, uri)
+                    current = _Folder(parts[1], parts[2])
+                if len(parts) > 4:
+                    if parts[-1] != META_FILE:
+                        yield Rejected(name, "result file in a nested folder: its configuration is unknown", uri=uri)
+                    continue
+                if parts[3] == META_FILE:
+                    current.meta = _parse_meta(raw)
+                else:
+                    current.results.append((name, raw))
+        except ARCHIVE_ERRORS as e:
             raise FormatError(f"archive is truncated or corrupt after {n_files} files: {e}", uri=uri) from e
         if n_files == 0:
             raise FormatError("archive holds no files", uri=uri)

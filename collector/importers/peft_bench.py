@@ -58,13 +58,12 @@ from __future__ import annotations
 import json
 import math
 import re
-import tarfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 from collector.errors import FormatError
+from collector.formats._archive import ARCHIVE_ERRORS, archive_files, peek_members
 from collector.formats._base import Format, Item, RawRecord, Rejected
 from collector.importers._failures import error_kind
 from collector.schema._vocab import canonical_method
@@ -141,14 +140,10 @@ class PeftMethodComparison(Format):
         error: FormatError | None = None
         last = "the start"
         try:
-            with tarfile.open(archive, "r|gz") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    last = member.name
-                    handle = tar.extractfile(member)
-                    _collect(member.name, handle.read() if handle else b"", groups, rejects, uri)
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+            for name, data in archive_files(archive):
+                last = name
+                _collect(name, data, groups, rejects, uri)
+        except ARCHIVE_ERRORS as e:
             error = FormatError(f"truncated or corrupt archive after member {last}: {e}", uri=uri)
         yield from rejects
         for key in sorted(groups):
@@ -159,15 +154,11 @@ class PeftMethodComparison(Format):
 
 def _archive_is_peft(archive: Path) -> bool:
     """Peek at the first members: ``raw/<benchmark>/results/<name>.json``, and no SetFit folders."""
-    try:
-        with tarfile.open(archive, "r|gz") as tar:
-            for i, member in enumerate(tar):
-                if member.isfile():
-                    return _MEMBER.match(member.name) is not None
-                if re.match(r"^raw/(final_results_|tfew_)", member.name) or i >= 16:
-                    return False
-    except (tarfile.TarError, EOFError, zlib.error, OSError):
-        return False
+    for name, kind in peek_members(archive, 17):
+        if kind == "file":
+            return _MEMBER.match(name) is not None
+        if re.match(r"^raw/(final_results_|tfew_)", name):
+            return False
     return False
 
 

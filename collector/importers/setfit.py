@@ -101,7 +101,6 @@ import csv
 import gzip
 import json
 import re
-import tarfile
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator
@@ -110,6 +109,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from collector.errors import FormatError
+from collector.formats._archive import ARCHIVE_ERRORS, archive_files, peek_members
 from collector.formats._base import Format, Item, RawRecord, Rejected
 from collector.schema._vocab import canonical_metric
 
@@ -235,47 +235,29 @@ class SetFitResults(Format):
         last = "the start"
         history: list[Item] = []  # copies of HEAD runs: yielded last, so the stored locator is the HEAD file
         try:
-            with tarfile.open(archive, "r|gz") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    last = member.name
-                    data = _read_member(tar, member)
-                    tfew = _TFEW_FILE.match(member.name)
-                    if tfew:
-                        _collect_tfew(folders, tfew, data)
-                    elif member.name.endswith("/summary_table.csv"):
-                        yield Rejected(member.name, "aggregate, not a run: summary table (means and stds over the "
-                                       "splits of runs ingested one by one)", uri=uri)
-                    elif member.name.startswith("raw/final_results_history/") and member.name.endswith(".json"):
-                        history.append(_results_item(member.name, data, uri))
-                    elif member.name.endswith("/results.json"):
-                        yield _results_item(member.name, data, uri)
-                    else:
-                        yield Rejected(member.name, "unrecognized file in the archive", uri=uri)
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+            for name, data in archive_files(archive):
+                last = name
+                tfew = _TFEW_FILE.match(name)
+                if tfew:
+                    _collect_tfew(folders, tfew, data)
+                elif name.endswith("/summary_table.csv"):
+                    yield Rejected(name, "aggregate, not a run: summary table (means and stds over the splits of "
+                                   "runs ingested one by one)", uri=uri)
+                elif name.startswith("raw/final_results_history/") and name.endswith(".json"):
+                    history.append(_results_item(name, data, uri))
+                elif name.endswith("/results.json"):
+                    yield _results_item(name, data, uri)
+                else:
+                    yield Rejected(name, "unrecognized file in the archive", uri=uri)
+        except ARCHIVE_ERRORS as e:
             yield from history
             raise FormatError(f"truncated or corrupt archive after member {last}: {e}", uri=uri) from e
         yield from history
 
 
-def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    handle = tar.extractfile(member)
-    return handle.read() if handle is not None else b""
-
-
 def _archive_is_setfit(archive: Path) -> bool:
-    """Peek at the first file members: the SetFit archive starts with ``raw/final_results_*`` or ``raw/tfew_*``."""
-    try:
-        with tarfile.open(archive, "r|gz") as tar:
-            for i, member in enumerate(tar):
-                if re.match(r"^raw/(final_results_|tfew_)", member.name):
-                    return True
-                if i >= 8:
-                    return False
-    except (tarfile.TarError, EOFError, zlib.error, OSError):
-        return False
-    return False
+    """Peek at the first members: the SetFit archive starts with ``raw/final_results_*`` or ``raw/tfew_*``."""
+    return any(re.match(r"^raw/(final_results_|tfew_)", name) for name, _ in peek_members(archive, 9))
 
 
 def _locate(path: Path) -> tuple[Path, Path]:

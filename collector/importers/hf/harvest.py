@@ -4,8 +4,8 @@
 pipeline_tag=task, sort="downloads", limit=limit)``), downloads each model's ``README.md`` and, where there is one,
 its ``config.json`` (``HfApi().hf_hub_download``), and saves them as ``out_dir/<author>/<model>/README.md`` (+
 ``config.json``). The output directory is itself an input of ``metaml ingest out_dir --format hf_cards``
-(:class:`collector.importers.hf_cards.ModelCards` reads such a directory); after the download the harvester runs the
-same card parser over it and reports how many cards yield a usable run.
+(:class:`collector.importers.hf.model_cards.ModelCards` reads such a directory); after the download the harvester
+runs the same card parser over it and reports how many cards yield a usable run.
 
 Listing and fetching are the two operations of a :class:`CardSource`:
 
@@ -53,7 +53,7 @@ from huggingface_hub.utils import EntryNotFoundError, GatedRepoError, HfHubHTTPE
 
 from collector.errors import CollectorError, FormatError
 from collector.formats._base import Rejected
-from collector.importers.hf_cards import LEGACY_AUTHOR, ModelCards, card_task
+from collector.importers.hf.model_cards import LEGACY_AUTHOR, ModelCards, card_task
 
 #: ``RemoteEntryNotFoundError`` (huggingface_hub >= 1.0) is the HTTP 404 of a missing file; older versions raise
 #: ``EntryNotFoundError`` for it.
