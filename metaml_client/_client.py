@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -62,9 +62,11 @@ class MetamlAPIError(Exception):
 # -- typed results ----------------------------------------------------------------------------------------------------
 @dataclass
 class RecordStatus:
+    """What happened to one uploaded record (the server's ``RecordStatus``; a test keeps the two equal)."""
+
     index: int
     locator: str
-    status: str
+    status: Literal["accepted", "duplicate", "rejected"]
     run_id: str | None = None
     uri: str | None = None
     field: str | None = None
@@ -73,6 +75,9 @@ class RecordStatus:
 
 @dataclass
 class UploadResult:
+    """Per-record statuses of an upload and their totals (the server's ``UploadResult``; a test keeps the two
+    equal)."""
+
     total: int
     accepted: int
     duplicates: int

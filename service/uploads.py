@@ -13,6 +13,10 @@ one status, in input order:
 * ``duplicate`` — its run is already in the knowledge base, or earlier in the same upload;
 * ``rejected`` — not a valid record (with the field and the reason).
 
+The statuses are the API's own answer models (:class:`service.api.schemas.RecordStatus`, :class:`UploadResult`).
+Duplicates are found once, by the store, in the transaction that stores the upload (a run repeated within the upload
+included): this module only reads back which rows were inserted.
+
 Provenance is the server's to say: ``provenance.uploader`` is the API key's holder and ``provenance.ingested_at``
 the time of the upload, whatever the record says. ``provenance.source`` is ``upload:<holder>``
 (:func:`collector.schema.upload_source`) for every record a non-admin key uploads, so that no upload can pass for a
@@ -25,10 +29,9 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -45,38 +48,13 @@ from collector.formats import (
 from collector.ingest import Reject, validate
 from collector.schema import RecordLimits, RowBuffer, RunRecord, upload_source
 from collector.store import KnowledgeBase
+from service.api.schemas import RecordStatus, UploadResult
 from service.errors import BadRequest, BatchTooLarge
-
-Status = Literal["accepted", "duplicate", "rejected"]
 
 #: Validated rows are turned into Arrow (compact) every this many records.
 _ROWS_PER_TABLE = 1000
 #: Formats that read records in their own JSON shape, and take the server's record limits.
 _JSON_FORMATS = ("jsonl", "json")
-
-
-@dataclass
-class RecordStatus:
-    """What happened to one uploaded item."""
-
-    index: int
-    locator: str
-    status: Status
-    run_id: str | None = None
-    uri: str | None = None
-    field: str | None = None
-    reason: str | None = None
-
-
-@dataclass
-class UploadResult:
-    """Statuses of every item of one upload, in input order, and their totals."""
-
-    records: list[RecordStatus] = field(default_factory=list)
-    source: str | None = None
-
-    def count(self, status: Status) -> int:
-        return sum(1 for r in self.records if r.status == status)
 
 
 Append = Callable[[pa.Table], Collection[str]]
@@ -85,6 +63,13 @@ Append = Callable[[pa.Table], Collection[str]]
 def direct_append(kb: KnowledgeBase) -> Append:
     """An ``append`` for :meth:`Upload.store` that writes straight to ``kb`` (one transaction per call)."""
     return lambda table: set(kb.append(table).inserted)
+
+
+def _status(index: int, locator: str, status: str, run_id: str | None = None, uri: str | None = None,
+            field: str | None = None, reason: str | None = None) -> RecordStatus:
+    # built from values this module produced: no validation needed per record
+    return RecordStatus.model_construct(index=index, locator=locator, status=status, run_id=run_id, uri=uri,
+                                        field=field, reason=reason)
 
 
 class Upload:
@@ -104,10 +89,9 @@ class Upload:
         self.max_records = max_records
         self.source = upload_source(holder)
         self.now = datetime.now(UTC)
-        self.result = UploadResult(source=self.source)
+        self.records: list[RecordStatus] = []
         self._rows = RowBuffer()
         self._tables: list[pa.Table] = []
-        self._first_seen: dict[str, int] = {}
 
     def add(self, item: RawRecord | Rejected, source: str | None = None) -> None:
         """Validate ``item`` and record its status (its row kept when it is valid and new to this upload).
@@ -119,34 +103,27 @@ class Upload:
         Raises:
             BatchTooLarge: this item passes ``max_records``.
         """
-        index = len(self.result.records)
+        index = len(self.records)
         if index >= self.max_records:
             raise BatchTooLarge(f"the upload holds more than {self.max_records:,} records, the most one request may "
                                 "hold: split it", details={"max_batch_records": self.max_records})
-        statuses = self.result.records
+        statuses = self.records
         if isinstance(item, Rejected):
-            statuses.append(RecordStatus(index, item.locator, "rejected", uri=item.uri, field=item.field,
-                                         reason=item.reason))
+            statuses.append(_status(index, item.locator, "rejected", uri=item.uri, field=item.field,
+                                    reason=item.reason))
             return
         default = (source or self.source) if self.admin else self.source
         outcome: RunRecord | Reject = validate(self._stamped(item), source=default, uploader=self.holder,
                                                now=self.now, limits=self.limits)
         if isinstance(outcome, Reject):
-            statuses.append(RecordStatus(index, item.locator, "rejected", uri=item.uri, field=outcome.field,
-                                         reason=outcome.reason))
+            statuses.append(_status(index, item.locator, "rejected", uri=item.uri, field=outcome.field,
+                                    reason=outcome.reason))
             return
-        run_id = outcome.run_id
-        assert run_id is not None
-        if run_id in self._first_seen:
-            statuses.append(RecordStatus(index, item.locator, "duplicate", run_id, item.uri,
-                                         reason=f"same run as record {self._first_seen[run_id]} of this upload"))
-            return
-        self._first_seen[run_id] = index
         self._rows.append(outcome)
         if len(self._rows) >= _ROWS_PER_TABLE:
             self._tables.append(self._rows.to_arrow())
             self._rows.clear()
-        statuses.append(RecordStatus(index, item.locator, "accepted", run_id, item.uri))
+        statuses.append(_status(index, item.locator, "accepted", outcome.run_id, item.uri))
 
     def _stamped(self, raw: RawRecord) -> RawRecord:
         """``raw`` with the provenance the server vouches for (a non-object provenance is left for validation to
@@ -162,8 +139,10 @@ class Upload:
             data["provenance"] = prov
         return RawRecord(data, raw.locator, raw.uri)
 
-    def store(self, append: Append) -> UploadResult:
-        """Store the valid, new records in one transaction and settle their statuses.
+    def store(self, append: Append) -> list[RecordStatus]:
+        """Store the valid records in one transaction and settle their statuses: the store keeps the first of each
+        run (new to the knowledge base) and says which it inserted; a later record of the same run in this upload is
+        a duplicate of that first one, any other not inserted was already in the knowledge base.
 
         Args:
             append: stores a batch of validated rows in one transaction and returns the run ids it inserted:
@@ -183,11 +162,26 @@ class Upload:
             table = self._tables[0] if len(self._tables) == 1 else pa.concat_tables(self._tables)
             self._tables = []
             inserted = append(table)
-            for status in self.result.records:
-                if status.status == "accepted" and status.run_id not in inserted:
+            first: dict[str, int] = {}
+            for status in self.records:
+                if status.status != "accepted":
+                    continue
+                if status.run_id in first:
+                    status.status = "duplicate"
+                    status.reason = f"same run as record {first[status.run_id]} of this upload"
+                    continue
+                first[status.run_id] = status.index  # type: ignore[index]
+                if status.run_id not in inserted:
                     status.status = "duplicate"
                     status.reason = "already in the knowledge base"
-        return self.result
+        return self.records
+
+    def result(self) -> UploadResult:
+        """The answer: every status (after :meth:`store`) and their totals."""
+        counts = {s: sum(1 for r in self.records if r.status == s) for s in ("accepted", "duplicate", "rejected")}
+        return UploadResult.model_construct(
+            total=len(self.records), accepted=counts["accepted"], duplicates=counts["duplicate"],
+            rejected=counts["rejected"], uploader=self.holder, source=self.source, records=self.records)
 
 
 # ------------------------------------------------------------------------------------------------------- reading
@@ -250,7 +244,7 @@ def read_file(upload: Upload, stream: BinaryIO, filename: str | None, fmt: str |
         BatchTooLarge: the file holds more than the upload's ``max_records`` items.
     """
     name = safe_filename(filename)
-    before = len(upload.result.records)
+    before = len(upload.records)
     with tempfile.TemporaryDirectory(prefix="metaml-upload-") as tmp:
         path = Path(tmp) / name
         with open(path, "wb") as f:
@@ -273,7 +267,7 @@ def read_file(upload: Upload, stream: BinaryIO, filename: str | None, fmt: str |
                     upload.add(item, reader.source)
         except CollectorError as e:
             raise BadRequest(_public_uri(str(e), tmp) or "unreadable file") from None
-    if len(upload.result.records) == before:
+    if len(upload.records) == before:
         raise BadRequest(f"{name}: no records found in the file")
 
 

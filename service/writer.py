@@ -65,7 +65,8 @@ class GroupWriter:
             thread.join(timeout)
 
     def append(self, table: pa.Table) -> set[str]:
-        """Store ``table`` (rows with distinct run ids) and return the ids this call inserted, once committed.
+        """Store ``table`` and return the ids this call inserted, once committed (of a run repeated in ``table`` or
+        sent by an earlier upload of the same group, the store keeps the first row).
 
         Raises:
             StoreError: the group's transaction failed (nothing of it is stored); StoreBusy included.

@@ -1,18 +1,25 @@
 """Input formats of ``metaml ingest``: the knowledge base's own (canonical) formats and importers of real logs.
 
-Formats are registered by name with the import path of their class and imported only when used, so a format whose
-optional dependency is missing does not break the others. Auto-detection tries the specific importers first and the
-canonical formats last; a directory that no format recognizes as a whole is walked, and each child is planned on its
-own (this is how one command ingests a folder holding several sources).
+Formats are registered as entry points in the ``metaml.formats`` group (``[project.entry-points."metaml.formats"]``
+in ``pyproject.toml``: ``name = "module:Class"``), this project's own and those of any installed package alike, the
+way MLflow registers tracking stores. An outside package adds an importer by declaring one, without editing this
+repository. A format whose module cannot be imported is listed as unavailable and does not break the others.
+
+Auto-detection tries the formats by their :attr:`Format.priority` (lower first; this project's importers, then
+outside formats, then the canonical formats, which recognize any JSON / CSV / Parquet file); a directory that no
+format recognizes as a whole is walked, and each child is planned on its own (this is how one command ingests a
+folder holding several sources).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-from collections.abc import Mapping
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -21,39 +28,116 @@ from collector.formats._archive import ARCHIVE_ERRORS, ArchiveDamaged, TarStream
 from collector.formats._base import Format, Item, RawRecord, RecordProblem, Rejected
 from collector.formats._stream import JsonArraySplitter, LineSplitter, Piece, parse_piece
 
-#: name -> "module:Class". Order matters for auto-detection: specific importers before canonical formats.
-FORMATS: dict[str, str] = {
-    "transfergraph": "collector.importers.transfergraph:TransferGraph",
-    "opda": "collector.importers.opda:Opda",
-    "hf_trainer": "collector.importers.hf.trainer_output:TrainerOutput",
-    "hf_cards": "collector.importers.hf.model_cards:ModelCards",
-    "hub_samples": "collector.importers.hf.model_cards:HubSamples",
-    "mlflow": "collector.importers.mlflow_runs:MlflowRuns",
-    "optuna": "collector.importers.optuna_studies:OptunaStudies",
-    "model_recycling": "collector.importers.model_recycling:ModelRecycling",
-    "setfit": "collector.importers.setfit:SetFitResults",
-    "lmbff": "collector.importers.lmbff:LmBff",
-    "mteb": "collector.importers.mteb:MtebClassification",
-    "peft_bench": "collector.importers.peft_bench:PeftMethodComparison",
-    "xautolm": "collector.importers.xautolm:Xautolm",
-    "ray_tune": "collector.importers.ray_tune:RayTuneExperiment",
-    "syne_tune": "collector.importers.syne_tune:SyneTuneExperiment",
-    "jsonl": "collector.formats.canonical:JsonLines",
-    "json": "collector.formats.canonical:JsonDocument",
-    "csv": "collector.formats.canonical:CanonicalCsv",
-    "parquet": "collector.formats.canonical:CanonicalParquet",
-}
+#: The entry-point group formats are registered in.
+ENTRY_POINT_GROUP = "metaml.formats"
+#: The distribution whose formats win a name registered twice.
+_HOME_DISTRIBUTION = "metaml"
+
+
+@dataclass(frozen=True)
+class RegisteredFormat:
+    """One ``metaml.formats`` entry point: the format's name, ``module:Class``, the distribution that declares it,
+    and the class (None, with the reason in ``error``, when it cannot be imported or is not a :class:`Format`)."""
+
+    name: str
+    target: str
+    distribution: str | None
+    cls: type[Format] | None
+    error: str | None = None
+
+    @property
+    def priority(self) -> int:
+        return self.cls.priority if self.cls is not None else sys.maxsize
+
+
+def registered_formats() -> list[RegisteredFormat]:
+    """Every registered format, in auto-detection order (available ones by priority and name, then the unavailable).
+
+    Raises:
+        FormatError: no format is registered at all (the package metadata is missing: reinstall metaml).
+    """
+    found = _registry(tuple(sys.path))
+    if not found:
+        raise FormatError(f"no input format is registered in the {ENTRY_POINT_GROUP!r} entry-point group: the "
+                          "package metadata is missing or stale; reinstall metaml (pip install -e .)")
+    return list(found)
+
+
+@lru_cache(maxsize=8)
+def _registry(path: tuple[str, ...]) -> tuple[RegisteredFormat, ...]:
+    """The registry as the distributions on ``path`` (``sys.path``) declare it; cached per ``sys.path``."""
+    chosen: dict[str, RegisteredFormat] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else None
+        entry = _load(ep.name, ep.value, dist, ep.load)
+        held = chosen.get(ep.name)
+        if held is not None:
+            keep = held if held.distribution == _HOME_DISTRIBUTION or dist != _HOME_DISTRIBUTION else entry
+            warnings.warn(f"format {ep.name!r} is registered by {held.distribution} and by {dist}; "
+                          f"{keep.distribution}'s ({keep.target}) is used", stacklevel=2)
+            entry = keep
+        chosen[ep.name] = entry
+    return tuple(sorted(chosen.values(), key=lambda f: (f.priority, f.name)))
+
+
+def _load(name: str, target: str, dist: str | None, load: Any) -> RegisteredFormat:
+    try:
+        cls = load()
+    except Exception as e:  # an optional dependency or a broken plug-in: this format only is unavailable
+        return RegisteredFormat(name, target, dist, None, f"cannot be imported ({type(e).__name__}: {e})")
+    if not (inspect.isclass(cls) and issubclass(cls, Format)):
+        return RegisteredFormat(name, target, dist, None, f"{target} is not a Format subclass")
+    if getattr(cls, "name", None) != name:
+        return RegisteredFormat(name, target, dist, None,
+                                f"{target} calls itself {getattr(cls, 'name', None)!r}, not {name!r}")
+    return RegisteredFormat(name, target, dist, cls)
+
+
+class _Formats(Mapping[str, str]):
+    """Format name -> ``module:Class``, in auto-detection order, as currently registered."""
+
+    def __getitem__(self, name: str) -> str:
+        for f in registered_formats():
+            if f.name == name:
+                return f.target
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([f.name for f in registered_formats()])
+
+    def __len__(self) -> int:
+        return len(registered_formats())
+
+
+class _UriOptions(Mapping[str, str]):
+    """Format name -> the constructor option that receives a storage URI, for the formats that read one."""
+
+    def _table(self) -> dict[str, str]:
+        return {f.name: f.cls.uri_option for f in registered_formats() if f.cls is not None and f.cls.uri_option}
+
+    def __getitem__(self, name: str) -> str:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+#: Registered formats: name -> "module:Class", in auto-detection order.
+FORMATS: Mapping[str, str] = _Formats()
 
 #: Formats that read a storage named by a URI rather than a local path, and the option that carries the URI.
-URI_OPTIONS: dict[str, str] = {"mlflow": "tracking_uri", "optuna": "storage"}
+URI_OPTIONS: Mapping[str, str] = _UriOptions()
 
 #: Files met while walking a directory that are documentation, not data: skipped and listed as such.
 DOC_FILES = {"origin.txt", "license", "license.txt", "readme.md", "readme.txt", "notice", ".ds_store"}
 
 
 def available_formats() -> list[str]:
-    """Registered formats whose module is present in this installation."""
-    return [name for name, target in FORMATS.items() if importlib.util.find_spec(target.split(":")[0]) is not None]
+    """Registered formats that can be used in this installation, in auto-detection order."""
+    return [f.name for f in registered_formats() if f.cls is not None]
 
 
 def get_format(name: str, **options: Any) -> Format:
@@ -63,24 +147,24 @@ def get_format(name: str, **options: Any) -> Format:
     Raises:
         FormatError: no such format.
     """
-    if name not in FORMATS or name not in available_formats():
-        raise FormatError(f"unknown format {name!r}; available: {', '.join(available_formats())}")
-    module, cls = FORMATS[name].split(":")
+    cls = _format_class(name)
     try:
-        return getattr(importlib.import_module(module), cls)(**options)
+        return cls(**options)
     except TypeError as e:
         raise FormatError(f"format {name!r} does not take the options {sorted(options)}: {e}") from e
 
 
 def _format_class(name: str) -> type[Format]:
-    module, cls = FORMATS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    for f in registered_formats():
+        if f.name == name and f.cls is not None:
+            return f.cls
+    raise FormatError(f"unknown format {name!r}; available: {', '.join(available_formats())}")
 
 
 def skipped_note(path: Path) -> str | None:
     """Why ``path`` holds no runs although it comes with a format's data (e.g. a table of aggregates), or None."""
-    for name in available_formats():
-        note = _format_class(name).skips(path)
+    for f in registered_formats():
+        note = f.cls.skips(path) if f.cls is not None else None
         if note:
             return note
     return None
@@ -88,9 +172,9 @@ def skipped_note(path: Path) -> str | None:
 
 def detect_format(path: Path) -> str | None:
     """The first registered format that recognizes ``path``, or None."""
-    for name in available_formats():
-        if _format_class(name).detect(path):
-            return name
+    for f in registered_formats():
+        if f.cls is not None and f.cls.detect(path):
+            return f.name
     return None
 
 
@@ -170,6 +254,7 @@ def plan_inputs(path: Path, fmt: str | None = None) -> list[PlannedInput]:
 
 __all__ = [
     "ARCHIVE_ERRORS",
+    "ENTRY_POINT_GROUP",
     "FORMATS",
     "URI_OPTIONS",
     "ArchiveDamaged",
@@ -181,6 +266,7 @@ __all__ = [
     "PlannedInput",
     "RawRecord",
     "RecordProblem",
+    "RegisteredFormat",
     "Rejected",
     "TarStream",
     "archive_files",
@@ -191,6 +277,7 @@ __all__ = [
     "parse_piece",
     "peek_members",
     "plan_inputs",
+    "registered_formats",
     "skipped_note",
     "uri_format",
 ]

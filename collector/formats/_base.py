@@ -60,12 +60,21 @@ class Format(ABC):
 
     Subclasses set ``name`` (the ``--format`` value), ``description`` (one line for ``--help``) and ``source``
     (the ``provenance.source`` given to records that do not name one), implement :meth:`read`, and implement
-    :meth:`detect` when the format can be recognized without being named.
+    :meth:`detect` when the format can be recognized without being named. A format is registered under its name in
+    the ``metaml.formats`` entry-point group (see :mod:`collector.formats`), by this project and by any installed
+    package alike.
+
+    ``priority`` places the format in auto-detection order (lower first, ties by name): this project's importers
+    take 10-150, the canonical formats (which recognize any JSON / CSV / Parquet file) 900-930, and a format that
+    sets nothing gets 500, after every built-in importer and before the canonical formats. ``uri_option`` names the
+    constructor option that receives a storage URI (``tracking_uri`` for MLflow), for formats that read one.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
     source: ClassVar[str]
+    priority: ClassVar[int] = 500
+    uri_option: ClassVar[str | None] = None
 
     @classmethod
     def detect(cls, path: Path) -> bool:

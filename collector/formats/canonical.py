@@ -45,6 +45,7 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 class JsonLines(Format):
     name: ClassVar[str] = "jsonl"
+    priority: ClassVar[int] = 900
     description: ClassVar[str] = "records in their own nested shape, one JSON object per line (.jsonl, .ndjson, .gz)"
     source: ClassVar[str] = "jsonl"
 
@@ -73,6 +74,7 @@ class JsonLines(Format):
 
 class JsonDocument(Format):
     name: ClassVar[str] = "json"
+    priority: ClassVar[int] = 910
     description: ClassVar[str] = "one record or an array of records in their own nested shape (.json)"
     source: ClassVar[str] = "json"
 
@@ -107,6 +109,7 @@ class JsonDocument(Format):
 
 class CanonicalCsv(Format):
     name: ClassVar[str] = "csv"
+    priority: ClassVar[int] = 920
     description: ClassVar[str] = "one record per row, flat column names of the runs table (.csv, .gz)"
     source: ClassVar[str] = "csv"
 
@@ -192,6 +195,7 @@ class CanonicalCsv(Format):
 
 class CanonicalParquet(Format):
     name: ClassVar[str] = "parquet"
+    priority: ClassVar[int] = 930
     description: ClassVar[str] = "runs-table Parquet: a file or a (hive-partitioned) directory, as `kb export` writes"
     source: ClassVar[str] = "parquet"
 

@@ -165,6 +165,7 @@ class LmBff(Format):
     """Reads LM-BFF's ``auto_template``/``auto_label_mapping`` search results from their archive."""
 
     name: ClassVar[str] = "lmbff"
+    priority: ClassVar[int] = 100
     description: ClassVar[str] = "LM-BFF prompt search runs: auto_search_raw.tar.gz (auto_template, auto_label_mapping)"
     source: ClassVar[str] = "lmbff"
 

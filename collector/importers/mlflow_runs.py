@@ -129,6 +129,8 @@ class MlflowRuns(Format):
     """
 
     name: ClassVar[str] = "mlflow"
+    priority: ClassVar[int] = 60
+    uri_option: ClassVar[str | None] = "tracking_uri"
     description: ClassVar[str] = "MLflow tracking store: mlruns/ directory or MLflow SQLite .db (runs, params, metrics)"
     source: ClassVar[str] = "mlflow"
 

@@ -205,6 +205,7 @@ class ModelRecycling(Format):
     """Reads the Model-recycling ``results/`` CSVs (candidates' linear probe and fine-tuning, baseline repeats)."""
 
     name: ClassVar[str] = "model_recycling"
+    priority: ClassVar[int] = 80
     description: ClassVar[str] = "IBM Model-recycling results: folder with models_tested.csv (+ pretrain repeats)"
     source: ClassVar[str] = "model_recycling"
 

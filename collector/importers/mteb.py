@@ -154,6 +154,7 @@ class MtebClassification(Format):
     """Reads the MTEB results archive: text classification tasks as frozen-encoder probe runs."""
 
     name: ClassVar[str] = "mteb"
+    priority: ClassVar[int] = 110
     description: ClassVar[str] = "MTEB classification results: results_json_raw.tar.xz + task_metadata.csv.gz"
     source: ClassVar[str] = "mteb"
 

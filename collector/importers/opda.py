@@ -71,6 +71,7 @@ class Opda(Format):
     """Reads OPDA's ``*_tuning.results.jsonl`` files (a file or a folder of them)."""
 
     name: ClassVar[str] = "opda"
+    priority: ClassVar[int] = 20
     description: ClassVar[str] = "OPDA DeBERTa random-search runs on MultiNLI (*_tuning.results.jsonl, file or folder)"
     source: ClassVar[str] = "opda"
 

@@ -72,6 +72,8 @@ class OptunaStudies(TrialFormat):
     """
 
     name: ClassVar[str] = "optuna"
+    priority: ClassVar[int] = 70
+    uri_option: ClassVar[str | None] = "storage"
     description: ClassVar[str] = ("Optuna storage: SQLite file / RDB URL or journal file (trials: params, values, "
                                   "intermediate values, states)")
     source: ClassVar[str] = "optuna"
@@ -261,7 +263,7 @@ def is_optuna_journal(path: Path) -> bool:
         with open(path, "rb") as f:
             line = f.readline(JOURNAL_SNIFF)
         op = json.loads(line)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a first line nested past the interpreter's limit is no journal
         return False
     return isinstance(op, dict) and "op_code" in op and "worker_id" in op
 

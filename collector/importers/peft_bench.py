@@ -110,6 +110,7 @@ class PeftMethodComparison(Format):
     """PEFT's method comparison suite: 41+ PEFT methods and full fine-tuning on Llama-3.2-3B (MetaMathQA -> GSM8K)."""
 
     name: ClassVar[str] = "peft_bench"
+    priority: ClassVar[int] = 120
     description: ClassVar[str] = "PEFT method_comparison result JSON files (results_raw.tar.gz)"
     source: ClassVar[str] = "peft_bench"
 

@@ -70,6 +70,7 @@ class RayTuneExperiment(TrialFormat):
     """
 
     name: ClassVar[str] = "ray_tune"
+    priority: ClassVar[int] = 140
     description: ClassVar[str] = ("Ray Tune experiment directory: experiment_state-*.json, <trial>/params.json, "
                                   "result.json / progress.csv, error.txt")
     source: ClassVar[str] = "ray_tune"

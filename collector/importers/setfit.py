@@ -198,6 +198,7 @@ class SetFitResults(Format):
     """The SetFit paper's result files: SetFit, baselines, T-Few (IA3) and distillation few-shot runs."""
 
     name: ClassVar[str] = "setfit"
+    priority: ClassVar[int] = 90
     description: ClassVar[str] = "SetFit paper result files (results_raw.tar.gz + tfew_train_curves.csv.gz)"
     source: ClassVar[str] = "setfit"
 

@@ -66,6 +66,7 @@ class SyneTuneExperiment(TrialFormat):
     """
 
     name: ClassVar[str] = "syne_tune"
+    priority: ClassVar[int] = 150
     description: ClassVar[str] = ("Syne Tune tuner folder: metadata.json, results.csv.zip, <trial id>/config.json "
                                   "and std.err")
     source: ClassVar[str] = "syne_tune"

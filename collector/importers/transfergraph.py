@@ -133,6 +133,7 @@ class TransferGraph(Format):
     """Reads a TransferGraph ``resources/experiments`` folder (or one task sub-folder of it)."""
 
     name: ClassVar[str] = "transfergraph"
+    priority: ClassVar[int] = 10
     description: ClassVar[str] = "TransferGraph runs: folder with records.csv + model_config_dataset.csv"
     source: ClassVar[str] = "transfergraph"
 

@@ -156,6 +156,7 @@ class Xautolm(Format):
     """Reads an XAutoLM / AutoGOAL experience store (the store, a task or date folder, or one file)."""
 
     name: ClassVar[str] = "xautolm"
+    priority: ClassVar[int] = 130
     description: ClassVar[str] = ("XAutoLM / AutoGOAL experience store: one JSON per evaluated pipeline "
                                   "(<task>/<date>/<time>-<uuid>.json), failures included")
     source: ClassVar[str] = "xautolm"

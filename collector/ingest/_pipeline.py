@@ -1,7 +1,8 @@
 """Ingestion: read, validate, normalize, deduplicate, store, and account for every record.
 
 Every item a format yields ends up in exactly one of three counts: ingested, duplicate (its content id is already
-in the knowledge base or earlier in the same input), or rejected (with its place and reason). Records are written in
+in the knowledge base or earlier in the same input), or rejected (with its place and reason). Duplicates are decided
+once, by :meth:`KnowledgeBase.append`, which each chunk goes through whole. Records are written in
 chunks, each chunk one transaction: a process killed mid-ingest leaves every committed chunk in place and nothing of
 the chunk in flight, and running the same ingest again stores exactly what is missing.
 """
@@ -174,7 +175,6 @@ def ingest_items(
     started = time.perf_counter()
     now = datetime.now(UTC)
     rows = RowBuffer()
-    seen: set[str] = set()
 
     def flush() -> None:
         if not len(rows):
@@ -197,10 +197,6 @@ def ingest_items(
                 outcome.uri = outcome.uri or uri
                 report.rejects.append(outcome)
                 continue
-            if outcome.run_id in seen:
-                report.duplicates += 1
-                continue
-            seen.add(outcome.run_id)
             rows.append(outcome)
             if len(rows) >= chunk_size:
                 flush()

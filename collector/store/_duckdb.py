@@ -41,6 +41,8 @@ DEFAULT_SQL_MEMORY_MB = 512
 DEFAULT_SQL_MAX_BYTES = 64 * 1024 * 1024
 #: Rows per Arrow batch read from a sandboxed query (the answer-size limit is checked per batch).
 _SQL_BATCH_ROWS = 2048
+#: Column that carries each incoming row's position while a batch is appended (the first of a repeated run wins).
+_POSITION = "__metaml_position"
 #: Files whose tables this process has already created or migrated (checked once per file, not once per write).
 _SCHEMA_READY: set[tuple[str, int]] = set()
 
@@ -146,47 +148,43 @@ class KnowledgeBase:
     def append(self, batch: pa.Table) -> AppendResult:
         """Insert the runs of ``batch`` that are not stored yet, in one transaction.
 
+        This is the one place duplicates are decided on the ingest path: one statement inserts the first row of each
+        run id that the knowledge base does not hold yet and returns the ids it inserted; callers pass every row they
+        read (a run repeated within the batch included) and read the answer.
+
         Args:
             batch: rows in :func:`arrow_schema` (extra columns are refused, missing ones are null).
 
         Returns:
-            The ids inserted and the ids that were already present (or repeated within the batch).
+            The ids inserted, and one id per row that was not (already present, or repeating an earlier row of the
+            batch), both in batch order.
         """
         result = AppendResult()
         if batch.num_rows == 0:
             return result
         ids = batch.column("run_id").to_pylist()
-        keep, seen = [], set()
-        for i, rid in enumerate(ids):
-            if rid in seen:
-                result.duplicates.append(rid)
-            else:
-                seen.add(rid)
-                keep.append(i)
-        if len(keep) < len(ids):
-            batch = batch.take(keep)
         with self._connect(write=True) as con:
-            con.register("incoming", batch)
+            con.register("incoming", batch.append_column(_POSITION, pa.array(range(len(ids)), pa.int64())))
             try:
                 con.execute("BEGIN TRANSACTION")
-                present = {
-                    r[0]
-                    for r in con.execute(
-                        "SELECT i.run_id FROM incoming i JOIN runs r ON r.run_id = i.run_id"
-                    ).fetchall()
-                }
-                con.execute(
-                    "INSERT INTO runs BY NAME SELECT * FROM incoming "
-                    "WHERE run_id NOT IN (SELECT run_id FROM runs)"
-                )
+                inserted = {r[0] for r in con.execute(
+                    f"INSERT INTO runs BY NAME SELECT * EXCLUDE ({_POSITION}) FROM incoming "
+                    "WHERE run_id NOT IN (SELECT run_id FROM runs) "
+                    f"QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY {_POSITION}) = 1 "
+                    "RETURNING run_id"
+                ).fetchall()}
                 con.execute("COMMIT")
             except duckdb.Error as e:
                 con.execute("ROLLBACK")
                 raise StoreError(f"write to {self.path} failed and was rolled back: {e}") from e
             finally:
                 con.unregister("incoming")
-        for rid in batch.column("run_id").to_pylist():
-            (result.duplicates if rid in present else result.inserted).append(rid)
+        for rid in ids:
+            if rid in inserted:
+                result.inserted.append(rid)
+                inserted.discard(rid)
+            else:
+                result.duplicates.append(rid)
         return result
 
     def upsert_datasets(self, metas: Mapping[str, DatasetMeta], *, source: str, fingerprints: Mapping[str, str]

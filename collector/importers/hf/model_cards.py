@@ -218,6 +218,7 @@ class ModelCards(Format):
     """Model cards as ``<author>/<model>/README.md`` in a .tar.gz archive or a directory (one card -> one run)."""
 
     name: ClassVar[str] = "hf_cards"
+    priority: ClassVar[int] = 40
     description: ClassVar[str] = "Hugging Face model cards (<author>/<model>/README.md, .tar.gz or directory)"
     source: ClassVar[str] = "hf_cards"
 
@@ -323,6 +324,7 @@ class HubSamples(Format):
     """Hub API model entries with their card text (``modelId``, ``tags``, ``modelcard_text``): one entry -> one run."""
 
     name: ClassVar[str] = "hub_samples"
+    priority: ClassVar[int] = 50
     description: ClassVar[str] = "Hub API model entries with card text (JSON: modelId, tags, modelcard_text)"
     source: ClassVar[str] = "hub_samples"
 

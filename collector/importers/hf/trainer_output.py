@@ -98,6 +98,7 @@ class TrainerOutput(Format):
     """Hugging Face Trainer output directories, or an archive of them (TaskWeb's runs.tar.gz)."""
 
     name: ClassVar[str] = "hf_trainer"
+    priority: ClassVar[int] = 30
     description: ClassVar[str] = "Hugging Face Trainer output directories (trainer_state.json, *_results.json, " \
                                  "README card) or a tar archive of them, e.g. TaskWeb's runs.tar.gz"
     source: ClassVar[str] = "hf_trainer"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -115,13 +114,10 @@ async def upload_runs(request: Request, key: WriteKey, writer: Writer, settings:
     upload = Upload(holder=key.name, admin=key.allows("admin"), limits=settings.record_limits,
                     max_records=settings.max_batch_records)
     await _read_upload(request, upload)
-    result = await run_in_threadpool(upload.store, writer.append)
-    accepted, duplicates, rejected = (result.count("accepted"), result.count("duplicate"),
-                                      result.count("rejected"))
-    metrics.count_upload(accepted, duplicates, rejected)
-    return UploadResult.model_validate({
-        "total": len(result.records), "accepted": accepted, "duplicates": duplicates, "rejected": rejected,
-        "uploader": key.name, "source": result.source, "records": [asdict(r) for r in result.records]})
+    await run_in_threadpool(upload.store, writer.append)
+    result = upload.result()
+    metrics.count_upload(result.accepted, result.duplicates, result.rejected)
+    return result
 
 
 def encode_cursor(run_id: str) -> str:
