@@ -91,6 +91,9 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
         alpha: miscoverage of the intervals (0.2 -> 80% intervals).
         rank_mode: ``relative`` (regression on the within-task standardized score) or ``lambdarank`` (LightGBM's
             LambdaRank on within-task grades).
+        boost_from_base: with a ``base_column`` at fit, the relative ranking view starts from that column (its
+            least-squares multiple as LightGBM's initial score) and its trees learn only the corrections: the learner
+            then cannot stray far from the base (the experience lookup) where nothing corrects it.
         calibration_folds: folds over datasets for the out-of-fold residuals (0: no intervals beyond the global
             residual spread, for tiny data).
         random_state, n_jobs: LightGBM's.
@@ -98,19 +101,22 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
 
     def __init__(self, n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 63,
                  min_child_samples: int = 20, alpha: float = 0.2, rank_mode: str = "relative",
-                 calibration_folds: int = 2, random_state: int = 0, n_jobs: int = 1) -> None:
+                 boost_from_base: bool = True, calibration_folds: int = 2, random_state: int = 0,
+                 n_jobs: int = 1) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
         self.alpha = alpha
         self.rank_mode = rank_mode
+        self.boost_from_base = boost_from_base
         self.calibration_folds = calibration_folds
         self.random_state = random_state
         self.n_jobs = n_jobs
 
     def fit(self, X: Any, y: Any, groups: Any = None, tasks: Any = None, *, bins: Any = None,
-            task_columns: Sequence[int] | None = None, categorical: Sequence[int] | None = None) -> OutcomeEstimator:
+            task_columns: Sequence[int] | None = None, categorical: Sequence[int] | None = None,
+            base_column: int | None = None) -> OutcomeEstimator:
         """Args:
             X: feature matrix. y: scores in points.
             groups: the held-out unit of the calibration folds (dataset names; default: ten arbitrary groups).
@@ -119,6 +125,7 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
             task_columns: columns of X that describe the task (default: none: the points are the task's level and
                 spread from ``z`` alone).
             categorical: columns of X that hold category codes.
+            base_column: the column the ranking view starts from (see ``boost_from_base``).
         """
         if self.rank_mode not in ("relative", "lambdarank"):
             raise ValueError(f"rank_mode must be relative or lambdarank, got {self.rank_mode!r}")
@@ -129,6 +136,7 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
         bins = np.asarray(bins, dtype=object) if bins is not None else np.full(n, GLOBAL_BIN, dtype=object)
         self.task_columns_ = list(task_columns or [])
         self.categorical_ = list(categorical or [])
+        self.base_column_ = base_column if self.boost_from_base and self.rank_mode == "relative" else None
         z = within_task_z(pd.Series(y), pd.Series(tasks)).to_numpy()
         self.ranker_ = self._fit_ranker(X, y, z, tasks)
         self.level_ = self._fit_level(X, z, y)
@@ -140,6 +148,8 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
     def _fit_ranker(self, X: np.ndarray, y: np.ndarray, z: np.ndarray, tasks: np.ndarray) -> Any:
         kw = _fit_kwargs(self.categorical_)
         if self.rank_mode == "relative":
+            if self.base_column_ is not None:
+                return _BoostedFromBase(self.base_column_, _lgb_params(self)).fit(X, z, **kw)
             return lgb.LGBMRegressor(**_lgb_params(self)).fit(X, z, **kw)
         order = np.argsort(tasks, kind="stable")
         pct = pd.Series(y[order]).groupby(pd.Series(tasks[order])).rank(pct=True).to_numpy()
@@ -252,6 +262,29 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
             out = cr.predict_int(points[mask], sigmas=sigma[mask], confidence=1.0 - self.alpha)
             lo[mask], hi[mask] = out[:, 0], out[:, 1]
         return lo, hi
+
+
+class _BoostedFromBase:
+    """LightGBM regression started from ``scale * X[:, column]`` (the least-squares multiple of a base score) rather
+    than from the mean: the trees fit the corrections. ``booster_`` is the trees'."""
+
+    def __init__(self, column: int, params: dict[str, Any]) -> None:
+        self.column = column
+        self.params = params
+
+    def _base(self, X: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(X[:, self.column], nan=0.0)
+
+    def fit(self, X: np.ndarray, z: np.ndarray, **kw: Any) -> _BoostedFromBase:
+        base = self._base(X)
+        denom = float(base @ base)
+        self.scale_ = float(base @ z) / denom if denom > 0 else 0.0
+        self.model_ = lgb.LGBMRegressor(**self.params).fit(X, z, init_score=self.scale_ * base, **kw)
+        self.booster_ = self.model_.booster_
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict(X) + self.scale_ * self._base(X)
 
 
 def _pair_residuals(y: np.ndarray, pred: np.ndarray, tasks: np.ndarray, rng: np.random.Generator,
@@ -394,7 +427,8 @@ class MetaModel(BaseEstimator):
         self.outcome_ = _fresh(self.outcome, OutcomeEstimator).fit(
             X[ok], df.loc[ok, "points"].to_numpy(), groups=df.loc[ok, "dataset_name"].to_numpy(),
             tasks=df.loc[ok, "task_key"].to_numpy(), bins=source_bins(df.loc[ok, "provenance_source"]),
-            task_columns=self.featurizer_.column_index(TASK_COLUMNS), categorical=cats)
+            task_columns=self.featurizer_.column_index(TASK_COLUMNS), categorical=cats,
+            base_column=(self.featurizer_.column_index(["lookup"]) or [None])[0])
         rt = df["outcome_runtime_s"].notna().to_numpy() & ok
         self.cost_ = _fresh(self.cost, CostEstimator).fit(X[rt], df.loc[rt, "outcome_runtime_s"].to_numpy(),
                                                            categorical=cats) \
