@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,15 +24,16 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 #: Points of a scatter plot drawn at most (the best ones are kept).
 MAX_POINTS = 3000
 
+#: matplotlib's rc settings are process-wide: one plot at a time is drawn under ours.
+_LOCK = threading.Lock()
 _RC = {"svg.fonttype": "none", "svg.hashsalt": "metaml-ui", "font.size": 10, "axes.spines.top": False,
        "axes.spines.right": False, "font.family": ["DejaVu Sans", "sans-serif"]}
 
 
 def _svg(fig: Figure, label: str) -> str:
-    """``fig`` as an inline ``<svg>`` element labelled ``label``."""
+    """``fig`` as an inline ``<svg>`` element labelled ``label`` (called under :data:`_RC`)."""
     buf = io.StringIO()
-    with matplotlib.rc_context(_RC):
-        fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight")
     text = buf.getvalue()
     text = text[text.index("<svg"):]
     text = re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", text, count=1)
@@ -39,8 +41,7 @@ def _svg(fig: Figure, label: str) -> str:
 
 
 def _figure(width: float = 7.2, height: float = 4.2) -> Figure:
-    with matplotlib.rc_context(_RC):
-        return Figure(figsize=(width, height), layout="constrained")
+    return Figure(figsize=(width, height), layout="constrained")
 
 
 def score_vs_cost(points: pd.DataFrame, metric: str) -> str | None:
@@ -54,7 +55,7 @@ def score_vs_cost(points: pd.DataFrame, metric: str) -> str | None:
     if points.empty:
         return None
     points = points.sort_values("outcome_score", ascending=False).head(MAX_POINTS)
-    with matplotlib.rc_context(_RC):
+    with _LOCK, matplotlib.rc_context(_RC):
         fig = _figure()
         ax = fig.add_subplot()
         methods = points["method_name"].value_counts().index.tolist()
@@ -68,8 +69,8 @@ def score_vs_cost(points: pd.DataFrame, metric: str) -> str | None:
         ax.set_ylabel(f"{metric} (normalized)")
         ax.grid(True, alpha=0.3)
         ax.legend(title="method (runs)", fontsize=8, frameon=False, loc="best")
-    return _svg(fig, f"Scatter plot of {metric} against training time for {len(points)} runs, "
-                     f"by method: {', '.join(methods)}")
+        return _svg(fig, f"Scatter plot of {metric} against training time for {len(points)} runs, "
+                         f"by method: {', '.join(methods)}")
 
 
 def learning_curve(curve: Sequence[Any]) -> str | None:
@@ -90,7 +91,7 @@ def learning_curve(curve: Sequence[Any]) -> str | None:
     losses = [m for m in metrics if "loss" in m]
     others = [m for m in metrics if m not in losses]
     panels = [group for group in (others, losses) if group]
-    with matplotlib.rc_context(_RC):
+    with _LOCK, matplotlib.rc_context(_RC):
         fig = _figure(height=3.4 * len(panels))
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
         for ax, group in zip(axes, panels, strict=True):
@@ -102,4 +103,4 @@ def learning_curve(curve: Sequence[Any]) -> str | None:
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8, frameon=False, loc="best")
         axes[-1].set_xlabel(axis)
-    return _svg(fig, f"Learning curve by {axis}: {', '.join(metrics)}")
+        return _svg(fig, f"Learning curve by {axis}: {', '.join(metrics)}")

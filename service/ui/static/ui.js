@@ -240,6 +240,7 @@
     try {
       const answer = await api("/v1/recommend", { method: "POST", json: JSON.parse(section.dataset.request), key: storedKey() });
       section.querySelector("[data-rec-table]").append(rankedTable(answer));
+      scrollables(section);
       status.textContent = answer.n_candidates.toLocaleString("en-US") + " candidates scored by meta-model version "
         + (answer.model.version ?? "(local)") + " in " + fmt(answer.model_ms, 3) + " ms.";
     } catch (e) {
@@ -311,6 +312,7 @@
     section.querySelector("[data-report-table]").replaceChildren(
       table(columns, shown, caption, (r) => "status-" + r.status));
     section.hidden = false;
+    scrollables(section);
     section.querySelector("h2").focus();
   }
 
@@ -321,23 +323,19 @@
     if (!Number.isFinite(v)) throw new Error("not a number: " + s);
     return v;
   };
+  /** A Python literal of a JSON value: on one line when it fits in 100 columns, else one item per line. */
   function py(value, indent = "") {
-    // A Python literal of a JSON value.
     if (value === null || value === undefined) return "None";
     if (value === true) return "True";
     if (value === false) return "False";
-    if (typeof value === "number") return Number.isInteger(value) ? String(value) : String(value);
-    if (typeof value === "string") return JSON.stringify(value);
+    if (typeof value === "number" || typeof value === "string") return JSON.stringify(value);
+    const items = Array.isArray(value) ? value.map((v) => [null, v]) : Object.entries(value);
+    const item = ([k, v], ind) => (k === null ? "" : JSON.stringify(k) + ": ") + py(v, ind);
+    const [open, close] = Array.isArray(value) ? ["[", "]"] : ["{", "}"];
+    const flat = open + items.map((kv) => item(kv, "")).join(", ") + close;
+    if (!items.length || (indent.length + flat.length <= 100 && !flat.includes("\n"))) return flat;
     const inner = indent + "    ";
-    if (Array.isArray(value)) {
-      if (!value.length) return "[]";
-      return "[\n" + value.map((v) => inner + py(v, inner)).join(",\n") + ",\n" + indent + "]";
-    }
-    const entries = Object.entries(value);
-    if (!entries.length) return "{}";
-    const flat = entries.every(([, v]) => v === null || typeof v !== "object");
-    if (flat) return "{" + entries.map(([k, v]) => JSON.stringify(k) + ": " + py(v)).join(", ") + "}";
-    return "{\n" + entries.map(([k, v]) => inner + JSON.stringify(k) + ": " + py(v, inner)).join(",\n") + ",\n" + indent + "}";
+    return open + "\n" + items.map((kv) => inner + item(kv, inner)).join(",\n") + ",\n" + indent + close;
   }
   function snippets(request, answer) {
     const space = request.space;
@@ -500,6 +498,7 @@
     section.querySelector("#optuna-snippet").textContent = code.optuna;
     section.querySelector("#ray-snippet").textContent = code.ray;
     section.hidden = false;
+    scrollables(section);
     section.querySelector("h2").focus();
   }
 
@@ -530,6 +529,7 @@
           table(columns, answer.rows.slice(0, MAX_ROWS_SHOWN), "Columns: " + answer.columns.map((c) => c.name + " " + c.type).join(", ")));
         setDownload(section.querySelector("#sql-csv"), toCsv(names, answer.rows), "text/csv");
         section.hidden = false;
+        scrollables(section);
         section.querySelector("h2").focus();
       } catch (e) {
         showError(error, e);
@@ -555,8 +555,21 @@
 
   const PAGES = { overview: initOverview, dataset: initDataset, datasets: initDatasets, upload: initUpload,
                   advisor: initAdvisor, sql: initSql };
+  /** Tables wider than their box scroll inside it: make that box reachable and named for the keyboard. */
+  function scrollables(root) {
+    root.querySelectorAll(".table-wrap").forEach((wrap) => {
+      if (wrap.scrollWidth <= wrap.clientWidth || wrap.hasAttribute("tabindex")) return;
+      const caption = wrap.querySelector("caption");
+      wrap.setAttribute("tabindex", "0");
+      wrap.setAttribute("role", "region");
+      wrap.setAttribute("aria-label", caption ? caption.textContent : "table");
+    });
+  }
+  window.addEventListener("resize", () => scrollables(document));
+
   function init(root) {
     bindKeyFields(root);
+    scrollables(root);
     const page = PAGES[document.body.dataset.page];
     if (page) page(root);
   }
