@@ -172,16 +172,18 @@ def dataset_view(kb: KnowledgeBase, name: str, *, family: str = "", method: str 
                        metric=metric, higher_is_better=higher, meta=meta, options=options, chosen=chosen,
                        n_matching=len(board), leaderboard=rows, plot=plot)
     if meta.get("n_classes") is not None or meta.get("n_samples") is not None:
-        view.recommend_request = _recommend_request(name, scored, runs)
+        view.recommend_request = _recommend_request(name, scored, runs, higher_is_better=higher)
     return view
 
 
-def _recommend_request(name: str, scored: pd.DataFrame, runs: pd.DataFrame) -> dict[str, Any] | None:
+def _recommend_request(name: str, scored: pd.DataFrame, runs: pd.DataFrame, *,
+                       higher_is_better: bool = True) -> dict[str, Any] | None:
     """A ``POST /v1/recommend`` body for the dataset: the models of its best runs, the methods most tried on it (each
-    with the parameters of its best run), its learning-rate range, batch sizes and epochs, and its main source."""
+    with the parameters of its best run), its learning-rate range, batch sizes and epochs, and its main source; None
+    without scored runs."""
     if scored.empty:
         return None
-    best_first = scored.sort_values("outcome_score", ascending=False)
+    best_first = scored.sort_values("outcome_score", ascending=not higher_is_better)
     models = list(dict.fromkeys(best_first["model_id"]))[:SPACE_MODELS]
     methods = []
     for method_name in scored["method_name"].value_counts().index[:SPACE_METHODS]:

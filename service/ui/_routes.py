@@ -109,27 +109,23 @@ def _render(request: Request, template: str, status: int = 200, **context: Any) 
     return HTMLResponse(body, status_code=status, headers=_HEADERS)
 
 
-def _access(request: Request, settings: SettingsDep) -> str | None:
-    """None when the request may read (reads are open, or it sent a valid ``read`` key); else why not."""
+def _gate(request: Request, settings: SettingsDep, page: str, title: str) -> HTMLResponse | None:
+    """None when the request may read (reads are open, or it sent a valid ``read`` key as ``X-API-Key`` or
+    ``Authorization: Bearer``); else the page that asks for a key, with the API's 401 or 403 and its reason."""
+    from service.api.deps import current_key, read_access
+
     token = request.headers.get("x-api-key")
     auth = request.headers.get("authorization", "")
     if not token and auth.lower().startswith("bearer "):
         token = auth[7:]
-    from service.api.deps import current_key, read_access
-
     try:
         read_access(settings, current_key(settings, None, token))
-    except (Unauthorized, Forbidden) as e:
-        return e.message
-    return None
-
-
-def _gate(request: Request, settings: SettingsDep, page: str, title: str) -> HTMLResponse | None:
-    """The page that asks for a read key, when the request may not read."""
-    reason = _access(request, settings)
-    if reason is None:
+    except Unauthorized as e:
+        status, reason = 401, e.message
+    except Forbidden as e:
+        status, reason = 403, e.message
+    else:
         return None
-    status = 403 if "lacks" in reason else 401
     return _render(request, "key_needed.html", status=status, page=page, title=title, reason=reason,
                    needs_key=True)
 
