@@ -7,7 +7,9 @@ base's lock. :class:`KnowledgeIndex` reloads it in the background when the knowl
 at most every ``refresh_s``); requests keep using the previous snapshot until the new one is complete.
 
 **Dataset meta-features** of a named dataset: the ``datasets`` table's values (written by ``metaml kb enrich`` and
-``POST /v1/datasets/describe`` with ``store``), completed by the values its runs carry.
+``POST /v1/datasets/describe`` with ``store``), completed by the values its runs carry. A dataset is *described* only
+when at least one meta-feature is known: a name the knowledge base holds runs for but nothing describes is treated
+like an unknown name.
 
 **Support rule.** The past runs shown beside a prediction are runs with status ok and a score, by the *same model and
 method* as the candidate, nearest by
@@ -215,8 +217,11 @@ def load_snapshot(kb_path: Path, *, lock_timeout: float = LOAD_LOCK_TIMEOUT_S,
         merged[r["name"]] = {**merged.get(r["name"], {}), **given}
     datasets: dict[str, DatasetMeta] = {}
     for name, values in merged.items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if not given:  # runs, but nothing describes the dataset: it is not described
+            continue
         try:
-            datasets[name] = DatasetMeta.model_validate({k: v for k, v in values.items() if v is not None})
+            datasets[name] = DatasetMeta.model_validate(given)
         except ValueError as e:
             log.warning("meta-features of dataset %s left out of the snapshot: %s", name, e)
     names = sorted(set(datasets) | set(frame["dataset_name"].unique()))
