@@ -91,6 +91,10 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
         alpha: miscoverage of the intervals (0.2 -> 80% intervals).
         rank_mode: ``relative`` (regression on the within-task standardized score) or ``lambdarank`` (LightGBM's
             LambdaRank on within-task grades).
+        lookup_weight: with a ``base_column`` at fit (the experience lookup), the ranking view is
+            ``(1 - lookup_weight) * learned + lookup_weight * scale * lookup``, ``scale`` the least-squares multiple
+            of the lookup for the standardized scores: a learner that cannot stray far from what the experience
+            says where nothing in the features corrects it (0: the learned view alone; 1: the lookup alone).
         calibration_folds: folds over datasets for the out-of-fold residuals (0: no intervals beyond the global
             residual spread, for tiny data).
         random_state, n_jobs: LightGBM's.
@@ -98,19 +102,22 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
 
     def __init__(self, n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 63,
                  min_child_samples: int = 20, alpha: float = 0.2, rank_mode: str = "relative",
-                 calibration_folds: int = 2, random_state: int = 0, n_jobs: int = 1) -> None:
+                 lookup_weight: float = 0.5, calibration_folds: int = 2, random_state: int = 0,
+                 n_jobs: int = 1) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
         self.alpha = alpha
         self.rank_mode = rank_mode
+        self.lookup_weight = lookup_weight
         self.calibration_folds = calibration_folds
         self.random_state = random_state
         self.n_jobs = n_jobs
 
     def fit(self, X: Any, y: Any, groups: Any = None, tasks: Any = None, *, bins: Any = None,
-            task_columns: Sequence[int] | None = None, categorical: Sequence[int] | None = None) -> OutcomeEstimator:
+            task_columns: Sequence[int] | None = None, categorical: Sequence[int] | None = None,
+            base_column: int | None = None) -> OutcomeEstimator:
         """Args:
             X: feature matrix. y: scores in points.
             groups: the held-out unit of the calibration folds (dataset names; default: ten arbitrary groups).
@@ -119,6 +126,7 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
             task_columns: columns of X that describe the task (default: none: the points are the task's level and
                 spread from ``z`` alone).
             categorical: columns of X that hold category codes.
+            base_column: the experience lookup's column (see ``lookup_weight``).
         """
         if self.rank_mode not in ("relative", "lambdarank"):
             raise ValueError(f"rank_mode must be relative or lambdarank, got {self.rank_mode!r}")
@@ -129,7 +137,15 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
         bins = np.asarray(bins, dtype=object) if bins is not None else np.full(n, GLOBAL_BIN, dtype=object)
         self.task_columns_ = list(task_columns or [])
         self.categorical_ = list(categorical or [])
+        if not 0.0 <= self.lookup_weight <= 1.0:
+            raise ValueError(f"lookup_weight must be within [0, 1], got {self.lookup_weight}")
         z = within_task_z(pd.Series(y), pd.Series(tasks)).to_numpy()
+        self.base_column_ = base_column
+        self.base_scale_ = 0.0
+        if base_column is not None:
+            base = np.nan_to_num(X[:, base_column], nan=0.0)
+            denom = float(base @ base)
+            self.base_scale_ = float(base @ z) / denom if denom > 0 else 0.0
         self.ranker_ = self._fit_ranker(X, y, z, tasks)
         self.level_ = self._fit_level(X, z, y)
         self._calibrate(X, y, z, groups, tasks, bins)
@@ -161,11 +177,17 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
                              monotone_constraints=monotone, monotone_constraints_method="intermediate")
         return lgb.LGBMRegressor(**params).fit(inputs, y, **_fit_kwargs(cats))
 
-    def _standing(self, X: np.ndarray) -> np.ndarray:
-        z = self.ranker_.predict(X)
+    def _standing(self, X: np.ndarray, ranker: Any = None, center: float | None = None,
+                  scale: float | None = None) -> np.ndarray:
+        """The ranking view: the learned standing blended with the scaled lookup (see ``lookup_weight``)."""
+        z = (ranker or self.ranker_).predict(X)
         if self.rank_mode == "lambdarank":  # LambdaRank scores have no scale: bring them to z's
-            z = (z - self.rank_center_) / self.rank_scale_
-        return z
+            z = (z - (self.rank_center_ if center is None else center)) / (self.rank_scale_ if scale is None
+                                                                            else scale)
+        if self.base_column_ is None or self.lookup_weight == 0.0:
+            return z
+        lookup = self.base_scale_ * np.nan_to_num(X[:, self.base_column_], nan=0.0)
+        return (1.0 - self.lookup_weight) * z + self.lookup_weight * lookup
 
     # -- calibration ---------------------------------------------------------------------------------------------
 
@@ -188,10 +210,8 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
             for tr, te in split:
                 ranker = self._fit_ranker(X[tr], y[tr], z[tr], tasks[tr])
                 level = self._fit_level(X[tr], z[tr], y[tr])
-                zhat = ranker.predict(X[te])
-                if self.rank_mode == "lambdarank":
-                    fitted = ranker.predict(X[tr])
-                    zhat = (zhat - fitted.mean()) / (fitted.std() or 1.0)
+                fitted = ranker.predict(X[tr]) if self.rank_mode == "lambdarank" else np.zeros(1)
+                zhat = self._standing(X[te], ranker, float(fitted.mean()), float(fitted.std() or 1.0))
                 oof[te] = level.predict(self._level_input(X[te], zhat))
         if np.isnan(oof).all():  # too little data for folds: the spread around the mean
             oof = np.full(len(y), float(y.mean()))
@@ -216,6 +236,17 @@ class OutcomeEstimator(RegressorMixin, _LgbmEstimator):
         self.pair_residuals_ = _pair_residuals(y, oof, tasks, rng)
 
     # -- predictions ---------------------------------------------------------------------------------------------
+
+    def rank_components(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The learned standing and the scaled lookup the ranking view blends (``lookup_weight``)."""
+        check_is_fitted(self, "ranker_")
+        X = self._validate(X, reset=False)
+        learned = self.ranker_.predict(X)
+        if self.rank_mode == "lambdarank":
+            learned = (learned - self.rank_center_) / self.rank_scale_
+        lookup = self.base_scale_ * np.nan_to_num(X[:, self.base_column_], nan=0.0) if self.base_column_ is not None \
+            else np.zeros(len(X))
+        return learned, lookup
 
     def rank_score(self, X: Any) -> np.ndarray:
         """The ranking view: the expected standing within the task (higher is better)."""
@@ -394,7 +425,8 @@ class MetaModel(BaseEstimator):
         self.outcome_ = _fresh(self.outcome, OutcomeEstimator).fit(
             X[ok], df.loc[ok, "points"].to_numpy(), groups=df.loc[ok, "dataset_name"].to_numpy(),
             tasks=df.loc[ok, "task_key"].to_numpy(), bins=source_bins(df.loc[ok, "provenance_source"]),
-            task_columns=self.featurizer_.column_index(TASK_COLUMNS), categorical=cats)
+            task_columns=self.featurizer_.column_index(TASK_COLUMNS), categorical=cats,
+            base_column=(self.featurizer_.column_index(["lookup"]) or [None])[0])
         rt = df["outcome_runtime_s"].notna().to_numpy() & ok
         self.cost_ = _fresh(self.cost, CostEstimator).fit(X[rt], df.loc[rt, "outcome_runtime_s"].to_numpy(),
                                                            categorical=cats) \
@@ -435,6 +467,11 @@ class MetaModel(BaseEstimator):
     def rank_score(self, runs: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "outcome_")
         return self.outcome_.rank_score(self.featurizer_.transform_array(runs))
+
+    def rank_components(self, runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The learned standing and the scaled experience lookup its ranking view blends."""
+        check_is_fitted(self, "outcome_")
+        return self.outcome_.rank_components(self.featurizer_.transform_array(runs))
 
 
 def _fresh(template: Any, cls: type) -> Any:

@@ -105,7 +105,7 @@ def eligible_units(frame: pd.DataFrame, protocol: str, min_configs: int = MIN_CO
 def evaluate(runs: pd.DataFrame, protocol: str, *, predictors: Mapping[str, Factory] | None = None,
              max_folds: int | None = None, seed: int = 0, progress: bool = False,
              train_sources: Sequence[str] | None = None, test_sources: Sequence[str] | None = None,
-             min_configs: int = MIN_CONFIGS, units: Sequence[str] | None = None) -> EvaluationResult:
+             min_configs: int = MIN_CONFIGS, units: Sequence[str] | None = None, jobs: int = 1) -> EvaluationResult:
     """Evaluate ``predictors`` under ``protocol`` on the runs (rows of the runs table).
 
     Args:
@@ -115,6 +115,7 @@ def evaluate(runs: pd.DataFrame, protocol: str, *, predictors: Mapping[str, Fact
         train_sources: learn only from runs of these sources (default: all). With ``test_sources`` this measures
             transfer: does knowledge from other sources help on a source's held-out tasks?
         test_sources: evaluate only runs of these sources (held-out units are chosen among them).
+        jobs: folds fit in parallel worker processes.
     """
     frame = learning_frame(runs)
     predictors = predictors or default_predictors()
@@ -127,50 +128,69 @@ def evaluate(runs: pd.DataFrame, protocol: str, *, predictors: Mapping[str, Fact
         fold_list = [(u, tr[np.isin(sources[tr], list(train_sources))] if train_sources else tr,
                       te[np.isin(sources[te], list(test_sources))] if test_sources else te) for u, tr, te in fold_list]
     keys = Experience().keys_of(frame)
-    parts: list[pd.DataFrame] = []
-    seconds: dict[str, float] = dict.fromkeys(predictors, 0.0)
-    fold_seconds: list[float] = []
+    groups = groups_for(frame, protocol).to_numpy()
+    for held_out, train_idx, test_idx in fold_list:
+        assert not set(groups[test_idx]) & set(groups[train_idx]), f"{held_out}: a held-out unit reached training"
     iterator: Any = fold_list
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(fold_list, desc=f"{protocol} folds", unit="fold")
-    groups = groups_for(frame, protocol).to_numpy()
-    for held_out, train_idx, test_idx in iterator:
-        started_fold = time.perf_counter()
-        train, test = frame.iloc[train_idx], frame.iloc[test_idx]
-        assert not set(groups[test_idx]) & set(groups[train_idx]), "a held-out unit reached training"
-        train_keys = {k: v[train_idx] for k, v in keys.items()}
-        base = test[["run_id", "task_key", "config_key", "points", "failed", "outcome_runtime_s",
-                     "provenance_source"]].copy()
-        base["fold"] = held_out
-        measurable = ["outcome"]
-        if test["outcome_runtime_s"].notna().any():
-            measurable.append("cost")
-        if test["failed"].nunique() > 1:
-            measurable.append("failure")
-        for name, factory in predictors.items():
-            started = time.perf_counter()
-            model = factory()
-            if isinstance(model, MetaModel):
-                model.fit(train, parts=measurable, keys=train_keys)
-            else:
-                model.fit(train, keys=train_keys)
-            seconds[name] += time.perf_counter() - started
-            out = base.copy()
-            out["predictor"] = name
-            if isinstance(model, MetaModel):
-                pred = model.predict(test)
-                out["pred"], out["rank"] = pred["points"].to_numpy(), pred["rank_score"].to_numpy()
-                out["lo"], out["hi"] = pred["lo"].to_numpy(), pred["hi"].to_numpy()
-                out["p_fail"], out["pred_runtime_s"] = pred["p_fail"].to_numpy(), pred["runtime_s"].to_numpy()
-            else:
-                out["pred"] = model.predict(test)
-                out["rank"] = model.rank_score(test)
-            parts.append(out)
-        fold_seconds.append(time.perf_counter() - started_fold)
+    if jobs > 1:
+        from joblib import Parallel, delayed
+
+        done = Parallel(n_jobs=jobs, prefer="processes", return_as="generator")(
+            delayed(_fold)(frame, keys, predictors, *fold) for fold in fold_list)
+        results = list(tqdm(done, total=len(fold_list), desc=f"{protocol} folds", unit="fold") if progress
+                       else done)
+    else:
+        results = [_fold(frame, keys, predictors, *fold) for fold in iterator]
+    parts = [p for fold_parts, _, _ in results for p in fold_parts]
+    seconds: dict[str, float] = dict.fromkeys(predictors, 0.0)
+    for _, fold_seconds_by_name, _ in results:
+        for name, secs in fold_seconds_by_name.items():
+            seconds[name] += secs
+    fold_seconds = [total for _, _, total in results]
     predictions = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return EvaluationResult(protocol, predictions, [f[0] for f in fold_list], seconds, fold_seconds)
+
+
+def _fold(frame: pd.DataFrame, keys: Mapping[str, np.ndarray], predictors: Mapping[str, Factory], held_out: str,
+          train_idx: np.ndarray, test_idx: np.ndarray) -> tuple[list[pd.DataFrame], dict[str, float], float]:
+    """Fit every predictor on one fold's training runs and predict its held-out runs."""
+    started_fold = time.perf_counter()
+    train, test = frame.iloc[train_idx], frame.iloc[test_idx]
+    train_keys = {k: v[train_idx] for k, v in keys.items()}
+    base = test[["run_id", "task_key", "config_key", "points", "failed", "outcome_runtime_s",
+                 "provenance_source"]].copy()
+    base["fold"] = held_out
+    measurable = ["outcome"]
+    if test["outcome_runtime_s"].notna().any():
+        measurable.append("cost")
+    if test["failed"].nunique() > 1:
+        measurable.append("failure")
+    parts, seconds = [], {}
+    for name, factory in predictors.items():
+        started = time.perf_counter()
+        model = factory()
+        if isinstance(model, MetaModel):
+            model.fit(train, parts=measurable, keys=train_keys)
+        else:
+            model.fit(train, keys=train_keys)
+        seconds[name] = time.perf_counter() - started
+        out = base.copy()
+        out["predictor"] = name
+        if isinstance(model, MetaModel):
+            pred = model.predict(test)
+            out["pred"], out["rank"] = pred["points"].to_numpy(), pred["rank_score"].to_numpy()
+            out["lo"], out["hi"] = pred["lo"].to_numpy(), pred["hi"].to_numpy()
+            out["p_fail"], out["pred_runtime_s"] = pred["p_fail"].to_numpy(), pred["runtime_s"].to_numpy()
+            out["rank_learned"], out["rank_lookup"] = model.rank_components(test)
+        else:
+            out["pred"] = model.predict(test)
+            out["rank"] = model.rank_score(test)
+        parts.append(out)
+    return parts, seconds, time.perf_counter() - started_fold
 
 
 def noise_floor(runs: pd.DataFrame, source: str = "taskweb") -> dict[str, float]:

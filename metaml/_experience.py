@@ -16,8 +16,12 @@ Keys (:data:`KEYS`):
 * ``base`` / ``base_method`` — the base model a checkpoint derives from (itself for a base model), with the method;
 * ``method``, ``family_method``, ``upstream`` — coarser keys that generalize to checkpoints never seen.
 
-Each is computed in two **scopes**: over every task (``a_``), and over the tasks of the row's own source (``s_``),
-since a standing is relative to the configurations its task compared (a source's tasks compare like with like).
+Each is computed in three **scopes**: over every task (``a_``); over the tasks of the row's own source (``s_``),
+since a standing is relative to the configurations its task compared (a source's tasks compare like with like); and
+over the tasks whose dataset is in the row's dataset's language (``l_``): an encoder's standing on the tasks of its
+own language says more about the next one than its standing everywhere. For checkpoints, a fourth (``p_``) is
+their standing as frozen encoders in the probing source (MTEB's logistic-regression probes), whatever the row's
+source: a transferability estimate of the checkpoint on text classification.
 
 **Leaving the row's dataset out.** For training rows (:meth:`Experience.features` with ``leave_own_dataset``) every
 task of the row's own dataset is left out of its standings, so a learner sees them as they will be for an unseen
@@ -70,7 +74,10 @@ KEYS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "family_method": lambda r: _join(_text(r["model_family"]).fillna("?"), _method(r)),
     "upstream": lambda r: _text(r["model_upstream_task"]),
 }
-SCOPES = ("a", "s")
+SCOPES = ("a", "s", "l", "p")
+#: The source whose tasks probe frozen encoders (the ``p_`` scope), and the keys it applies to.
+PROBE_SOURCE = "mteb"
+PROBE_KEYS = ("ckpt", "base")
 #: Order in which the lookup baseline (and a past task's profile) falls back from specific to coarse keys.
 LOOKUP_ORDER: tuple[tuple[str, str], ...] = (
     ("s", "config"), ("s", "ckpt_method"), ("a", "ckpt_method"), ("s", "ckpt"), ("a", "ckpt"),
@@ -80,9 +87,10 @@ LOOKUP_ORDER: tuple[tuple[str, str], ...] = (
 PROFILE_KEYS = ("config", "ckpt_method", "ckpt")
 
 
-def feature_names(keys: Sequence[str] = tuple(KEYS)) -> list[str]:
+def feature_names(keys: Sequence[str] = tuple(KEYS), scopes: Sequence[str] = SCOPES) -> list[str]:
     """The columns :meth:`Experience.features` writes, in order."""
-    return [f"{scope}_{k}{suffix}" for k in keys for scope in SCOPES for suffix in ("", "_n", "_sd")]
+    return [f"{scope}_{k}{suffix}" for k in keys for scope in scopes if scope != "p" or k in PROBE_KEYS
+            for suffix in ("", "_n", "_sd")]
 
 
 class _Sums:
@@ -112,11 +120,14 @@ class Experience:
     Args:
         keys: which keys of :data:`KEYS`.
         smoothing: pseudo-tasks at standing 0 mixed into every standing.
+        scopes: which scopes of :data:`SCOPES` the features hold (the lookup needs ``a`` and ``s``).
     """
 
-    def __init__(self, keys: Sequence[str] = tuple(KEYS), smoothing: float = 1.0) -> None:
+    def __init__(self, keys: Sequence[str] = tuple(KEYS), smoothing: float = 1.0,
+                 scopes: Sequence[str] = SCOPES) -> None:
         self.keys = tuple(keys)
         self.smoothing = smoothing
+        self.scopes = tuple(scopes)
 
     # -- fitting -------------------------------------------------------------------------------------------------
 
@@ -139,12 +150,15 @@ class Experience:
         self.datasets_ = pd.Index(pd.unique(_strings(frame["dataset_name"])))
         task_source = self.sources_.get_indexer(sources[keep])[task_first]
         task_dataset = self.datasets_.get_indexer(_strings(frame["dataset_name"])[keep])[task_first]
+        languages = _languages(frame)
+        self.languages_ = pd.Index(pd.unique(languages[~pd.isna(languages)]))
+        task_language = self.languages_.get_indexer(languages[keep])[task_first]
         self.tasks_ = np.asarray(tasks, dtype=object)
         self.task_dataset_ = task_dataset
         self.vocab_: dict[str, pd.Index] = {}
         self.per_task_: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.sums_: dict[str, dict[str, _Sums]] = {}
-        n_t, n_s, n_d = len(tasks), len(self.sources_), len(self.datasets_)
+        n_t, n_s, n_d, n_l = len(tasks), len(self.sources_), len(self.datasets_), max(len(self.languages_), 1)
         zk = z[keep]
         for name in self.keys:
             codes, vocab = pd.factorize(keys[name][keep])
@@ -154,9 +168,12 @@ class Experience:
             zt = np.bincount(inverse, weights=zk[ok]) / np.bincount(inverse)
             key, task = uniq // n_t, uniq % n_t
             self.per_task_[name] = (key, task, zt)
-            s, d = task_source[task], task_dataset[task]
-            self.sums_[name] = {"a": _Sums(key, zt), "s": _Sums(key * n_s + s, zt),
-                                "a_own": _Sums(key * n_d + d, zt), "s_own": _Sums((key * n_s + s) * n_d + d, zt)}
+            s, d, lang = task_source[task], task_dataset[task], task_language[task]
+            has = lang >= 0
+            lk = key[has] * n_l + lang[has]
+            self.sums_[name] = {"a": _Sums(key, zt), "s": _Sums(key * n_s + s, zt), "l": _Sums(lk, zt[has]),
+                                "a_own": _Sums(key * n_d + d, zt), "s_own": _Sums((key * n_s + s) * n_d + d, zt),
+                                "l_own": _Sums(lk * n_d + d[has], zt[has])}
         self.n_tasks_ = n_t
         return self
 
@@ -168,7 +185,7 @@ class Experience:
 
     def features(self, rows: pd.DataFrame, *, leave_own_dataset: bool = False,
                  keys: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-        """Per row and key, in both scopes: the smoothed standing, the tasks behind it, their spread.
+        """Per row and key, in each scope: the smoothed standing, the tasks behind it, their spread.
 
         Args:
             rows: runs-table rows (``provenance_source`` and, with ``leave_own_dataset``, ``dataset_name``).
@@ -179,16 +196,24 @@ class Experience:
         src = self.sources_.get_indexer(source_family(_strings(rows["provenance_source"]))).astype(np.int64)
         dst = self.datasets_.get_indexer(_strings(rows["dataset_name"])).astype(np.int64) \
             if leave_own_dataset else None
-        n_s, n_d = len(self.sources_), len(self.datasets_)
+        lang = self.languages_.get_indexer(_languages(rows)).astype(np.int64)
+        n_s, n_d, n_l = len(self.sources_), len(self.datasets_), max(len(self.languages_), 1)
+        probe = int(self.sources_.get_indexer([PROBE_SOURCE])[0])
         out: dict[str, np.ndarray] = {}
         for name in self.keys:
             code = self.vocab_[name].get_indexer(keys[name]).astype(np.int64)
             known = code >= 0
             sums = self.sums_[name]
-            for scope, combined, valid in (("a", code, known), ("s", code * n_s + src, known & (src >= 0))):
-                total = sums[scope].get(combined, valid)
+            scoped = {"a": ("a", code, known), "s": ("s", code * n_s + src, known & (src >= 0)),
+                      "l": ("l", code * n_l + lang, known & (lang >= 0)),
+                      "p": ("s", code * n_s + probe, known & (probe >= 0))}
+            for scope in self.scopes:
+                if scope == "p" and name not in PROBE_KEYS:
+                    continue
+                table, combined, valid = scoped[scope]
+                total = sums[table].get(combined, valid)
                 if dst is not None:
-                    total = total - sums[scope + "_own"].get(combined * n_d + dst, valid & (dst >= 0))
+                    total = total - sums[table + "_own"].get(combined * n_d + dst, valid & (dst >= 0))
                 out.update(_standing(f"{scope}_{name}", total[:, 0], total[:, 1], total[:, 2], self.smoothing))
         return pd.DataFrame(out, index=rows.index)
 
@@ -248,6 +273,14 @@ class Experience:
 
 def _strings(values: pd.Series) -> np.ndarray:
     return values.astype(str).to_numpy(dtype=object)
+
+
+def _languages(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's dataset language (None where unknown)."""
+    if "dataset_meta_language" not in rows:
+        return np.full(len(rows), None, dtype=object)
+    values = rows["dataset_meta_language"]
+    return values.astype("string").astype(object).where(values.notna(), None).to_numpy(dtype=object)
 
 
 def _standing(prefix: str, s1: np.ndarray, s2: np.ndarray, n: np.ndarray,

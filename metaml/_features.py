@@ -13,10 +13,14 @@ missing values NaN, which LightGBM routes, so runs from sources that lack a feat
   sequence length; scheduler, optimizer, precision as categories);
 * **experience** (:mod:`metaml._experience`): the standing of the exact checkpoint, of (checkpoint, method), of the
   whole configuration, of the base model (with and without the method), of the method and of (family, method) on the
-  training tasks, over every source and over the row's own source, each with the number of tasks behind it and its
-  spread across them, and the lookup those standings give. Training rows never see their own dataset's tasks in
-  them (an unseen dataset's view); a share of training models (``model_dropout``) also lose their model-specific
-  standings, so the learner learns to predict for checkpoints without experience too.
+  training tasks, over every source, over the row's own source and over the tasks in its dataset's language, the
+  checkpoint's standing as a probed frozen encoder, each with the number of tasks behind it and its spread across
+  them, and the lookup those standings give. Training rows never see their own dataset's tasks in them (an unseen
+  dataset's view); a share of training models (``model_dropout``) also lose their model-specific standings, so the
+  learner learns to predict for checkpoints without experience too;
+* **transfer** from the upstream task of a checkpoint that was already fine-tuned: whether it is the target dataset
+  itself, and how far the upstream dataset is from the target by meta-features (:mod:`metaml._similarity`: overall,
+  and in classes, text length and size), where the training runs describe the upstream dataset.
 
 The recipe (:meth:`RunFeaturizer.transform_array`) is numpy from the raw columns to the matrix; :meth:`transform`
 returns the same matrix as a named DataFrame. Serving and training run the same code, so they cannot drift.
@@ -33,7 +37,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from metaml._data import source_family
-from metaml._experience import KEYS, Experience
+from metaml._experience import KEYS, SCOPES, Experience
+from metaml._similarity import distances, meta_vectors
 
 LOG_COLUMNS = {
     "dataset_meta_n_samples": "ds_log_n_samples",
@@ -97,6 +102,8 @@ REGIME = "regime"
 TASK_COLUMNS = (*(n for c, n in LOG_COLUMNS.items() if c.startswith("dataset_")),
                 *(n for c, n in NUMERIC_COLUMNS.items() if c.startswith("dataset_")),
                 "task_type", "task_metric", "ds_language", "ds_domain", "source", "regime_few_shot", REGIME)
+#: Upstream-transfer features (see the module docstring).
+TRANSFER = ("up_same", "up_dist", "up_d_classes", "up_d_tokens", "up_d_samples")
 #: Experience keys that describe one checkpoint, blanked together for ``model_dropout``.
 MODEL_SPECIFIC = ("ckpt", "ckpt_method", "config", "base", "base_method", "upstream")
 _REGIME_CODES = {"f": 0.0, "k": 1.0, "n": 2.0}
@@ -137,17 +144,21 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
         smoothing: pseudo-tasks at standing 0 in every experience standing.
         experience: compute the experience features (needs ``y`` at fit).
         experience_keys: which keys of :data:`metaml._experience.KEYS`.
+        experience_scopes: which scopes of :data:`metaml._experience.SCOPES` become features.
+        transfer: compute the upstream-transfer features.
         model_dropout: share of training models whose model-specific standings are blanked in the training rows.
         random_state: seed of the dropout.
     """
 
     def __init__(self, min_category_count: int = 5, smoothing: float = 1.0, experience: bool = True,
-                 experience_keys: Sequence[str] = tuple(KEYS), model_dropout: float = 0.2,
-                 random_state: int = 0) -> None:
+                 experience_keys: Sequence[str] = tuple(KEYS), experience_scopes: Sequence[str] = SCOPES,
+                 transfer: bool = True, model_dropout: float = 0.2, random_state: int = 0) -> None:
         self.min_category_count = min_category_count
         self.smoothing = smoothing
         self.experience = experience
         self.experience_keys = experience_keys
+        self.experience_scopes = experience_scopes
+        self.transfer = transfer
         self.model_dropout = model_dropout
         self.random_state = random_state
 
@@ -178,7 +189,15 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
         if self.experience:
             if y is None:
                 raise ValueError("RunFeaturizer needs y (scores in points) to learn the experience features")
-            self.experience_ = Experience(self.experience_keys, smoothing=self.smoothing).fit(X, y, keys=keys)
+            scopes = tuple(dict.fromkeys(("a", "s", *self.experience_scopes)))  # the lookup reads a and s
+            self.experience_ = Experience(self.experience_keys, smoothing=self.smoothing, scopes=scopes).fit(
+                X, y, keys=keys)
+        self.dataset_meta_ = None
+        if self.transfer:
+            firsts = X.groupby("dataset_name", sort=True).first()
+            vectors = meta_vectors(firsts)
+            known = ~np.isnan(vectors).all(axis=1)
+            self.dataset_meta_ = pd.DataFrame(vectors[known], index=firsts.index[known].astype(str))
         cols = self._columns(X, training=True, keys=keys)
         self.feature_names_out_ = np.asarray(list(cols), dtype=object)
         self.categorical_ = [i for i, n in enumerate(cols) if n in CATEGORICAL_COLUMNS.values() or n == REGIME]
@@ -236,12 +255,30 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
                             feats.loc[dropped, col] = np.nan
                             feats.loc[dropped, col + "_n"] = 0.0
                             feats.loc[dropped, col + "_sd"] = np.nan
+            wanted = set(self.experience_scopes)
             for col in feats.columns:
-                out[col] = feats[col].to_numpy(dtype=np.float64)
+                if col.split("_", 1)[0] in wanted:
+                    out[col] = feats[col].to_numpy(dtype=np.float64)
             out["lookup"] = self.experience_.lookup(X, features=feats)
+        if getattr(self, "dataset_meta_", None) is not None:
+            out.update(self._transfer(X))
         if hasattr(self, "feature_names_out_"):
             return {name: out[name] for name in self.feature_names_out_}
         return out
+
+    def _transfer(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        """How far each row's upstream dataset is from its target (NaN without an upstream or its meta-features)."""
+        upstream = _labels(X, "model_upstream_task")
+        has = ~pd.isna(upstream)
+        target = meta_vectors(X)
+        table = self.dataset_meta_
+        pos = table.index.get_indexer(np.where(has, upstream, "").astype(object))
+        up = np.full(target.shape, np.nan)
+        up[pos >= 0] = table.to_numpy()[pos[pos >= 0]]
+        same = np.where(has, (upstream == _labels(X, "dataset_name")).astype(float), np.nan)
+        diff = np.abs(up - target)
+        return {"up_same": same, "up_dist": distances(up, target), "up_d_classes": diff[:, 1],
+                "up_d_tokens": diff[:, 3], "up_d_samples": diff[:, 0]}
 
     @staticmethod
     def _stack(cols: Mapping[str, np.ndarray], n: int) -> np.ndarray:

@@ -7,10 +7,10 @@ One MLflow run per trained model holds, as run artifacts:
 * ``pyfunc/`` — an MLflow ``python_function`` model wrapping it (input: runs-table rows; output: the
   :meth:`MetaModel.predict` frame). This is what the registered model versions point at. Loading it needs ``metaml``
   importable;
-* ``outcome_lgbm/`` — the outcome's main LightGBM booster (its ranking view, the standing within the task) in the
-  ``lightgbm`` flavor, which ``mlflow models serve`` serves without ``metaml``. Its input is the featurized rows
-  with categorical features as integer codes (see :func:`served_outcome_frame`; the categories are in
-  ``outcome_lgbm/categories.json``);
+* ``outcome_lgbm/`` — the outcome's main LightGBM booster (the trees of its ranking view, the standing within the
+  task, without the experience lookup it is boosted from) in the ``lightgbm`` flavor, which ``mlflow models serve``
+  serves without ``metaml``. Its input is the featurized rows with categorical features as integer codes (see
+  :func:`served_outcome_frame`; the categories are in ``outcome_lgbm/categories.json``);
 * ``reports/`` — the files of an evaluation report, when given.
 
 The run's params are the model's parameters (and the caller's), its metrics the numeric evaluation metrics, its tags

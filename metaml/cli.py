@@ -43,6 +43,8 @@ def _load(kb_path: Path, sources: tuple[str, ...]) -> Any:
               help="Trees of the meta-learner's ranking view in each fold (fewer: cheaper folds).")
 @click.option("--max-rows-per-task", type=click.IntRange(10), default=100, show_default=True,
               help="Runs per task the meta-learner's estimators learn from in each fold (its experience reads all).")
+@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Folds fit in parallel worker processes.")
 @click.option("--rank-mode", "rank_modes", multiple=True, type=click.Choice(["relative", "lambdarank"]),
               default=("relative",), show_default=True,
               help="Ranking view(s) of the outcome model to evaluate (repeat to compare).")
@@ -58,7 +60,7 @@ def _load(kb_path: Path, sources: tuple[str, ...]) -> Any:
               help="Also log the evaluation to this MLflow tracking URI.")
 @json_option
 def evaluate_cmd(protocol: str, kb_path: Path, max_folds: int | None, min_configs: int, n_estimators: int,
-                 max_rows_per_task: int, rank_modes: tuple[str, ...], sources: tuple[str, ...],
+                 max_rows_per_task: int, jobs: int, rank_modes: tuple[str, ...], sources: tuple[str, ...],
                  train_sources: tuple[str, ...], test_sources: tuple[str, ...], out_dir: Path | None, seed: int,
                  tracking_uri: str | None, as_json: bool) -> None:
     """Evaluate the meta-learner against the baselines (the experience lookup, random, global mean, best-on-average
@@ -74,7 +76,7 @@ def evaluate_cmd(protocol: str, kb_path: Path, max_folds: int | None, min_config
     runs = _load(kb_path, sources)
     started = time.perf_counter()
     result = evaluate(runs, protocol, predictors=default_predictors(rank_modes, n_estimators, max_rows_per_task),
-                      max_folds=max_folds, seed=seed, progress=not as_json, min_configs=min_configs,
+                      max_folds=max_folds, seed=seed, progress=not as_json, min_configs=min_configs, jobs=jobs,
                       train_sources=train_sources or None, test_sources=test_sources or None)
     seconds = time.perf_counter() - started
     out_dir = out_dir or DEFAULT_REPORTS / protocol

@@ -9,10 +9,14 @@ import pytest
 from metaml.search import (
     GrammarDistribution,
     GrammarSearcher,
+    OptunaSearcher,
+    OrderSearcher,
+    RandomSearcher,
     ReplayTask,
     SearchSpace,
     run_search,
 )
+from metaml.search._searchers import GrammarReplaySearcher
 
 
 def _configs() -> pd.DataFrame:
@@ -133,17 +137,40 @@ def test_prior_from_the_service_priors(space: SearchSpace) -> None:
     np.testing.assert_allclose(dist.probs[1], [0.5, 0.5])
 
 
-@pytest.mark.parametrize("searcher", ["random", "tpe", "grammar"])
-def test_searchers_propose_distinct_configurations_within_budget(searcher: str) -> None:
-    """Every searcher (TPE through nearest-configuration mapping) proposes each configuration at most once and
-    stops at the budget; with the whole set as budget it finds the best (regret 0)."""
+@pytest.mark.parametrize("searcher", ["random", "tpe", "gp", "grammar"])
+def test_zero_shot_searchers_run_uncensored_to_the_target(searcher: str) -> None:
+    """Every zero-shot searcher (TPE and GP through nearest-configuration mapping) proposes each configuration at most
+    once and stops as soon as a configuration within the target of the best is evaluated; with a target of 0 it
+    goes on until it finds the best, however long that takes; with max_evaluations it stops there."""
     df = _configs()
     df["score"] = np.arange(len(df), dtype=float)
     df["cost"] = 1.0
     task = ReplayTask.from_table(df)
-    trace = run_search(task, searcher, budget=5, seed=1)
+
+    def make(seed: int) -> object:
+        rng = np.random.default_rng(seed)
+        if searcher == "random":
+            return RandomSearcher(rng)
+        if searcher == "grammar":
+            return GrammarReplaySearcher(task.space, rng)
+        return OptunaSearcher(searcher, task.space, rng, seed=seed)
+
+    trace = run_search(task, make(1), target=0.0)
     configs = [e[0] for e in trace.evals]
-    assert len(configs) == 5 == len(set(configs))
-    full = run_search(task, searcher, budget=task.n_configs, seed=2)
-    assert sorted(e[0] for e in full.evals) == list(range(task.n_configs))
-    assert full.final_regret == 0.0
+    assert len(configs) == len(set(configs)) and configs[-1] == task.best_index and trace.final_regret == 0.0
+    near = run_search(task, make(2), target=2.0)
+    assert task.best - task.score[near.evals[-1][0]] <= 2.0
+    assert all(task.best - task.score[e[0]] > 2.0 for e in near.evals[:-1])
+    short = run_search(task, make(3), target=0.0, max_evaluations=3)
+    assert len(short.evals) <= 3
+
+
+def test_order_searchers_follow_their_priority_with_random_ties() -> None:
+    """A portfolio (or static) order evaluates by decreasing priority; equal priorities in a seeded random order."""
+    df = _configs()
+    df["score"] = np.arange(len(df), dtype=float)
+    task = ReplayTask.from_table(df)
+    priority = np.r_[np.arange(6, dtype=float), np.zeros(6)]
+    trace = run_search(task, OrderSearcher("portfolio", priority, np.random.default_rng(0)), target=0.0)
+    order = [e[0] for e in trace.evals]
+    assert order[:5] == [5, 4, 3, 2, 1] and order[-1] == task.best_index

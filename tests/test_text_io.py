@@ -186,6 +186,30 @@ def test_a_named_column_that_does_not_exist(tmp_path: Path) -> None:
         load_text_dataset(tmp_path / "d.csv", text_column="review")
 
 
+def test_glue_mrpc_tsv_columns_are_found(tmp_path: Path) -> None:
+    """GLUE's MRPC TSV (header Quality, #1 ID, #2 ID, #1 String, #2 String; quotes inside sentences left as they
+    are) is read as a sentence-pair dataset labelled by Quality, and `metaml describe` describes it; a TSV whose text
+    columns cannot be guessed names the exact flags to pass."""
+    header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
+    rows = ['1\t702876\t702977\tAmrozi accused his brother , whom he called " the witness " , of distorting his '
+            'evidence .\tReferring to him as only " the witness " , Amrozi accused his brother of distorting '
+            "his evidence .",
+            "0\t2108705\t2108831\tYucaipa owned Dominick 's before selling the chain to Safeway in 1998 for $ 2.5 "
+            "billion .\tYucaipa bought Dominick 's in 1995 for $ 693 million and sold it to Safeway for $ 1.8 billion "
+            "in 1998 ."] * 10
+    (tmp_path / "msr_paraphrase_train.txt.tsv").write_text("\n".join([header, *rows]) + "\n")
+    ds = load_text_dataset(tmp_path / "msr_paraphrase_train.txt.tsv")
+    assert len(ds.texts) == 20 and ds.text_pairs is not None and set(ds.labels) == {0, 1}
+    assert ds.texts[0].startswith("Amrozi") and ds.text_pairs[1].startswith("Yucaipa bought")
+    result = CliRunner().invoke(describe, [str(tmp_path / "msr_paraphrase_train.txt.tsv"), "--json",
+                                           "--landmark-sample", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["meta"]["n_text_fields"] == 2
+    (tmp_path / "odd.tsv").write_text("Quality\tleft\tright\n1\ta\tb\n")
+    with pytest.raises(TextDatasetError, match=r"--text-column .*--text-pair-column"):
+        load_text_dataset(tmp_path / "odd.tsv")
+
+
 def test_describe_command_reads_a_save_to_disk_folder(tmp_path: Path) -> None:
     """`describe FOLDER --json` works on a save_to_disk folder and reports its rows and classes."""
     write_saved_dataset(tmp_path / "movies", {"text": TEXTS * 5, "label": LABELS * 5})

@@ -151,7 +151,7 @@ def test_outcome_lgbm_loads_with_the_lightgbm_flavor(registry: dict[str, Any]) -
     model, info = registry["models"][1], registry["infos"][1]
     rows = registry["runs"].sample(200, random_state=2)
     feats = model.featurizer_.transform(rows)
-    expected = model.outcome_.ranker_.predict(feats.to_numpy())
+    expected = model.outcome_.ranker_.booster_.predict(feats.to_numpy())
     np.testing.assert_array_equal(mlflow.lightgbm.load_model(info.outcome_uri).predict(feats), expected)
     served = mlflow.pyfunc.load_model(info.outcome_uri).predict(served_outcome_frame(model, rows))
     np.testing.assert_array_equal(np.asarray(served).ravel(), expected)

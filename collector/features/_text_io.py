@@ -38,6 +38,8 @@ PAIR_COLUMNS: tuple[tuple[str, str], ...] = (
     ("question1", "question2"),
     ("question", "passage"),
     ("text1", "text2"),
+    ("#1 string", "#2 string"),  # GLUE's MRPC TSV: Quality, #1 ID, #2 ID, #1 String, #2 String
+    ("string1", "string2"),
     ("text_a", "text_b"),
     ("sentence_a", "sentence_b"),
 )
@@ -69,6 +71,7 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "sentiment",
     "coarse_label",
     "label_text",
+    "quality",  # GLUE's MRPC TSV
     "y",
 )
 
@@ -369,7 +372,8 @@ def _find_text_columns(
             return by_lower[name], None
     raise TextDatasetError(
         f"no text column found (looked for {', '.join(TEXT_COLUMNS[:4])}, ... or a pair such as sentence1/sentence2); "
-        f"columns: {', '.join(columns)}; name one with text_column",
+        f"columns: {', '.join(columns)}; name it with --text-column (and --text-pair-column for a second text; "
+        "text_column= / text_pair_column= in Python)",
         uri=str(source),
     )
 
@@ -390,7 +394,7 @@ def _find_label_column(
         return typed[0]
     raise TextDatasetError(
         f"no label column found (looked for {', '.join(LABEL_COLUMNS[:6])}, ...); columns: {', '.join(columns)}; "
-        "name one with label_column",
+        "name it with --label-column (label_column= in Python)",
         uri=str(source),
     )
 

@@ -222,7 +222,7 @@ class SearchEngine:
     def __init__(self, knowledge: TaskKnowledge, settings: EngineSettings | None = None) -> None:
         self.k = knowledge
         self.s = settings or EngineSettings()
-        z = knowledge.rank_score
+        z = np.nan_to_num(np.asarray(knowledge.rank_score, dtype=float), nan=0.0)
         z = (z - z.mean()) / (z.std() or 1.0)
         experts = [z]
         log_prior = [math.log(max(self.s.prior_weight, 1e-12))]

@@ -2,6 +2,7 @@
 configurations and search spaces, the knowledge base's snapshot (dataset meta-features, the past runs that support a
 prediction), and the search engine's proposals for a task."""
 
+from metaml._similarity import DATASET_SIMILARITY
 from metaml.serving._candidates import (
     HPARAM_COLUMNS,
     PAIR_ROWS,
@@ -19,7 +20,6 @@ from metaml.serving._candidates import (
     task_row,
 )
 from metaml.serving._knowledge import (
-    DATASET_SIMILARITY,
     MAX_PAIR_RUNS,
     KnowledgeIndex,
     KnowledgeSnapshot,

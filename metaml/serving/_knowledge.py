@@ -7,7 +7,9 @@ base's lock. :class:`KnowledgeIndex` reloads it in the background when the knowl
 at most every ``refresh_s``); requests keep using the previous snapshot until the new one is complete.
 
 **Dataset meta-features** of a named dataset: the ``datasets`` table's values (written by ``metaml kb enrich`` and
-``POST /v1/datasets/describe`` with ``store``), completed by the values its runs carry.
+``POST /v1/datasets/describe`` with ``store``), completed by the values its runs carry. A dataset is *described* only
+when at least one meta-feature is known: a name the knowledge base holds runs for but nothing describes is treated
+like an unknown name.
 
 **Support rule.** The past runs shown beside a prediction are runs with status ok and a score, by the *same model and
 method* as the candidate, nearest by
@@ -33,7 +35,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from collector.errors import CollectorError
 from collector.features import compute_meta_features
 from collector.schema import DatasetMeta, source_matches
 from collector.store import KnowledgeBase
+from metaml._similarity import DATASET_SIMILARITY, distances, meta_vectors
 
 log = logging.getLogger("metaml.serving")
 
@@ -52,25 +55,9 @@ log = logging.getLogger("metaml.serving")
 MAX_PAIR_RUNS = 512
 #: Seconds a snapshot load waits for the knowledge base's lock.
 LOAD_LOCK_TIMEOUT_S = 10.0
-#: Dataset meta-feature -> (transform, scale) of the dataset distance.
-DATASET_SIMILARITY: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
-    "n_samples": (lambda v: np.log10(np.maximum(v, 1.0)), 1.0),
-    "n_classes": (lambda v: np.log10(np.maximum(v, 1.0)), 0.5),
-    "class_entropy": (lambda v: v, 0.25),
-    "tokens_mean": (lambda v: np.log10(np.maximum(v, 0.1)), 0.5),
-    "landmark_tfidf_lr": (lambda v: v, 0.1),
-    "n_text_fields": (lambda v: v, 1.0),
-}
 _RUN_COLUMNS = ["run_id", "provenance_source", "task_primary_metric", "dataset_name", "model_id", "method_name",
                 "outcome_score", "hparams_learning_rate", "hparams_batch_size", "hparams_epochs"]
 _META_FIELDS = list(DatasetMeta.model_fields)
-
-
-def _meta_vector(meta: DatasetMeta | dict[str, Any]) -> np.ndarray:
-    values = meta.model_dump() if isinstance(meta, DatasetMeta) else meta
-    raw = np.array([np.nan if values.get(f) is None else float(values[f]) for f in DATASET_SIMILARITY])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.array([t(np.array([x]))[0] for (t, _), x in zip(DATASET_SIMILARITY.values(), raw, strict=True)])
 
 
 def _numbers(values: Any) -> np.ndarray:
@@ -114,13 +101,8 @@ class KnowledgeSnapshot:
 
     def dataset_distances(self, meta: DatasetMeta, name: str | None) -> np.ndarray:
         """``d_data`` of the task to every dataset of the snapshot."""
-        target = _meta_vector(meta)
-        scales = np.array([s for _, s in DATASET_SIMILARITY.values()])
-        diff = np.abs(self.ds_matrix - target) / scales
-        shared = ~np.isnan(diff)
-        n = shared.sum(axis=1)
-        total = np.where(shared, diff, 0.0).sum(axis=1)
-        out = np.where(n > 0, total / np.maximum(n, 1), 1.0)
+        values = meta.model_dump() if isinstance(meta, DatasetMeta) else meta
+        out = np.nan_to_num(distances(self.ds_matrix, meta_vectors(values)), nan=1.0)
         if name is not None and name in self.ds_index:
             out[self.ds_index[name]] = 0.0
         return out
@@ -235,15 +217,18 @@ def load_snapshot(kb_path: Path, *, lock_timeout: float = LOAD_LOCK_TIMEOUT_S,
         merged[r["name"]] = {**merged.get(r["name"], {}), **given}
     datasets: dict[str, DatasetMeta] = {}
     for name, values in merged.items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if not given:  # runs, but nothing describes the dataset: it is not described
+            continue
         try:
-            datasets[name] = DatasetMeta.model_validate({k: v for k, v in values.items() if v is not None})
+            datasets[name] = DatasetMeta.model_validate(given)
         except ValueError as e:
             log.warning("meta-features of dataset %s left out of the snapshot: %s", name, e)
     names = sorted(set(datasets) | set(frame["dataset_name"].unique()))
     index = {n: i for i, n in enumerate(names)}
     empty = DatasetMeta()
-    matrix = np.array([_meta_vector(datasets.get(n, empty)) for n in names]).reshape(len(names),
-                                                                                     len(DATASET_SIMILARITY))
+    matrix = np.array([meta_vectors(datasets.get(n, empty).model_dump()) for n in names]).reshape(
+        len(names), len(DATASET_SIMILARITY))
     runs = {c: frame[c].to_numpy(dtype=object) for c in _RUN_COLUMNS}
     for c in ("outcome_score", "hparams_learning_rate", "hparams_batch_size", "hparams_epochs"):
         runs[c] = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)

@@ -30,6 +30,7 @@ from service.api.openapi import build_openapi
 from service.api.predictor import load_predictor
 from service.api.routes import datasets, health, models, predict, runs, sql, stats
 from service.settings import Settings, get_settings
+from service.ui import router as ui_router
 from service.writer import GroupWriter
 
 log = logging.getLogger("metaml.service")
@@ -43,6 +44,7 @@ ROUTERS: list[APIRouter] = [
     predict.router,
     models.router,
     health.router,
+    ui_router,
 ]
 
 #: Called in the lifespan, after the knowledge base is opened, as ``loader(app, settings)``: load state once per
