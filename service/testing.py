@@ -1,6 +1,6 @@
 """Run the HTTP service in a child process on loopback, for tests and benchmarks (a seam offered on purpose).
 
-``ServerProcess`` starts ``python -m service.serve_cli`` (what ``metaml serve`` runs) on 127.0.0.1 with a free port,
+``ServerProcess`` starts ``python -m service.cli serve`` (``metaml serve``) on 127.0.0.1 with a free port,
 waits until ``/healthz`` answers, and stops it gracefully (``stop``) or abruptly (``kill``: SIGKILL, as a crash).
 """
 
@@ -106,7 +106,7 @@ class ServerProcess:
                     for k, v in self.settings.items()})
         log_path = self.log_path or self.kb.parent / f"server-{self.port}.log"
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "service.serve_cli", "--host", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--kb", str(self.kb), "--keys-db", str(self.keys_db), "--workers", str(self.workers),
                "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,

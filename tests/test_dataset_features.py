@@ -11,7 +11,6 @@ import pytest
 from click.testing import CliRunner
 
 from collector.features._dataset import compute_meta_features, guess_language, stratified_subsample
-from collector.features._describe_cli import default_public_text_root, describe
 from collector.features._public_text import (
     PUBLIC_TEXT_DATASETS,
     describe_public_texts,
@@ -21,6 +20,7 @@ from collector.features._public_text import (
 from collector.features._text_io import TextDataset, TextDatasetError
 from collector.schema._record import DatasetMeta
 from collector.schema._vocab import canonical_dataset
+from service.cli.describe import default_public_text_root, describe
 
 #: Rows kept per dataset (stratified, seeded) for the whole-collection checks, and the landmark's sample there.
 SUBSAMPLE = 4000

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 from huggingface_hub.utils import HfHubHTTPError, hf_raise_for_status
 
 from collector.formats import RawRecord
-from collector.importers._harvest_cli import harvest
 from collector.importers.hf.harvest import (
     STATE_FILE,
     Backoff,
@@ -35,6 +34,7 @@ from collector.importers.hf.harvest import (
 from collector.importers.hf.model_cards import ModelCards
 from collector.ingest import ingest_path
 from collector.store import KnowledgeBase
+from service.cli.harvest import harvest
 
 TASK = "text-classification"
 

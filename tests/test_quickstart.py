@@ -83,7 +83,7 @@ def test_quickstart_without_runs_fails_cleanly(tmp_path: Path) -> None:
 @pytest.mark.parametrize("env_value", [None, "x"])
 def test_default_public_data_prefers_the_environment(env_value: str | None, tmp_path: Path) -> None:
     """$METAML_PUBLIC_DATA names the public data when set; otherwise ../shared/data is used when it exists."""
-    from service.quickstart import default_public_data
+    from service.cli.quickstart import default_public_data
 
     environ = {"METAML_PUBLIC_DATA": str(tmp_path / env_value)} if env_value else {}
     found = default_public_data(environ)

@@ -133,7 +133,7 @@ def test_bench_automl_command(transfergraph_kb: Path, tmp_path: Path) -> None:
     """``metaml bench automl`` runs end to end on a knowledge base and prints the goals as JSON."""
     from click.testing import CliRunner
 
-    from metaml._bench_cli import bench
+    from service.cli.bench import bench
 
     out = tmp_path / "automl"
     result = CliRunner().invoke(bench, ["automl", "--kb", str(transfergraph_kb), "--task",

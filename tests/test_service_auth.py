@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from factories import record
 
 from collector.store._lock import kb_lock
+from service.cli.keys import keys as keys_cli
+from service.cli.serve import serve as serve_cli
 from service.errors import KeyStoreError
 from service.keys import create_key, list_keys, revoke_key, verify_key
-from service.keys_cli import keys as keys_cli
-from service.serve_cli import serve as serve_cli
 from service.testing import ServerProcess
 
 LIMIT_BYTES = 64 * 1024

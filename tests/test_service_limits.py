@@ -367,7 +367,7 @@ def test_serving_beyond_this_machine_with_open_reads_warns(tmp_path: Path, reads
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAML_")}
     env["METAML_READ_REQUIRES_KEY"] = str(reads_need_key).lower()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service.serve_cli", "--host", "0.0.0.0", "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "0.0.0.0", "--port", str(port),
                                  "--kb", str(tmp_path / "kb.duckdb"), "--log-level", "warning"],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
         try:

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from collector.errors import CollectorError, FormatError
-from collector.features._describe_cli import describe
 from collector.features._text_io import TextDatasetError, load_text_dataset
+from service.cli.describe import describe
 
 TEXTS = ["a great film", "dull and slow", "I loved it", "not for me", "wonderful cast", "boring plot"]
 LABELS = [1, 0, 1, 0, 1, 0]

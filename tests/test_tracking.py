@@ -16,7 +16,6 @@ from collector.store import KnowledgeBase
 from metaml._artifact import snapshot_id
 from metaml._data import load_runs
 from metaml._estimators import CostEstimator, FailureEstimator, MetaModel, OutcomeEstimator
-from metaml._models_cli import models
 from metaml._tracking import (
     PRODUCTION_ALIAS,
     REGISTERED_MODEL,
@@ -29,6 +28,7 @@ from metaml._tracking import (
     served_outcome_frame,
 )
 from metaml.errors import TrackingError
+from service.cli.models import models
 
 
 def _fit(runs: pd.DataFrame, seed: int) -> MetaModel:

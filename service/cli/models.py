@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from collector.cli import fail, json_option
 from metaml._tracking import DEFAULT_TRACKING_URI, PRODUCTION_ALIAS, REGISTERED_MODEL, ModelVersionInfo
 from metaml.errors import MetamlError
+from service.cli._common import fail, json_option
 
 
 def tracking_uri_option(f: Any) -> Any:

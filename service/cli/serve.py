@@ -75,7 +75,3 @@ def serve(host: str | None, port: int | None, kb_path: Path | None, keys_db: Pat
         proxy_headers=False,
         server_header=False,
     )
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m service.serve_cli`, until the root CLI registers it
-    serve()

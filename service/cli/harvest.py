@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from collector.cli import ExitCode, kb_option
 from collector.errors import CollectorError
+from service.cli._common import ExitCode, kb_option
 
 
 @click.group("harvest")

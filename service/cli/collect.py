@@ -1,20 +1,10 @@
-"""Command-line commands of the collector: ``ingest``, ``formats`` and the ``kb`` group.
-
-Exit codes (stable, for scripts):
-
-* 0 — done; every record read was stored or was already there.
-* 1 — error: bad usage, an unreadable input, a refused query, a busy or missing knowledge base. Nothing further was
-  written after the error.
-* 2 — done, but some records were rejected (listed, with the rejects report written to a file).
-"""
+"""Commands over the collector: ``ingest``, ``formats`` and the ``kb`` group (exit codes: :mod:`._common`)."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from enum import IntEnum
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -24,44 +14,7 @@ from collector.formats.canonical import write_jsonl
 from collector.ingest import DEFAULT_CHUNK_SIZE, IngestReport, ingest_path
 from collector.schema import arrow_schema, columns, duckdb_ddl, json_schema
 from collector.store import KnowledgeBase
-
-DEFAULT_KB = Path("metaml-data") / "kb.duckdb"
-
-
-class ExitCode(IntEnum):
-    OK = 0
-    ERROR = 1
-    REJECTS = 2
-
-
-def kb_option(f: Any) -> Any:
-    """``--kb PATH`` (env ``METAML_KB``), shared by every command that opens the knowledge base."""
-    return click.option(
-        "--kb",
-        "kb_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar="METAML_KB",
-        default=DEFAULT_KB,
-        show_default=True,
-        show_envvar=True,
-        help="The knowledge base (a DuckDB file; created on first ingest).",
-    )(f)
-
-
-def json_option(f: Any) -> Any:
-    """``--json``: machine-readable output on stdout (progress and messages stay on stderr)."""
-    return click.option("--json", "as_json", is_flag=True,
-                        help="Print machine-readable JSON on stdout instead of the human summary.")(f)
-
-
-def fail(message: str) -> click.exceptions.Exit:
-    """Print ``message`` on stderr and return the exception that exits with code 1."""
-    click.secho(f"error: {message}", fg="red", err=True)
-    return click.exceptions.Exit(ExitCode.ERROR)
-
-
-def _emit_json(payload: Any) -> None:
-    click.echo(json.dumps(payload, indent=2, default=str))
+from service.cli._common import ExitCode, emit_json, fail, json_option, kb_option
 
 
 @click.command()
@@ -125,7 +78,7 @@ def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool
     totals = {k: sum(getattr(r, k) for r in reports) for k in ("read", "ingested", "duplicates", "rejected")}
     errors = [r for r in reports if r.error]
     if as_json:
-        _emit_json({"kb": str(kb_path), **totals, "errors": len(errors),
+        emit_json({"kb": str(kb_path), **totals, "errors": len(errors),
                     "rejects_file": str(rejects_path) if rejects else None,
                     "inputs": [r.to_dict() for r in reports]})
     else:
@@ -175,7 +128,7 @@ def formats_cmd(as_json: bool) -> None:
         f = get_format(name)
         rows.append({"name": name, "source": f.source, "description": f.description})
     if as_json:
-        _emit_json(rows)
+        emit_json(rows)
         return
     for r in rows:
         click.echo(f"{r['name']:<16}{r['description']}")
@@ -196,7 +149,7 @@ def kb_stats(kb_path: Path, as_json: bool) -> None:
     except CollectorError as e:
         raise fail(str(e)) from e
     if as_json:
-        _emit_json(stats)
+        emit_json(stats)
         return
     click.echo(f"{stats['path']}  (schema {stats['schema_version']})")
     click.echo(f"runs {stats['runs']:,}   datasets {stats['datasets']:,}   models {stats['models']:,}   "
@@ -317,7 +270,7 @@ def kb_enrich(kb_path: Path, public_data: Path | None, with_datasets: bool) -> N
 def kb_schema(fmt: str) -> None:
     """Print the run record's schema: JSON Schema, DuckDB DDL, Arrow schema, or the flat column list."""
     if fmt == "json":
-        _emit_json(json_schema())
+        emit_json(json_schema())
     elif fmt == "ddl":
         click.echo(duckdb_ddl() + ";")
     elif fmt == "arrow":

@@ -1,26 +1,29 @@
-"""The ``metaml`` command: every layer's commands under one root.
+"""The ``metaml`` command: every command of the project under one root, in the outer layer (the libraries
+``collector`` and ``metaml`` have no command line of their own).
 
 ``main(argv)`` returns the exit code instead of exiting, so it can be called from tests and scripts; usage errors
-exit with 1, like every other error (see ``collector.cli`` for the codes).
+exit with 1, like every other error (the codes are in :mod:`service.cli._common`). ``python -m service.cli`` runs it.
+
+Modules: :mod:`.collect` (ingest, formats, kb), :mod:`.harvest`, :mod:`.describe`, :mod:`.learn` (evaluate, train),
+:mod:`.models`, :mod:`.bench`, :mod:`.serve`, :mod:`.keys`, :mod:`.quickstart`.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 import click
 
-from collector.cli import COMMANDS as COLLECTOR_COMMANDS
-from collector.cli import ExitCode
-from collector.features._describe_cli import describe
-from collector.importers._harvest_cli import harvest
-from metaml._bench_cli import bench
-from metaml._models_cli import models
-from metaml.cli import COMMANDS as METAML_COMMANDS
-from service.keys_cli import keys
-from service.quickstart import quickstart
-from service.serve_cli import serve
+from service.cli._common import ExitCode
+from service.cli.bench import bench
+from service.cli.collect import COMMANDS as COLLECTOR_COMMANDS
+from service.cli.describe import describe
+from service.cli.harvest import harvest
+from service.cli.keys import keys
+from service.cli.learn import COMMANDS as METAML_COMMANDS
+from service.cli.models import models
+from service.cli.quickstart import quickstart
+from service.cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -65,5 +68,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return rv if isinstance(rv, int) else int(ExitCode.OK)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+__all__ = ["cli", "main"]

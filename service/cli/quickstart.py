@@ -29,11 +29,11 @@ from typing import Any
 import click
 
 from collector.errors import CollectorError
+from service.cli._common import default_public_data
 from service.errors import KeyStoreError
 from service.settings import get_settings
 
 ADMIN_KEY_NAME = "admin"
-_CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def _step(n: int, total: int, message: str) -> float:
@@ -43,18 +43,6 @@ def _step(n: int, total: int, message: str) -> float:
 
 def _info(message: str) -> None:
     click.echo(f"      {message}", err=True)
-
-
-def default_public_data(environ: dict[str, str] | None = None) -> Path | None:
-    """``$METAML_PUBLIC_DATA``, else ``../shared/data`` beside the working directory or the checkout, when it
-    exists."""
-    env = os.environ if environ is None else environ
-    if env.get("METAML_PUBLIC_DATA"):
-        return Path(env["METAML_PUBLIC_DATA"])
-    for candidate in (Path("..") / "shared" / "data", _CHECKOUT.parent / "shared" / "data"):
-        if (candidate / "metadatasets").is_dir():
-            return candidate
-    return None
 
 
 def fetch_public_data(dest: Path) -> Path:
@@ -242,7 +230,7 @@ def quickstart(from_path: Path | None, kb_path: Path | None, tracking_uri: str |
     if no_serve:
         return
     _step(6, total, f"serving on {url} (Ctrl-C stops)")
-    from service.serve_cli import serve
+    from service.cli.serve import serve
 
     os.environ["METAML_TRACKING_URI"] = uri
     click.get_current_context().invoke(serve, host=host, port=port, kb_path=kb_path, keys_db=keys_path, workers=1,

@@ -1,4 +1,4 @@
-"""Command-line commands of the meta-learner: ``train`` and ``evaluate`` (``models`` lives in ``_models_cli``)."""
+"""Commands of the meta-learner: ``train`` and ``evaluate`` (``models`` lives in :mod:`.models`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from collector.cli import fail, json_option, kb_option
 from collector.errors import CollectorError
 from collector.store import KnowledgeBase
+from service.cli._common import fail, json_option, kb_option
 
 DEFAULT_REPORTS = Path("metaml-data") / "reports"
 

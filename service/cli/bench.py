@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from collector.cli import fail, json_option, kb_option
 from collector.errors import CollectorError
 from collector.store import KnowledgeBase
 from metaml.search._searchers import SEARCHERS
+from service.cli._common import fail, json_option, kb_option
 
 DEFAULT_OUT = Path("bench") / "out" / "automl"
 

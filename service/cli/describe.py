@@ -6,7 +6,6 @@ Exposes the click command :data:`describe`; the root CLI registers it.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,7 @@ import click
 from collector.errors import CollectorError
 from collector.features._public_text import load_public_text, public_text_source
 from collector.features._text_io import load_text_dataset
-
-#: Environment variable naming the shared ``data`` folder (its ``text`` subfolder holds the public text datasets).
-PUBLIC_DATA_ENV = "METAML_PUBLIC_DATA"
-
-
-def default_public_text_root(environ: dict[str, str] | None = None) -> Path:
-    """The public text datasets folder: ``$METAML_PUBLIC_DATA/text``, else ``../shared/data/text`` beside the checkout.
-
-    Args:
-        environ: the environment to read (``os.environ`` when ``None``).
-
-    Returns:
-        The folder (not checked to exist).
-    """
-    env = os.environ if environ is None else environ
-    if env.get(PUBLIC_DATA_ENV):
-        return Path(env[PUBLIC_DATA_ENV]) / "text"
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "text"
+from service.cli._common import PUBLIC_DATA_ENV, default_public_text_root
 
 
 @click.command("describe")
