@@ -40,6 +40,21 @@ def test_append_counts_inserted_and_duplicates(kb: KnowledgeBase) -> None:
     assert kb.count() == 15
 
 
+def test_append_decides_every_duplicate_once(kb: KnowledgeBase) -> None:
+    """A run repeated within one batch is stored once, from its first row (its provenance kept); the answer names
+    one id per row, in batch order: the first row inserted, each repeat and each stored run a duplicate."""
+    rows = [to_row(RunRecord.model_validate(record(i, provenance__locator=f"row {n}")))
+            for n, i in enumerate([1, 2, 1, 3, 2, 1])]
+    result = kb.append(pa.Table.from_pylist(rows, schema=arrow_schema()))
+    ids = [r["run_id"] for r in rows]
+    assert result.inserted == [ids[0], ids[1], ids[3]]
+    assert result.duplicates == [ids[2], ids[4], ids[5]]
+    stored = {r["run_id"]: r["provenance_locator"] for r in kb.scan(["run_id", "provenance_locator"]).to_pylist()}
+    assert stored == {ids[0]: "row 0", ids[1]: "row 1", ids[3]: "row 3"}
+    again = kb.append(pa.Table.from_pylist(rows[:2], schema=arrow_schema()))
+    assert (again.inserted, again.duplicates) == ([], ids[:2])
+
+
 def test_append_is_all_or_nothing(kb: KnowledgeBase) -> None:
     """A batch whose last row cannot be stored leaves the knowledge base exactly as it was."""
     kb.append(_batch(range(3)))

@@ -29,6 +29,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from collector.errors import KnowledgeBaseNotFound, QueryRefused, QueryTimeout, StoreError
 from collector.schema import SCHEMA_VERSION, DatasetMeta, Model, arrow_schema, duckdb_ddl
@@ -41,7 +42,7 @@ DEFAULT_SQL_MEMORY_MB = 512
 DEFAULT_SQL_MAX_BYTES = 64 * 1024 * 1024
 #: Rows per Arrow batch read from a sandboxed query (the answer-size limit is checked per batch).
 _SQL_BATCH_ROWS = 2048
-#: Column that carries each incoming row's position while a batch is appended (the first of a repeated run wins).
+#: Column that carries each incoming row's position while a batch is appended (the first row of a run is kept).
 _POSITION = "__metaml_position"
 #: Files whose tables this process has already created or migrated (checked once per file, not once per write).
 _SCHEMA_READY: set[tuple[str, int]] = set()
@@ -148,9 +149,9 @@ class KnowledgeBase:
     def append(self, batch: pa.Table) -> AppendResult:
         """Insert the runs of ``batch`` that are not stored yet, in one transaction.
 
-        This is the one place duplicates are decided on the ingest path: one statement inserts the first row of each
-        run id that the knowledge base does not hold yet and returns the ids it inserted; callers pass every row they
-        read (a run repeated within the batch included) and read the answer.
+        This is the one place duplicates are decided on the ingest path: callers pass every row they read (a run
+        repeated within the batch included); the first row of each run id is kept (an Arrow group-by over the
+        batch), and one statement inserts those the knowledge base does not hold yet and returns the ids inserted.
 
         Args:
             batch: rows in :func:`arrow_schema` (extra columns are refused, missing ones are null).
@@ -163,15 +164,18 @@ class KnowledgeBase:
         if batch.num_rows == 0:
             return result
         ids = batch.column("run_id").to_pylist()
+        numbered = batch.append_column(_POSITION, pa.array(range(len(ids)), pa.int64()))
+        first = numbered.group_by("run_id", use_threads=False).aggregate([(_POSITION, "min")])
+        if first.num_rows < len(ids):
+            positions = first.column(f"{_POSITION}_min")
+            numbered = numbered.take(pc.take(positions, pc.sort_indices(positions)))
         with self._connect(write=True) as con:
-            con.register("incoming", batch.append_column(_POSITION, pa.array(range(len(ids)), pa.int64())))
+            con.register("incoming", numbered)
             try:
                 con.execute("BEGIN TRANSACTION")
                 inserted = {r[0] for r in con.execute(
                     f"INSERT INTO runs BY NAME SELECT * EXCLUDE ({_POSITION}) FROM incoming "
-                    "WHERE run_id NOT IN (SELECT run_id FROM runs) "
-                    f"QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY {_POSITION}) = 1 "
-                    "RETURNING run_id"
+                    "WHERE run_id NOT IN (SELECT run_id FROM runs) RETURNING run_id"
                 ).fetchall()}
                 con.execute("COMMIT")
             except duckdb.Error as e:
