@@ -114,6 +114,7 @@ def test_configuration_features_put_one_choice_about_one_apart() -> None:
     rows = pd.DataFrame({"model_id": ["a", "b", "a", "a"], "method_name": ["full"] * 4,
                          "hparams_learning_rate": [1e-5, 1e-5, 1e-4, 1e-3], "hparams_epochs": [3, 3, 3, 3]})
     X = configuration_features(rows)
-    d = np.linalg.norm(X[:, None] - X[None, :], axis=2)
-    assert X.shape[1] == 3 and d[0, 1] == pytest.approx(1.0)
+    d = np.sqrt(X.sq_distances(slice(None), slice(None)))
+    assert X.categories.shape[1] == 1 and X.numbers.shape[1] == 1 and d[0, 1] == pytest.approx(1.0)
     assert d[0, 2] == pytest.approx(d[2, 3]) and d[0, 3] == pytest.approx(2 * d[0, 2])
+    assert d[1, 2] == pytest.approx(np.sqrt(1.0 + d[0, 2] ** 2))

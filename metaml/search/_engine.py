@@ -71,7 +71,8 @@ class TaskKnowledge:
         cost: predicted runtime in seconds (1 where unknown: cost then counts evaluations).
         profiles: (past tasks, candidates) standings of the candidates on past tasks, NaN where a task has none.
         profile_tasks: the past tasks' keys.
-        features: (candidates, d) configuration features for the Gaussian process.
+        features: the candidates' configuration features for the Gaussian process (:class:`ConfigurationFeatures`, or
+            a plain (candidates, d) matrix of numbers).
         groups: per candidate, its (model, method) group (failures are shared within a group).
     """
 
@@ -82,7 +83,7 @@ class TaskKnowledge:
     cost: np.ndarray
     profiles: np.ndarray
     profile_tasks: list[str]
-    features: np.ndarray
+    features: ConfigurationFeatures | np.ndarray
     groups: np.ndarray
 
     @property
@@ -117,17 +118,40 @@ class TaskKnowledge:
                    features=configuration_features(rows), groups=groups)
 
 
-def configuration_features(rows: pd.DataFrame) -> np.ndarray:
-    """The candidates' configurations as points for the Gaussian process: each varying category one-hot (two
-    categories 1 apart), each varying number standardized (log10 first where its scale is multiplicative); the whole
-    vector scaled so that candidates differing in one choice are about 1 apart whatever the number of choices."""
-    parts: list[np.ndarray] = []
+@dataclass
+class ConfigurationFeatures:
+    """The candidates' configurations as points for the Gaussian process: each varying category as a code (two
+    different categories 1 apart, as one-hot vectors scaled by 1/sqrt(2) would be), each varying number standardized
+    (log10 first where its scale is multiplicative) and halved, so that candidates differing in one choice are about 1
+    apart whatever the number of choices. Distances are computed from the codes, never from one-hot matrices."""
+
+    categories: np.ndarray  # (candidates, c) int codes
+    numbers: np.ndarray  # (candidates, k) floats
+
+    def sq_distances(self, a: np.ndarray | slice, b: np.ndarray | slice) -> np.ndarray:
+        """Squared distances between candidates ``a`` and candidates ``b``."""
+        na, nb = self.numbers[a], self.numbers[b]
+        out = np.maximum((na**2).sum(1)[:, None] + (nb**2).sum(1)[None, :] - 2.0 * na @ nb.T, 0.0) \
+            if self.numbers.shape[1] else 0.0
+        ca, cb = self.categories[a], self.categories[b]
+        for j in range(self.categories.shape[1]):
+            out = out + (ca[:, j][:, None] != cb[:, j][None, :])
+        return np.asarray(out, dtype=float)
+
+    def __len__(self) -> int:
+        return len(self.categories)
+
+
+def configuration_features(rows: pd.DataFrame) -> ConfigurationFeatures:
+    """:class:`ConfigurationFeatures` of the candidates' runs-table rows."""
+    cats: list[np.ndarray] = []
     for col in CATEGORICAL_CONFIG:
         if col not in rows:
             continue
         codes, uniques = pd.factorize(rows[col].astype("string").fillna("<none>"))
         if len(uniques) > 1:
-            parts.append(np.eye(len(uniques))[codes] / math.sqrt(2.0))
+            cats.append(codes)
+    nums: list[np.ndarray] = []
     for col, log in NUMERIC_CONFIG.items():
         if col not in rows:
             continue
@@ -139,10 +163,10 @@ def configuration_features(rows: pd.DataFrame) -> np.ndarray:
         if finite.sum() < 2 or np.nanstd(v) == 0:
             continue
         v = np.where(finite, v, np.nanmedian(v))
-        parts.append(((v - v.mean()) / v.std())[:, None] / 2.0)
-    if not parts:
-        return np.zeros((len(rows), 1))
-    return np.hstack(parts)
+        nums.append((v - v.mean()) / v.std() / 2.0)
+    n = len(rows)
+    return ConfigurationFeatures(np.column_stack(cats) if cats else np.zeros((n, 0), dtype=np.int64),
+                                 np.column_stack(nums) if nums else np.zeros((n, 0)))
 
 
 @dataclass
@@ -222,6 +246,9 @@ class SearchEngine:
     def __init__(self, knowledge: TaskKnowledge, settings: EngineSettings | None = None) -> None:
         self.k = knowledge
         self.s = settings or EngineSettings()
+        features = knowledge.features
+        self.features = features if isinstance(features, ConfigurationFeatures) else ConfigurationFeatures(
+            np.zeros((len(features), 0), dtype=np.int64), np.asarray(features, dtype=float).reshape(len(features), -1))
         z = np.nan_to_num(np.asarray(knowledge.rank_score, dtype=float), nan=0.0)
         z = (z - z.mean()) / (z.std() or 1.0)
         experts = [z]
@@ -263,7 +290,7 @@ class SearchEngine:
         if not s.gp:
             return mu, np.sqrt(within + between), basis
         r = y - mu[idx]
-        gp_mu, gp_var, lengthscale = _gp_residuals(k.features, idx, r)
+        gp_mu, gp_var, lengthscale = _gp_residuals(self.features, idx, r)
         basis["mechanism"] += "+gp"
         basis["gp_lengthscale"] = lengthscale
         return mu + gp_mu, np.sqrt(gp_var + between), basis
@@ -339,38 +366,41 @@ def _fit_lines(M: np.ndarray, y: np.ndarray, b0: float, ridge: float) -> tuple[n
     return a, b, (res**2).mean(axis=1)
 
 
-def _matern52(A: np.ndarray, B: np.ndarray, lengthscale: float) -> np.ndarray:
-    d2 = np.maximum((A**2).sum(1)[:, None] + (B**2).sum(1)[None, :] - 2.0 * A @ B.T, 0.0)
-    d = np.sqrt(d2) / lengthscale
+def _matern52(sq: np.ndarray, lengthscale: float) -> np.ndarray:
+    d = np.sqrt(sq) / lengthscale
     return (1.0 + _SQRT5 * d + 5.0 / 3.0 * d**2) * np.exp(-_SQRT5 * d)
 
 
-def _gp_residuals(X: np.ndarray, idx: np.ndarray, r: np.ndarray, *,
+def _gp_residuals(features: ConfigurationFeatures, idx: np.ndarray, r: np.ndarray, *,
                   lengthscales: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
                   noise_shares: Sequence[float] = (0.05, 0.2, 0.5)) -> tuple[np.ndarray, np.ndarray, float]:
-    """Posterior mean and variance of one evaluation at every row of ``X`` under a zero-mean GP fit to the residuals
-    ``r`` at ``X[idx]``: amplitude the residuals' mean square, lengthscale and noise share by marginal likelihood."""
+    """Posterior mean and variance of one evaluation of every candidate under a zero-mean GP fit to the residuals
+    ``r`` at candidates ``idx``: amplitude the residuals' mean square, lengthscale and noise share by marginal
+    likelihood on a grid (the distances computed once)."""
+    from scipy.linalg import cho_solve, solve_triangular
+
     total = max(float(np.mean(r**2)), 0.25)
-    Xh = X[idx]
+    sq_hh = features.sq_distances(idx, idx)
     eye = np.eye(len(idx))
     best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
     for ls in lengthscales:
-        base = _matern52(Xh, Xh, ls)
+        base = _matern52(sq_hh, ls)
         for share in noise_shares:
             amp, noise = total * (1.0 - share), total * share
             try:
                 L = np.linalg.cholesky(amp * base + noise * eye)
             except np.linalg.LinAlgError:
                 continue
-            alpha = np.linalg.solve(L.T, np.linalg.solve(L, r))
+            alpha = cho_solve((L, True), r)
             lml = float(-0.5 * r @ alpha - np.log(np.diag(L)).sum())
             if best is None or lml > best[0]:
                 best = (lml, ls, share, L, alpha)
+    n = len(features)
     if best is None:
-        return np.zeros(len(X)), np.full(len(X), total), float("nan")
+        return np.zeros(n), np.full(n, total), float("nan")
     _, ls, share, L, alpha = best
     amp, noise = total * (1.0 - share), total * share
-    Ks = amp * _matern52(X, Xh, ls)
-    v = np.linalg.solve(L, Ks.T)
+    Ks = amp * _matern52(features.sq_distances(slice(None), idx), ls)
+    v = solve_triangular(L, Ks.T, lower=True)
     var = np.maximum(amp - (v**2).sum(axis=0), 1e-9) + noise
     return Ks @ alpha, var, ls
