@@ -160,10 +160,13 @@ def configuration_features(rows: pd.DataFrame) -> ConfigurationFeatures:
             with np.errstate(divide="ignore", invalid="ignore"):
                 v = np.log10(np.where(v > 0, v, np.nan))
         finite = np.isfinite(v)
-        if finite.sum() < 2 or np.nanstd(v) == 0:
+        if finite.sum() < 2:
             continue
-        v = np.where(finite, v, np.nanmedian(v))
-        nums.append((v - v.mean()) / v.std() / 2.0)
+        v = np.where(finite, v, np.median(v[finite]))
+        sd = float(v.std())
+        if not np.isfinite(sd) or sd == 0:
+            continue
+        nums.append((v - v.mean()) / sd / 2.0)
     n = len(rows)
     return ConfigurationFeatures(np.column_stack(cats) if cats else np.zeros((n, 0), dtype=np.int64),
                                  np.column_stack(nums) if nums else np.zeros((n, 0)))
@@ -270,6 +273,8 @@ class SearchEngine:
         """Mean and sd (points) of one evaluation of every candidate, given the scored ones ``idx`` with ``y``."""
         k, s = self.k, self.s
         n = len(idx)
+        if n and not np.all(np.isfinite(y)):
+            raise ValueError("scores must be finite (a failed run has no score)")
         if n < s.min_history:
             shift = float(np.mean(y - k.points[idx])) * n / (n + 2.0) if n else 0.0
             return k.points + shift, k.sd.copy(), {"mechanism": "meta-model", "history": n}
