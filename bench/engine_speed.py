@@ -49,7 +49,7 @@ def main() -> None:
             rows[col] = None
     rows["provenance_source"] = "upload"
     pred = model.predict_arrays(rows)
-    knowledge = TaskKnowledge.from_predictions(rows, pred, experience=model.featurizer_.experience_)
+    knowledge = TaskKnowledge.from_model(model, rows, pred)
     rng = np.random.default_rng(0)
     evaluated = rng.choice(len(rows), args.history, replace=False)
     scores = pred["points"][evaluated] + rng.normal(0, 3, args.history)

@@ -54,8 +54,6 @@ NUMERIC_CONFIG = {"model_n_params": True, "method_lora_r": True, "method_lora_al
                   "method_n_virtual_tokens": True, "hparams_learning_rate": True, "hparams_batch_size": True,
                   "hparams_epochs": False, "hparams_max_steps": True, "hparams_warmup_ratio": False,
                   "hparams_weight_decay": False, "hparams_max_seq_length": True, "hparams_dropout": False}
-#: z of the 80% interval's half-width under a normal belief.
-Z80 = 1.2815515655446004
 _SQRT5 = math.sqrt(5.0)
 
 
@@ -65,7 +63,8 @@ class TaskKnowledge:
 
     Attributes:
         points: the meta-model's predicted score of each candidate, in points.
-        sd: the spread of one evaluation around it (from the calibrated interval), in points.
+        within_sd: how far, within one task, a score typically lands from where the meta-model's ranking puts it
+            (points): the spread of its within-task pair residuals (:func:`within_task_sd`).
         rank_score: the meta-model's ranking view (standing within the task).
         p_fail: predicted probability of failure.
         cost: predicted runtime in seconds (1 where unknown: cost then counts evaluations).
@@ -77,7 +76,7 @@ class TaskKnowledge:
     """
 
     points: np.ndarray
-    sd: np.ndarray
+    within_sd: float
     rank_score: np.ndarray
     p_fail: np.ndarray
     cost: np.ndarray
@@ -91,19 +90,32 @@ class TaskKnowledge:
         return len(self.points)
 
     @classmethod
-    def from_predictions(cls, rows: pd.DataFrame, pred: dict[str, np.ndarray], *, experience: Any = None,
-                         exclude_datasets: Sequence[str] = ()) -> TaskKnowledge:
-        """Build it from the candidates' runs-table rows and the meta-model's predictions for them
-        (:meth:`metaml.MetaModel.predict_arrays`).
+    def from_model(cls, model: Any, rows: pd.DataFrame, pred: dict[str, np.ndarray] | None = None, *,
+                   exclude_datasets: Sequence[str] = ()) -> TaskKnowledge:
+        """Build it from a fitted :class:`~metaml.MetaModel`, the candidates' runs-table rows and the model's
+        predictions for them (:meth:`~metaml.MetaModel.predict_arrays`; computed when not given). The model's past
+        tasks (its experience) become the experts.
 
         Args:
-            experience: the meta-model's :class:`~metaml._experience.Experience` (its past tasks become experts).
             exclude_datasets: past tasks of these datasets are not experts (a replay's held-out dataset).
+        """
+        pred = pred if pred is not None else model.predict_arrays(rows)
+        return cls.from_predictions(rows, pred, within_sd=within_task_sd(model.outcome_),
+                                    experience=model.featurizer_.experience_, exclude_datasets=exclude_datasets)
+
+    @classmethod
+    def from_predictions(cls, rows: pd.DataFrame, pred: dict[str, np.ndarray], *, within_sd: float,
+                         experience: Any = None, exclude_datasets: Sequence[str] = ()) -> TaskKnowledge:
+        """Build it from the candidates' runs-table rows and predictions for them (``points``, ``rank_score``,
+        ``runtime_s``, ``p_fail``).
+
+        Args:
+            within_sd: see the attribute.
+            experience: an :class:`~metaml._experience.Experience` whose past tasks become experts.
+            exclude_datasets: past tasks of these datasets are not experts.
         """
         n = len(rows)
         points = np.asarray(pred["points"], dtype=float)
-        half = (np.asarray(pred["hi"], dtype=float) - np.asarray(pred["lo"], dtype=float)) / 2.0
-        sd = np.maximum(np.nan_to_num(half / Z80, nan=10.0), 0.5)
         p_fail = np.clip(np.nan_to_num(np.asarray(pred.get("p_fail", np.zeros(n)), dtype=float), nan=0.0), 0, 0.99)
         cost = np.asarray(pred.get("runtime_s", np.full(n, np.nan)), dtype=float)
         cost = np.where(np.isfinite(cost) & (cost > 0), cost, np.nan)
@@ -113,9 +125,22 @@ class TaskKnowledge:
         else:
             profiles, tasks = np.zeros((0, n)), []
         groups = pd.factorize(rows["model_id"].astype(str) + "|" + rows["method_name"].astype(str))[0]
-        return cls(points=points, sd=sd, rank_score=np.asarray(pred["rank_score"], dtype=float), p_fail=p_fail,
+        return cls(points=points, within_sd=float(within_sd), rank_score=np.asarray(pred["rank_score"], dtype=float),
+                   p_fail=p_fail,
                    cost=np.maximum(cost, 1e-3), profiles=profiles, profile_tasks=tasks,
                    features=configuration_features(rows), groups=groups)
+
+
+def within_task_sd(outcome: Any) -> float:
+    """The spread (points) of one run's score around the meta-model's within-task ranking: the robust standard
+    deviation of the within-task pair residuals of a fitted outcome estimator (``pair_residuals_``) over sqrt(2),
+    at least half a point."""
+    pairs = np.asarray(getattr(outcome, "pair_residuals_", np.zeros(0)), dtype=float)
+    pairs = pairs[np.isfinite(pairs)]
+    if pairs.size < 30:
+        return 5.0
+    mad = float(np.median(np.abs(pairs - np.median(pairs))))
+    return max(1.4826 * mad / math.sqrt(2.0), 0.5)
 
 
 @dataclass
@@ -182,6 +207,8 @@ class EngineSettings:
         cost_exponent: EI per cost**cost_exponent (0: ignore cost).
         temperature: power on the experts' likelihoods (1: Bayesian model averaging; lower: slower to commit).
         prior_weight: the meta-model expert's prior weight relative to one past task's.
+        variance_prior: pseudo-observations of the meta-model's within-task spread behind every spread estimated
+            from the history (an expert's, the Gaussian process's), so that a few lucky fits cannot claim certainty.
         max_false_skip: the per-search false-skip budget (0: never skip).
         min_history: scored evaluations before experts, the Gaussian process and the skip rule are used.
         fail_prior: pseudo-evaluations behind the predicted failure probability.
@@ -193,6 +220,7 @@ class EngineSettings:
     cost_exponent: float = 0.5
     temperature: float = 0.5
     prior_weight: float = 4.0
+    variance_prior: float = 5.0
     max_false_skip: float = 0.05
     min_history: int = 3
     fail_prior: float = 4.0
@@ -275,12 +303,14 @@ class SearchEngine:
         n = len(idx)
         if n and not np.all(np.isfinite(y)):
             raise ValueError("scores must be finite (a failed run has no score)")
+        prior_var = k.within_sd**2
         if n < s.min_history:
             shift = float(np.mean(y - k.points[idx])) * n / (n + 2.0) if n else 0.0
-            return k.points + shift, k.sd.copy(), {"mechanism": "meta-model", "history": n}
-        a, b, var = _fit_lines(self.M[:, idx], y, self.b0, ridge=2.0)
-        var = np.maximum(var, 0.25)
-        logw = self.log_prior + s.temperature * (-0.5 * n * np.log(var))
+            return k.points + shift, np.full(k.n, k.within_sd), {"mechanism": "meta-model", "history": n}
+        a, b, raw = _fit_lines(self.M[:, idx], y, self.b0, ridge=2.0)
+        var = (n * raw + s.variance_prior * prior_var) / (n + s.variance_prior)
+        loglik = -0.5 * n * np.log(var) - 0.5 * n * raw / var
+        logw = self.log_prior + s.temperature * loglik
         w = np.exp(logw - logw.max())
         w /= w.sum()
         means = a[:, None] + b[:, None] * self.M
@@ -295,7 +325,8 @@ class SearchEngine:
         if not s.gp:
             return mu, np.sqrt(within + between), basis
         r = y - mu[idx]
-        gp_mu, gp_var, lengthscale = _gp_residuals(self.features, idx, r)
+        total = (n * float(np.mean(r**2)) + s.variance_prior * within) / (n + s.variance_prior)
+        gp_mu, gp_var, lengthscale = _gp_residuals(self.features, idx, r, total=total)
         basis["mechanism"] += "+gp"
         basis["gp_lengthscale"] = lengthscale
         return mu + gp_mu, np.sqrt(gp_var + between), basis
@@ -376,15 +407,15 @@ def _matern52(sq: np.ndarray, lengthscale: float) -> np.ndarray:
     return (1.0 + _SQRT5 * d + 5.0 / 3.0 * d**2) * np.exp(-_SQRT5 * d)
 
 
-def _gp_residuals(features: ConfigurationFeatures, idx: np.ndarray, r: np.ndarray, *,
+def _gp_residuals(features: ConfigurationFeatures, idx: np.ndarray, r: np.ndarray, *, total: float,
                   lengthscales: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
                   noise_shares: Sequence[float] = (0.05, 0.2, 0.5)) -> tuple[np.ndarray, np.ndarray, float]:
     """Posterior mean and variance of one evaluation of every candidate under a zero-mean GP fit to the residuals
-    ``r`` at candidates ``idx``: amplitude the residuals' mean square, lengthscale and noise share by marginal
+    ``r`` at candidates ``idx``: prior variance ``total`` (signal plus noise), lengthscale and noise share by marginal
     likelihood on a grid (the distances computed once)."""
     from scipy.linalg import cho_solve, solve_triangular
 
-    total = max(float(np.mean(r**2)), 0.25)
+    total = max(float(total), 0.25)
     sq_hh = features.sq_distances(idx, idx)
     eye = np.eye(len(idx))
     best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
