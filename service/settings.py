@@ -10,8 +10,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from collector.errors import CollectorError
+from collector.store import parse_kb_location
 
 
 class Settings(BaseSettings):
@@ -23,8 +26,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="METAML_", extra="ignore", frozen=True)
 
-    kb: Path = Field(Path("metaml-data/kb.duckdb"), description="The knowledge base (DuckDB file).")
-    keys_db: Path | None = Field(None, description="SQLite file of API keys; default: keys.db beside the kb.")
+    kb: str = Field("metaml-data/kb.duckdb", description="The knowledge base: a DuckDB file, or a lakehouse "
+                    "'ducklake:postgres:dbname=DB host=HOST ... data=DIR' (see docs/lakehouse.md).")
+    keys_db: Path | None = Field(None, description="SQLite file of API keys; default: keys.db in the knowledge base's "
+                                 "home (the DuckDB file's directory, else metaml-data/).")
     read_requires_key: bool = Field(False, description="Reads (runs, stats, describe) need a key with `read` scope.")
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above).")
     max_batch_records: int = Field(10_000, ge=1, description="Most records one upload may hold (422 above).")
@@ -60,11 +65,24 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
+    @field_validator("kb", mode="before")
+    @classmethod
+    def _kb_location(cls, value: object) -> str:
+        try:
+            return parse_kb_location(str(value)).text
+        except CollectorError as e:
+            raise ValueError(str(e)) from e
+
     @model_validator(mode="after")
     def _default_keys_db(self) -> Settings:
         if self.keys_db is None:
-            object.__setattr__(self, "keys_db", self.kb.parent / "keys.db")
+            object.__setattr__(self, "keys_db", self.kb_home / "keys.db")
         return self
+
+    @property
+    def kb_home(self) -> Path:
+        """The local directory of the knowledge base's companions (see ``KnowledgeBase.home``)."""
+        return parse_kb_location(self.kb).home
 
     @property
     def keys_path(self) -> Path:

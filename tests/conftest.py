@@ -54,16 +54,23 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_kb(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., KnowledgeBase]:
+def make_kb(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., KnowledgeBase]]:
     """``make_kb(name="kb")``: a new, not yet created knowledge base of the test's backend (a DuckDB file in the
     test's directory, or a lakehouse in a new PostgreSQL database with its files in the test's directory)."""
+    made: list[KnowledgeBase] = []
+
     def make(name: str = "kb", **options: Any) -> KnowledgeBase:
         if backend == "duckdb":
-            return KnowledgeBase(tmp_path / f"{name}.duckdb", **options)
-        server: PostgresServer = request.getfixturevalue("postgres")
-        return KnowledgeBase(server.lake(tmp_path / f"{name}-lake"), **options)
+            kb = KnowledgeBase(tmp_path / f"{name}.duckdb", **options)
+        else:
+            server: PostgresServer = request.getfixturevalue("postgres")
+            kb = KnowledgeBase(server.lake(tmp_path / f"{name}-lake"), **options)
+        made.append(kb)
+        return kb
 
-    return make
+    yield make
+    for kb in made:
+        kb.close()
 
 
 @pytest.fixture
@@ -99,7 +106,7 @@ def served_world(public_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def served(served_world: dict[str, Any]) -> Iterator[ServerProcess]:
     """The server of :func:`served_world` (uvicorn in a child process)."""
-    with ServerProcess(served_world["kb"].path, settings={"tracking_uri": served_world["uri"]}) as s:
+    with ServerProcess(served_world["kb"].location, settings={"tracking_uri": served_world["uri"]}) as s:
         yield s
 
 

@@ -18,7 +18,7 @@ def populated(tmp_path: Path) -> KnowledgeBase:
     """A knowledge base holding 5 good runs, ingested through the CLI."""
     kb = KnowledgeBase(tmp_path / "kb.duckdb")
     assert main(["ingest", str(write_jsonl(tmp_path / "good.jsonl", [record(i) for i in range(5)])),
-                 "--kb", str(kb.path)]) == 0
+                 "--kb", kb.location]) == 0
     return kb
 
 
@@ -28,7 +28,7 @@ def _ids(kb: KnowledgeBase) -> set[str]:
 
 def _ingest_json(kb: KnowledgeBase, path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict]:
     capsys.readouterr()
-    code = main(["ingest", str(path), "--kb", str(kb.path), "--json", *extra])
+    code = main(["ingest", str(path), "--kb", kb.location, "--json", *extra])
     out = capsys.readouterr().out
     return code, json.loads(out)
 

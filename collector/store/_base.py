@@ -175,6 +175,10 @@ class KnowledgeBase(ABC):
         """Reorganize storage (the lakehouse merges small files); returns what was done."""
         return {}
 
+    def close(self) -> None:
+        """Release what this process keeps open for this location (the lakehouse's connections; any later call
+        opens them again). Nothing is kept open for a DuckDB file."""
+
     def _retrying(self, attempt: Callable[[], _T]) -> _T:
         """``attempt()``, called again (with a growing random pause) while it fails with an error that the backend
         says a concurrent commit caused.

@@ -250,6 +250,16 @@ class DuckLake(KnowledgeBase):
             raise
         return con
 
+    def close(self) -> None:
+        engine = self._engine
+        with engine.guard:
+            con, engine.con = engine.con, None
+            sandboxes, engine.sandboxes = engine.sandboxes, []
+            engine.has_runs = engine.schema_ready = False
+        for c in [*sandboxes, *([con] if con is not None else [])]:
+            with suppress(duckdb.Error):
+                c.close()
+
     # -- the interface's backend parts -----------------------------------------------------------------------------
 
     def exists(self) -> bool:

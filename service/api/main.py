@@ -70,12 +70,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store what is queued and stop the writer."""
     settings: Settings = app.state.settings
     kb: KnowledgeBase = app.state.kb
-    if not kb.exists():
-        try:
-            await run_in_threadpool(KnowledgeBase(kb.path, lock_timeout=STARTUP_LOCK_TIMEOUT_S).create)
-        except (CollectorError, OSError) as e:
-            log.warning("knowledge base %s could not be created (%s); /readyz reports 503 until it can be read",
-                        kb.path, e)
+    try:
+        if not await run_in_threadpool(kb.exists):
+            await run_in_threadpool(KnowledgeBase(kb.location, lock_timeout=STARTUP_LOCK_TIMEOUT_S).create)
+    except (CollectorError, OSError) as e:
+        log.warning("knowledge base %s could not be created (%s); /readyz reports 503 until it can be read", kb, e)
     writer: GroupWriter = app.state.writer.start()
     for loader in STATE_LOADERS:
         await run_in_threadpool(loader, app, settings)
