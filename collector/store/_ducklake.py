@@ -29,7 +29,7 @@ from pathlib import Path
 
 import duckdb
 
-from collector.errors import KnowledgeBaseNotFound, StoreError
+from collector.errors import KnowledgeBaseNotFound, StoreError, StoreUnavailable
 from collector.store._base import SANDBOX_SETTINGS, KnowledgeBase, _first_line, _quote
 from collector.store._extensions import NO_AUTOLOAD, load_extensions
 
@@ -37,6 +37,9 @@ log = logging.getLogger("metaml.store")
 
 #: Runs a process inlines into the catalog before it writes them out as one Parquet file.
 FLUSH_ROWS = 5_000
+#: Tables whose inlined rows are written out to Parquet (``kb_meta``, rewritten by every append, stays inlined: in a
+#: Parquet file each rewrite would add a delete file).
+DATA_TABLES = ("runs", "datasets", "models")
 #: The lakehouse's name inside each DuckDB instance.
 ALIAS = "kb"
 #: Idle sandbox connections kept per lakehouse and process (loading the extensions takes about 0.3 s).
@@ -119,6 +122,8 @@ class DuckLake(KnowledgeBase):
         if "does not exist" in text and ("creating a new DuckLake" in text or "explicitly disabled" in text):
             return KnowledgeBaseNotFound(f"no knowledge base at {self}; create one with "
                                          f"`metaml ingest PATH --kb \"{self}\"`")
+        if "unable to connect" in str(e).lower():
+            return StoreUnavailable(f"the catalog database of {self} cannot be reached: {_first_line(e)}")
         return StoreError(f"cannot open knowledge base {self}: {text}")
 
     @contextmanager
@@ -278,7 +283,7 @@ class DuckLake(KnowledgeBase):
             return None
 
     def compact(self) -> dict[str, int]:
-        """Flush inlined rows to Parquet, merge adjacent small files, forget snapshots older than a day and delete the
+        """Flush inlined rows of :data:`DATA_TABLES` to Parquet, merge adjacent small files, forget snapshots older than a day and delete the
         files no remaining snapshot reads (and files of killed writers).
 
         Returns:
@@ -288,7 +293,8 @@ class DuckLake(KnowledgeBase):
 
         def attempt() -> None:
             with self._connect(write=True) as con:
-                con.execute(f"CALL ducklake_flush_inlined_data('{ALIAS}')")
+                for table in DATA_TABLES:
+                    con.execute(f"CALL ducklake_flush_inlined_data('{ALIAS}', table_name => '{table}')")
                 con.execute(f"CALL ducklake_merge_adjacent_files('{ALIAS}')")
 
         self._retrying(attempt)
