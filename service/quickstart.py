@@ -34,7 +34,6 @@ from service.errors import KeyStoreError
 from service.settings import get_settings
 
 ADMIN_KEY_NAME = "admin"
-_CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def _step(n: int, total: int, message: str) -> float:
@@ -47,15 +46,13 @@ def _info(message: str) -> None:
 
 
 def default_public_data(environ: dict[str, str] | None = None) -> Path | None:
-    """``$METAML_PUBLIC_DATA``, else ``../shared/data`` beside the working directory or the checkout, when it
-    exists."""
+    """``$METAML_PUBLIC_DATA``, else ``../shared/data`` beside the working directory when it holds metadatasets/
+    (:func:`collector.sources.public_data_root`)."""
+    from collector.sources import PUBLIC_DATA_ENV, public_data_root
+
     env = os.environ if environ is None else environ
-    if env.get("METAML_PUBLIC_DATA"):
-        return Path(env["METAML_PUBLIC_DATA"])
-    for candidate in (Path("..") / "shared" / "data", _CHECKOUT.parent / "shared" / "data"):
-        if (candidate / "metadatasets").is_dir():
-            return candidate
-    return None
+    root = public_data_root(env)
+    return root if env.get(PUBLIC_DATA_ENV) or (root / "metadatasets").is_dir() else None
 
 
 def fetch_public_data(dest: Path) -> Path:

@@ -183,12 +183,14 @@ from pathlib import Path
 location, ext_dir = sys.argv[1], sys.argv[2]
 con = duckdb.connect(config={"extension_directory": ext_dir})
 for module, name in ((duckdb_extension_postgres, "postgres"), (duckdb_extension_ducklake, "ducklake")):
-    con.execute(f"INSTALL '{Path(module.__file__).parent / 'extensions' / ('v' + duckdb.__version__) / (name + '.duckdb_extension')}'")
+    shipped = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    con.execute(f"INSTALL '{shipped}'")
     con.execute(f"LOAD {name}")
 con.execute(f"ATTACH 'ducklake:postgres:{location}' AS kb (READ_ONLY)")
 rows = con.execute("SELECT count(*), count(DISTINCT run_id), max(len(outcome_curve)), "
                    "max(outcome_metrics['accuracy']) FROM kb.runs").fetchone()
-tables = sorted(r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'kb'").fetchall())
+tables = sorted(r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'kb'")
+                .fetchall())
 print(json.dumps({"rows": list(rows), "tables": tables}))
 """
 

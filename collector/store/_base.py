@@ -165,17 +165,17 @@ class KnowledgeBase(ABC):
         """Whether ``error`` aborted a transaction that may succeed when run again (optimistic backends)."""
         return False
 
-    def _guard_append(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _guard_append(self, con: duckdb.DuckDBPyConnection) -> None:  # noqa: B027 - optional hook
         """Called inside an append that inserts runs: make concurrent appends conflict (optimistic backends)."""
 
-    def _after_append(self, inserted: int) -> None:
+    def _after_append(self, inserted: int) -> None:  # noqa: B027 - optional hook
         """Called after an append committed ``inserted`` new runs."""
 
     def compact(self) -> dict[str, int]:
         """Reorganize storage (the lakehouse merges small files); returns what was done."""
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release what this process keeps open for this location (the lakehouse's connections; any later call
         opens them again). Nothing is kept open for a DuckDB file."""
 

@@ -283,8 +283,8 @@ class DuckLake(KnowledgeBase):
             return None
 
     def compact(self) -> dict[str, int]:
-        """Flush inlined rows of :data:`DATA_TABLES` to Parquet, merge adjacent small files, forget snapshots older than a day and delete the
-        files no remaining snapshot reads (and files of killed writers).
+        """Flush inlined rows of :data:`DATA_TABLES` to Parquet, merge adjacent small files, forget snapshots older
+        than a day and delete the files no remaining snapshot reads (and files of killed writers).
 
         Returns:
             ``data_files`` before and after (files the current snapshot reads).

@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 
 from collector.errors import CollectorError
 from collector.store import KnowledgeBase
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.experience import load_experience
 from service.api.limits import BodyLimitMiddleware
@@ -95,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "configurations, recommend what to try first, decide evaluate or skip. Versioned under /v1. "
                     "Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>` (`metaml keys create`).",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
         generate_unique_id_function=_operation_id,
         separate_input_output_schemas=False,
     )
@@ -106,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     for router in ROUTERS:
         app.include_router(router)
+    install_docs(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
