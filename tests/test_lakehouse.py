@@ -47,7 +47,8 @@ def test_locations_name_a_file_or_a_lakehouse_and_hide_passwords() -> None:
     for bad, says in [("ducklake:postgres:dbname=kb", "data=DIR"), ("ducklake:sqlite:x data=/d", "ducklake:postgres"),
                       ("ducklake:postgres:data=/d", "connection"), ("ducklake:postgres:dbname=kb data=/d inline=-1",
                                                                      "inline="),
-                      ("ducklake:postgres:dbname=kb 'x' data=/d", "KEY=VALUE")]:
+                      ("ducklake:postgres:dbname=kb 'x' data=/d", "KEY=VALUE"),
+                      ("ducklake:postgres:dbname=kb data=s3://bucket/lake/", "object-store")]:
         with pytest.raises(StoreError, match=says):
             parse_kb_location(bad)
 
@@ -244,3 +245,41 @@ def test_a_server_on_an_unreachable_catalog_starts_and_reports_unready(postgres:
         assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
         stats = httpx.get(f"{server.url}/v1/stats", timeout=30)
         assert stats.status_code == 503 and stats.json()["error"]["code"] == "knowledge_base_unavailable"
+
+
+#: The catalog query of docs/lakehouse.md: the Parquet files of the runs table's current snapshot.
+CURRENT_FILES = """
+SELECT CASE WHEN f.path_is_relative THEN m.value || s.path || t.path || f.path ELSE f.path END
+FROM ducklake_data_file f
+JOIN ducklake_table t ON t.table_id = f.table_id AND t.end_snapshot IS NULL
+JOIN ducklake_schema s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
+JOIN ducklake_metadata m ON m.key = 'data_path'
+WHERE t.table_name = 'runs' AND f.end_snapshot IS NULL
+"""
+
+
+def test_a_reader_without_duckdb_reads_the_current_snapshot_after_compaction(postgres: PostgresServer,
+                                                                            tmp_path: Path) -> None:
+    """What Spark or Trino do (docs/lakehouse.md): after `kb compact`, the catalog's tables, queried in PostgreSQL,
+    list Parquet files that hold exactly the stored runs, updated features included (no inlined rows, no delete
+    files left)."""
+    import pyarrow.parquet as pq
+
+    from collector.schema import DatasetMeta
+
+    location = postgres.lake(tmp_path / "lake")
+    kb = KnowledgeBase(location)
+    kb.append(_batch(range(2000)))
+    for i in range(2000, 2005):
+        kb.append(_batch(range(i, i + 1)))  # inlined
+    kb.upsert_datasets({"glue/sst2": DatasetMeta(n_classes=2)}, source="test")  # an update: deletes + inserts
+    kb.compact()
+    database = parse_kb_location(location).conninfo.split()[0].removeprefix("dbname=")
+    listed = subprocess.run([str(postgres.bindir / "psql"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U",
+                             "metaml", "-d", database, "-Atc", CURRENT_FILES], capture_output=True, text=True,
+                            timeout=60, check=True).stdout.split()
+    assert listed and all(Path(f).is_file() for f in listed)
+    table = pa.concat_tables([pq.read_table(f, columns=["run_id", "dataset_meta_n_classes"]) for f in listed])
+    assert sorted(table.column("run_id").to_pylist()) == sorted(kb.scan(["run_id"]).column(0).to_pylist())
+    assert set(table.column("dataset_meta_n_classes").to_pylist()) == {2}
+    kb.close()

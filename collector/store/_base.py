@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from collector.errors import QueryRefused, QueryTimeout, StoreBusy, StoreError
 from collector.schema import SCHEMA_VERSION, DatasetMeta, Model, arrow_schema, duckdb_ddl
@@ -281,8 +282,12 @@ class KnowledgeBase(ABC):
                 present = {r[0] for r in con.execute(
                     "SELECT i.run_id FROM incoming i JOIN runs r ON r.run_id = i.run_id").fetchall()}
                 if len(present) < batch.num_rows:
-                    con.execute("INSERT INTO runs BY NAME SELECT * FROM incoming "
-                                "WHERE run_id NOT IN (SELECT run_id FROM runs)")
+                    # the runs this transaction found absent (writers are serialized: lock or conflicting guard)
+                    fresh = batch if not present else batch.filter(
+                        pc.invert(pc.is_in(batch.column("run_id"), value_set=pa.array(sorted(present)))))
+                    con.register("fresh", fresh)
+                    con.execute("INSERT INTO runs BY NAME SELECT * FROM fresh")
+                    con.unregister("fresh")
                     self._guard_append(con)
                 return present
             finally:

@@ -1,5 +1,5 @@
 """The lakehouse backend: the knowledge base as a DuckLake whose catalog is a PostgreSQL database and whose data are
-Parquet files under a directory (or object-store path).
+Parquet files under a directory.
 
 * **Many writer processes, no file lock.** Each process keeps one DuckDB instance with the lakehouse attached and
   writes through it; commits are optimistic (DuckLake serializes snapshots in the catalog). Every append that inserts
@@ -240,8 +240,7 @@ class DuckLake(KnowledgeBase):
             load_extensions(con, *_EXTENSIONS)
             con.execute(self._attach_sql(read_only=True))
             con.execute(f"USE {ALIAS}")
-            if "://" not in self.data_path:
-                con.execute(f"SET allowed_directories = ['{_quote(self.data_path)}']")
+            con.execute(f"SET allowed_directories = ['{_quote(self.data_path)}']")
             for setting in SANDBOX_SETTINGS:
                 con.execute(setting)
             if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = "
@@ -283,8 +282,10 @@ class DuckLake(KnowledgeBase):
             return None
 
     def compact(self) -> dict[str, int]:
-        """Flush inlined rows of :data:`DATA_TABLES` to Parquet, merge adjacent small files, forget snapshots older
-        than a day and delete the files no remaining snapshot reads (and files of killed writers).
+        """Flush inlined rows of :data:`DATA_TABLES` to Parquet, rewrite their files that have deleted rows (updates
+        leave some), merge adjacent small files, forget snapshots older than a day and delete the files no remaining
+        snapshot reads (and files of killed writers). Afterwards the current snapshot of those tables is exactly its
+        data files, which readers that go through the catalog's tables alone (Spark, Trino) rely on.
 
         Returns:
             ``data_files`` before and after (files the current snapshot reads).
@@ -295,6 +296,7 @@ class DuckLake(KnowledgeBase):
             with self._connect(write=True) as con:
                 for table in DATA_TABLES:
                     con.execute(f"CALL ducklake_flush_inlined_data('{ALIAS}', table_name => '{table}')")
+                    con.execute(f"CALL ducklake_rewrite_data_files('{ALIAS}', '{table}', delete_threshold => 0)")
                 con.execute(f"CALL ducklake_merge_adjacent_files('{ALIAS}')")
 
         self._retrying(attempt)

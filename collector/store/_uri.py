@@ -5,8 +5,8 @@ Spellings (see ``docs/lakehouse.md``):
 * ``PATH`` or ``duckdb:PATH`` — one DuckDB file (the embedded default, ``metaml-data/kb.duckdb``).
 * ``ducklake:postgres:KEY=VALUE ... data=DIR`` — a DuckLake lakehouse: its catalog in the PostgreSQL database that
   the libpq ``KEY=VALUE`` pairs name (``dbname``, ``host``, ``port``, ``user``, ``password``, ``options``...; values
-  with spaces in single quotes), its data as Parquet files under ``data=`` (a directory, or an object-store URL the
-  DuckDB ``httpfs`` extension reaches). ``inline=N`` (default :data:`DEFAULT_INLINE_ROWS`) keeps inserts of at most
+  with spaces in single quotes), its data as Parquet files under the directory ``data=`` (local or a mounted
+  share; object-store URLs are refused for now: no extension for them is shipped). ``inline=N`` (default :data:`DEFAULT_INLINE_ROWS`) keeps inserts of at most
   N rows inside the catalog until they are flushed to Parquet in bulk, so small uploads make no small files.
 
 Example: ``ducklake:postgres:dbname=metaml host=db.internal user=metaml data=/srv/metaml/lake/``. Prefer a
@@ -117,8 +117,10 @@ def parse_kb_location(location: str | Path) -> KbLocation:
     except ValueError:
         raise StoreError(f"inline= takes a number of rows >= 0, got {ours['inline']!r}") from None
     data = ours["data"]
-    if "://" not in data:
-        data = str(Path(data).expanduser().absolute()) + "/"
+    if "://" in data:
+        raise StoreError(f"data={data}: object-store data paths are not supported yet; use a directory (a mounted "
+                         "share works)")
+    data = str(Path(data).expanduser().absolute()) + "/"
     return KbLocation("ducklake", text, conninfo=" ".join(f"{k}={v}" for k, v in libpq), data_path=data,
                       inline_rows=inline, _pairs=libpq)
 
