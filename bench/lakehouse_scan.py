@@ -4,8 +4,8 @@ DuckDB file and on a DuckLake lakehouse holding the same runs.
 The lakehouse's catalog is a PostgreSQL server started for the run (``initdb``/``pg_ctl``, fsync on), its Parquet
 files on the same disk as the file. The runs are copied from the file in batches of ``--batch`` (each one Parquet
 file); with ``--inline N`` (below the flush threshold, 5,000) the last N runs are appended in batches of 1,000 rows,
-the lakehouse's inlining limit, so they stay inside the catalog as small uploads leave them until a flush. Each scan is timed ``--repeat`` times in this process after one warm-up; the median
-is reported.
+the lakehouse's inlining limit, so they stay inside the catalog as small uploads leave them until a flush. Each scan
+is timed ``--repeat`` times in this process after one warm-up; the median is reported.
 
 Usage:
     python bench/lakehouse_scan.py --kb metaml-data/kb.duckdb [--repeat 5] [--inline 0] [--batch 50000]

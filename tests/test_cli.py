@@ -101,7 +101,7 @@ def test_usage_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("argv", [[], ["ingest"], ["kb"], ["kb", "sql"], ["kb", "export"], ["kb", "import"],
-                                  ["kb", "stats"], ["kb", "schema"], ["formats"]])
+                                  ["kb", "stats"], ["kb", "schema"], ["kb", "compact"], ["formats"]])
 def test_every_command_explains_itself(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """--help works for every command and describes it."""
     code, out, _ = _run(capsys, *argv, "--help")

@@ -43,6 +43,7 @@ def test_locations_name_a_file_or_a_lakehouse_and_hide_passwords() -> None:
     assert where.conninfo == ("dbname=kb host=db port=5433 user=m password='s e\\'cret' "
                               "options='-c statement_timeout=0'")
     assert "cret" not in where.redacted and "password=***" in where.redacted and where.home == Path("metaml-data")
+    assert where.conninfo_with_options("-c a=b").endswith("options='-c statement_timeout=0 -c a=b'")
     assert "cret" not in repr(KnowledgeBase(where.text))
     for bad, says in [("ducklake:postgres:dbname=kb", "data=DIR"), ("ducklake:sqlite:x data=/d", "ducklake:postgres"),
                       ("ducklake:postgres:data=/d", "connection"), ("ducklake:postgres:dbname=kb data=/d inline=-1",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -64,6 +64,12 @@ _ENGINES: dict[tuple[int, str, str], _Engine] = {}
 _ENGINES_GUARD = threading.Lock()
 
 
+def _has_runs(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the attached lakehouse has its runs table (it is created by the first write)."""
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = 'runs'",
+                            [ALIAS]).fetchone()[0])
+
+
 class DuckLake(KnowledgeBase):
     """A knowledge base stored as a DuckLake: catalog in PostgreSQL, data as Parquet files.
 
@@ -91,7 +97,7 @@ class DuckLake(KnowledgeBase):
         options = [] if read_only else [f"DATA_PATH '{_quote(self.data_path)}'",
                                         f"DATA_INLINING_ROW_LIMIT {self.where.inline_rows}"]
         if read_only:
-            conninfo += " options='-c default_transaction_read_only=on'"
+            conninfo = self.where.conninfo_with_options("-c default_transaction_read_only=on")
             options.append("READ_ONLY")
         elif not create:
             options.append("CREATE_IF_NOT_EXISTS false")
@@ -103,17 +109,12 @@ class DuckLake(KnowledgeBase):
         with engine.guard:
             if engine.con is not None:
                 return engine.con
-            con = duckdb.connect(":memory:", config=dict(NO_AUTOLOAD))
-            try:
-                load_extensions(con, *_EXTENSIONS)
+
+            def setup(con: duckdb.DuckDBPyConnection) -> None:
                 con.execute("SET GLOBAL TimeZone = 'UTC'")
                 con.execute(self._attach_sql(read_only=False, create=create))
-            except duckdb.Error as e:
-                con.close()
-                raise self._open_error(e) from e
-            except BaseException:
-                con.close()
-                raise
+
+            con = self._instance(setup)
             engine.con = con
             return con
 
@@ -153,8 +154,7 @@ class DuckLake(KnowledgeBase):
     def _check_runs(self, root: duckdb.DuckDBPyConnection) -> None:
         cur = root.cursor()
         try:
-            found = cur.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = 'runs'",
-                                [ALIAS]).fetchone()[0]
+            found = _has_runs(cur)
         except duckdb.Error as e:
             raise StoreError(f"cannot read knowledge base {self}: {_first_line(e)}") from e
         finally:
@@ -235,17 +235,23 @@ class DuckLake(KnowledgeBase):
                 con.close()
 
     def _new_sandbox(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(":memory:", config=dict(NO_AUTOLOAD))
-        try:
-            load_extensions(con, *_EXTENSIONS)
+        def setup(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(self._attach_sql(read_only=True))
             con.execute(f"USE {ALIAS}")
             con.execute(f"SET allowed_directories = ['{_quote(self.data_path)}']")
             for setting in SANDBOX_SETTINGS:
                 con.execute(setting)
-            if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = "
-                               "'runs'", [ALIAS]).fetchone()[0]:
+            if not _has_runs(con):
                 raise KnowledgeBaseNotFound(f"no knowledge base at {self}")
+
+        return self._instance(setup)
+
+    def _instance(self, setup: Callable[[duckdb.DuckDBPyConnection], None]) -> duckdb.DuckDBPyConnection:
+        """A new in-memory DuckDB with the extensions loaded and ``setup`` run (closed again if that fails)."""
+        con = duckdb.connect(":memory:", config=dict(NO_AUTOLOAD))
+        try:
+            load_extensions(con, *_EXTENSIONS)
+            setup(con)
         except duckdb.Error as e:
             con.close()
             raise self._open_error(e) from e
@@ -253,16 +259,6 @@ class DuckLake(KnowledgeBase):
             con.close()
             raise
         return con
-
-    def close(self) -> None:
-        engine = self._engine
-        with engine.guard:
-            con, engine.con = engine.con, None
-            sandboxes, engine.sandboxes = engine.sandboxes, []
-            engine.has_runs = engine.schema_ready = False
-        for c in [*sandboxes, *([con] if con is not None else [])]:
-            with suppress(duckdb.Error):
-                c.close()
 
     # -- the interface's backend parts -----------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ Spellings (see ``docs/lakehouse.md``):
 * ``ducklake:postgres:KEY=VALUE ... data=DIR`` — a DuckLake lakehouse: its catalog in the PostgreSQL database that
   the libpq ``KEY=VALUE`` pairs name (``dbname``, ``host``, ``port``, ``user``, ``password``, ``options``...; values
   with spaces in single quotes), its data as Parquet files under the directory ``data=`` (local or a mounted
-  share; object-store URLs are refused for now: no extension for them is shipped). ``inline=N`` (default :data:`DEFAULT_INLINE_ROWS`) keeps inserts of at most
-  N rows inside the catalog until they are flushed to Parquet in bulk, so small uploads make no small files.
+  share; object-store URLs are refused for now: no extension for them is shipped). ``inline=N`` (default
+  :data:`DEFAULT_INLINE_ROWS`) keeps inserts of at most N rows inside the catalog until they are flushed to Parquet
+  in bulk, so small uploads make no small files.
 
 Example: ``ducklake:postgres:dbname=metaml host=db.internal user=metaml data=/srv/metaml/lake/``. Prefer a
 ``~/.pgpass`` file or ``PGPASSWORD`` to a password in the location: locations are shown (redacted) in messages.
@@ -67,6 +68,14 @@ class KbLocation:
     def home(self) -> Path:
         """The local directory of the knowledge base's companions: the file's directory, else ``metaml-data``."""
         return self.path.parent if self.path is not None else DEFAULT_HOME
+
+    def conninfo_with_options(self, extra: str) -> str:
+        """The catalog's connection string with ``extra`` added to libpq's ``options`` (server settings)."""
+        pairs = dict(self._pairs)
+        given = _unquote(pairs.get("options", ""))
+        value = f"{given} {extra}".strip().replace("\\", "\\\\").replace("'", "\\'")
+        pairs["options"] = f"'{value}'"
+        return " ".join(f"{k}={v}" for k, v in pairs.items())
 
     @property
     def redacted(self) -> str:
