@@ -3,7 +3,7 @@ DuckDB file and on a DuckLake lakehouse holding the same runs.
 
 The lakehouse's catalog is a PostgreSQL server started for the run (``initdb``/``pg_ctl``, fsync on), its Parquet
 files on the same disk as the file. The runs are copied from the file in batches of ``--batch`` (each one Parquet
-file); with ``--inline N`` (below the flush threshold, 5,000) the last N runs are appended in batches of 1,000 rows,
+file); with ``--inline N`` (below the flush threshold, 5,000) the last N runs are appended in batches of 100 rows,
 the lakehouse's inlining limit, so they stay inside the catalog as small uploads leave them until a flush. Each scan
 is timed ``--repeat`` times in this process after one warm-up; the median is reported.
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kb", default=os.environ.get("METAML_KB", "metaml-data/kb.duckdb"),
                     help="a knowledge base as a DuckDB file (the source of the runs)")
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--inline", type=int, default=0, help="runs appended last in batches of 1,000 (kept inlined)")
+    ap.add_argument("--inline", type=int, default=0, help="runs appended last in batches of 100 (kept inlined)")
     ap.add_argument("--batch", type=int, default=50_000, help="runs per append while copying")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = ap.parse_args(argv)
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             bulk = table.slice(0, table.num_rows - args.inline)
             for start in range(0, bulk.num_rows, args.batch):
                 lake.append(bulk.slice(start, args.batch))
-            for start in range(bulk.num_rows, table.num_rows, 1000):
-                lake.append(table.slice(start, min(1000, table.num_rows - start)))
+            for start in range(bulk.num_rows, table.num_rows, 100):
+                lake.append(table.slice(start, min(100, table.num_rows - start)))
             copy_s = time.perf_counter() - t0
             assert lake.count() == source.count()
             file_s, file_runs = _time(lambda: load_runs(source), args.repeat)

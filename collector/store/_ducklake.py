@@ -8,7 +8,7 @@ Parquet files under a directory.
   duplicates. Identity therefore holds across processes although DuckLake has no primary keys.
 * **Durability.** A transaction is visible once its snapshot row is committed in PostgreSQL; its Parquet files are
   written before. A process killed mid-write leaves at most unreferenced files (removed by :meth:`DuckLake.compact`).
-* **No small files.** Inserts of at most ``inline`` rows (default 1,000) are kept inside the catalog (DuckLake data
+* **No small files.** Inserts of at most ``inline`` rows (default 100) are kept inside the catalog (DuckLake data
   inlining); after a process has inlined :data:`FLUSH_ROWS` runs it writes them out as one Parquet file.
   :meth:`DuckLake.compact` also merges adjacent small files and removes files no snapshot needs.
 * **Version token.** The id of the latest snapshot.

@@ -35,7 +35,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "ducklake": ("collector.store._ducklake", "DuckLake"),
 }
 #: Rows an insert may hold and still be kept in the lakehouse catalog instead of a new Parquet file.
-DEFAULT_INLINE_ROWS = 1000
+DEFAULT_INLINE_ROWS = 100
 #: Where companions of a knowledge base that is not a local file live (keys, rejects reports, model artifacts).
 DEFAULT_HOME = Path("metaml-data")
 #: The keys of a ducklake location that are ours, not libpq's.
