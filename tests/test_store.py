@@ -204,6 +204,8 @@ def test_sql_reads_limits_rows_and_times_out(kb: KnowledgeBase) -> None:
     assert res.table.to_pylist() == [{"method_name": "lora", "n": 20}] and not res.truncated
     cut = kb.sql("SELECT run_id FROM runs", max_rows=5)
     assert cut.table.num_rows == 5 and cut.truncated
+    assert kb.sql("EXPLAIN SELECT count(*) FROM runs").table.num_rows >= 1
+    assert kb.sql("SUMMARIZE SELECT outcome_score FROM runs").table.num_rows == 1
     started = time.monotonic()
     with pytest.raises(QueryTimeout):
         kb.sql("SELECT count(*) FROM range(100000000000) a", timeout_s=0.5)
