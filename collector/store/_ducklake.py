@@ -2,10 +2,14 @@
 Parquet files under a directory.
 
 * **Many writer processes, no file lock.** Each process keeps one DuckDB instance with the lakehouse attached and
-  writes through it; commits are optimistic (DuckLake serializes snapshots in the catalog). Every append that inserts
-  runs also rewrites one row of ``kb_meta`` (``appended_at``), so two appends that ran at the same time always
-  conflict: the later one is rolled back and run again against the new snapshot, where the runs the other stored are
-  duplicates. Identity therefore holds across processes although DuckLake has no primary keys.
+  writes through it. Writers take turns through a PostgreSQL advisory lock on the catalog database, held by one
+  session per process from just before a write transaction starts until it has committed: waiting writers queue in
+  PostgreSQL (first come, first served; released by the server when a process dies, even by SIGKILL), and each write
+  starts from the latest snapshot. Correctness does not rest on that lock: every append that inserts runs also
+  rewrites one row of ``kb_meta`` (``appended_at``), so two appends that ran at the same time anyway (a writer that
+  does not take the lock) conflict in DuckLake, and the later one is rolled back and run again against the new
+  snapshot, where the runs the other stored are duplicates. Identity therefore holds across processes although
+  DuckLake has no primary keys.
 * **Durability.** A transaction is visible once its snapshot row is committed in PostgreSQL; its Parquet files are
   written before. A process killed mid-write leaves at most unreferenced files (removed by :meth:`DuckLake.compact`).
 * **No small files.** Inserts of at most ``inline`` rows (default 100) are kept inside the catalog (DuckLake data
@@ -26,10 +30,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from collector.errors import KnowledgeBaseNotFound, StoreError, StoreUnavailable
+from collector.errors import KnowledgeBaseNotFound, StoreBusy, StoreError, StoreUnavailable
 from collector.store._base import SANDBOX_SETTINGS, KnowledgeBase, _first_line, _quote
 from collector.store._extensions import NO_AUTOLOAD, load_extensions
 
@@ -42,6 +47,8 @@ FLUSH_ROWS = 5_000
 DATA_TABLES = ("runs", "datasets", "models")
 #: The lakehouse's name inside each DuckDB instance.
 ALIAS = "kb"
+#: The advisory lock (``pg_advisory_lock`` key) writers of one catalog database take turns through.
+WRITE_LOCK_KEY = 0x6D65_7461_6D6C  # "metaml"
 #: Idle sandbox connections kept per lakehouse and process (loading the extensions takes about 0.3 s).
 SANDBOX_POOL = 4
 _EXTENSIONS = ("postgres_scanner", "ducklake")
@@ -54,6 +61,7 @@ class _Engine:
         self.con: duckdb.DuckDBPyConnection | None = None
         self.guard = threading.Lock()
         self.writer = threading.Lock()
+        self.session: Any = None  # the psycopg connection that holds the advisory lock while this process writes
         self.schema_ready = False
         self.has_runs = False
         self.inlined = 0
@@ -112,7 +120,12 @@ class DuckLake(KnowledgeBase):
 
             def setup(con: duckdb.DuckDBPyConnection) -> None:
                 con.execute("SET GLOBAL TimeZone = 'UTC'")
-                con.execute(self._attach_sql(read_only=False, create=create))
+                if not create:
+                    con.execute(self._attach_sql(read_only=False))
+                    return
+                with self._lock_session() as session:  # creating the catalog: one process at a time
+                    self._acquire(session)
+                    con.execute(self._attach_sql(read_only=False, create=True))
 
             con = self._instance(setup)
             engine.con = con
@@ -142,7 +155,7 @@ class DuckLake(KnowledgeBase):
         try:
             cur.execute(f"USE {ALIAS}")
             if write:
-                with engine.writer:
+                with engine.writer, self._turn():
                     yield cur
             else:
                 yield cur
@@ -150,6 +163,79 @@ class DuckLake(KnowledgeBase):
             raise StoreError(f"knowledge base {self} failed: {_first_line(e)}") from e
         finally:
             cur.close()
+
+    def _new_session(self) -> Any:
+        """A new PostgreSQL session (psycopg, autocommit) on the catalog database.
+
+        Raises:
+            StoreUnavailable: the catalog database cannot be reached.
+        """
+        import psycopg
+
+        try:
+            return psycopg.connect(self.conninfo, autocommit=True, application_name="metaml-writer")
+        except psycopg.Error as e:
+            raise StoreUnavailable(f"the catalog database of {self} cannot be reached: {e}") from e
+
+    @contextmanager
+    def _lock_session(self) -> Iterator[Any]:
+        """A new session, closed (releasing its advisory locks) after the block."""
+        session = self._new_session()
+        try:
+            yield session
+        finally:
+            with suppress(Exception):
+                session.close()
+
+    def _acquire(self, session: Any) -> None:
+        """Take :data:`WRITE_LOCK_KEY` in ``session``, waiting at most ``lock_timeout`` seconds.
+
+        Raises:
+            StoreBusy: it was not granted in time.
+            StoreUnavailable: the session failed.
+        """
+        import psycopg
+
+        try:
+            session.execute(f"SET lock_timeout = {max(1, int(self.lock_timeout * 1000))}")
+            session.execute("SELECT pg_advisory_lock(%s)", [WRITE_LOCK_KEY])
+        except psycopg.errors.LockNotAvailable as e:
+            raise StoreBusy(f"knowledge base {self} is being written by other processes (waited "
+                            f"{self.lock_timeout:.0f}s); retry later") from e
+        except psycopg.Error as e:
+            raise StoreUnavailable(f"the catalog database of {self} failed: {e}") from e
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """Hold the catalog database's write lock (:data:`WRITE_LOCK_KEY`) for the block, in this process's writer
+        session (kept open between writes); call with ``writer`` held.
+
+        Raises:
+            StoreBusy: the lock was not granted within ``lock_timeout`` seconds.
+            StoreUnavailable: the catalog database cannot be reached.
+        """
+        import psycopg
+
+        engine = self._engine
+        if engine.session is None or engine.session.closed:
+            engine.session = self._new_session()
+        session = engine.session
+        try:
+            self._acquire(session)
+        except StoreUnavailable:
+            with suppress(Exception):
+                session.close()
+            engine.session = None
+            raise
+        try:
+            yield
+        finally:
+            try:
+                session.execute("SELECT pg_advisory_unlock(%s)", [WRITE_LOCK_KEY])
+            except psycopg.Error:  # the session is gone, and the lock with it
+                with suppress(Exception):
+                    session.close()
+                engine.session = None
 
     def _check_runs(self, root: duckdb.DuckDBPyConnection) -> None:
         cur = root.cursor()
@@ -259,6 +345,20 @@ class DuckLake(KnowledgeBase):
             con.close()
             raise
         return con
+
+    def close(self) -> None:
+        engine = self._engine
+        with engine.guard:
+            con, engine.con = engine.con, None
+            sandboxes, engine.sandboxes = engine.sandboxes, []
+            session, engine.session = engine.session, None
+            engine.has_runs = engine.schema_ready = False
+        for c in [*sandboxes, *([con] if con is not None else [])]:
+            with suppress(duckdb.Error):
+                c.close()
+        if session is not None:
+            with suppress(Exception):
+                session.close()
 
     # -- the interface's backend parts -----------------------------------------------------------------------------
 
