@@ -218,21 +218,21 @@ def test_a_plain_duckdb_session_reads_the_tables(postgres: PostgresServer, tmp_p
 
 def test_small_uploads_are_inlined_then_flushed_into_few_files(postgres: PostgresServer, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """120 single-run appends write no Parquet file per run: they are kept in the catalog and written out in bulk
-    every FLUSH_ROWS runs (lowered to 50 here); compaction merges the flushed files into one; nothing is lost."""
+    """60 single-run appends write no Parquet file per run: they are kept in the catalog and written out in bulk
+    every FLUSH_ROWS runs (lowered to 25 here); compaction merges the flushed files into one; nothing is lost."""
     from collector.store import _ducklake
 
-    monkeypatch.setattr(_ducklake, "FLUSH_ROWS", 50)
+    monkeypatch.setattr(_ducklake, "FLUSH_ROWS", 25)
     kb = KnowledgeBase(postgres.lake(tmp_path / "lake"))
-    for i in range(120):
+    for i in range(60):
         assert len(kb.append(_batch(range(i, i + 1))).inserted) == 1
     run_files = sorted((tmp_path / "lake").rglob("runs/*.parquet"))
     assert len(run_files) == 2, run_files
-    assert kb.count() == 120
+    assert kb.count() == 60
     before = kb.data_files()
     done = kb.compact()
     assert done["data_files_before"] == before and done["data_files_after"] < before
-    assert kb.count() == 120 and len(set(kb.scan(["run_id"]).column(0).to_pylist())) == 120
+    assert kb.count() == 60 and len(set(kb.scan(["run_id"]).column(0).to_pylist())) == 60
     kb.close()
 
 
