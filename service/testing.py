@@ -91,7 +91,7 @@ class ServerProcess:
                  workers: int = 1, log_path: Path | None = None) -> None:
         from collector.store import parse_kb_location
 
-        self.kb = str(kb)
+        self.kb = kb if isinstance(kb, Path) else parse_kb_location(kb).path or kb  # a file stays a Path
         self.home = parse_kb_location(kb).home
         self.keys_db = Path(keys_db) if keys_db else self.home / "keys.db"
         self.settings = dict(settings or {})
@@ -119,7 +119,7 @@ class ServerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "service.serve_cli", "--host", "127.0.0.1", "--port", str(self.port),
-               "--kb", self.kb, "--keys-db", str(self.keys_db), "--workers", str(self.workers),
+               "--kb", str(self.kb), "--keys-db", str(self.keys_db), "--workers", str(self.workers),
                "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
