@@ -14,9 +14,8 @@ from service.cli import main
 
 
 @pytest.fixture
-def populated(tmp_path: Path) -> KnowledgeBase:
-    """A knowledge base holding 5 good runs, ingested through the CLI."""
-    kb = KnowledgeBase(tmp_path / "kb.duckdb")
+def populated(kb: KnowledgeBase, tmp_path: Path) -> KnowledgeBase:
+    """A knowledge base holding 5 good runs, ingested through the CLI (on each backend in turn)."""
     assert main(["ingest", str(write_jsonl(tmp_path / "good.jsonl", [record(i) for i in range(5)])),
                  "--kb", kb.location]) == 0
     return kb
