@@ -23,7 +23,7 @@ from collector.formats import FORMATS, available_formats, get_format
 from collector.formats.canonical import write_jsonl
 from collector.ingest import DEFAULT_CHUNK_SIZE, IngestReport, ingest_path
 from collector.schema import arrow_schema, columns, duckdb_ddl, json_schema
-from collector.store import KnowledgeBase
+from collector.store import KnowledgeBase, parse_kb_location
 
 DEFAULT_KB = Path("metaml-data") / "kb.duckdb"
 
@@ -34,17 +34,34 @@ class ExitCode(IntEnum):
     REJECTS = 2
 
 
+def check_kb_location(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> str | None:
+    """Click callback: ``value`` as a knowledge-base location, checked by the store's one parser."""
+    if value is None:
+        return None
+    try:
+        return parse_kb_location(value).text
+    except CollectorError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from e
+
+
+#: Help of every ``--kb`` option.
+KB_HELP = ("The knowledge base: a DuckDB file (created on first ingest), or a lakehouse "
+           "'ducklake:postgres:dbname=DB host=HOST ... data=DIR' (see docs/lakehouse.md).")
+
+
 def kb_option(f: Any) -> Any:
-    """``--kb PATH`` (env ``METAML_KB``), shared by every command that opens the knowledge base."""
+    """``--kb LOCATION`` (env ``METAML_KB``), shared by every command that opens the knowledge base."""
     return click.option(
         "--kb",
         "kb_path",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=str,
         envvar="METAML_KB",
-        default=DEFAULT_KB,
+        default=str(DEFAULT_KB),
         show_default=True,
         show_envvar=True,
-        help="The knowledge base (a DuckDB file; created on first ingest).",
+        callback=check_kb_location,
+        metavar="LOCATION",
+        help=KB_HELP,
     )(f)
 
 
@@ -86,7 +103,7 @@ def _emit_json(payload: Any) -> None:
 @click.option("--enrich/--no-enrich", default=True, show_default=True,
               help="After storing, fill the runs' model features from the registry and attach stored dataset "
                    "meta-features.")
-def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool, rejects_path: Path | None,
+def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: str, as_json: bool, rejects_path: Path | None,
            uploader: str | None, chunk_size: int, experiments: tuple[str, ...] = (), studies: tuple[str, ...] = (),
            mapping: Path | None = None, enrich: bool = True) -> None:
     """Validate, normalize, deduplicate and store the runs found in PATHS.
@@ -117,7 +134,7 @@ def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool
         kb.attach_features()
     rejects = [r for rep in reports for r in rep.rejects]
     if rejects:
-        rejects_path = rejects_path or kb_path.parent / "rejects" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}.jsonl"
+        rejects_path = rejects_path or kb.home / "rejects" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}.jsonl"
         rejects_path.parent.mkdir(parents=True, exist_ok=True)
         with open(rejects_path, "w", encoding="utf-8") as f:
             for r in rejects:
@@ -125,11 +142,11 @@ def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool
     totals = {k: sum(getattr(r, k) for r in reports) for k in ("read", "ingested", "duplicates", "rejected")}
     errors = [r for r in reports if r.error]
     if as_json:
-        _emit_json({"kb": str(kb_path), **totals, "errors": len(errors),
+        _emit_json({"kb": str(kb), **totals, "errors": len(errors),
                     "rejects_file": str(rejects_path) if rejects else None,
                     "inputs": [r.to_dict() for r in reports]})
     else:
-        _print_ingest_summary(reports, totals, rejects_path if rejects else None, kb_path)
+        _print_ingest_summary(reports, totals, rejects_path if rejects else None, kb)
     if errors:
         raise click.exceptions.Exit(ExitCode.ERROR)
     if rejects:
@@ -137,7 +154,7 @@ def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool
 
 
 def _print_ingest_summary(reports: list[IngestReport], totals: dict[str, int], rejects_path: Path | None,
-                          kb_path: Path) -> None:
+                          kb: KnowledgeBase) -> None:
     shown = [r for r in reports if not r.skipped]
     width = min(max([len(r.uri) for r in shown] + [10]), 70)
     click.echo(f"{'input':<{width}}  {'format':<15}{'read':>9}{'ingested':>10}{'dupes':>8}{'rejected':>10}{'time':>8}")
@@ -158,7 +175,7 @@ def _print_ingest_summary(reports: list[IngestReport], totals: dict[str, int], r
                    f"{', '.join(Path(s).name for s in skipped[:5])}")
     if rejects_path:
         click.echo(f"rejects report: {rejects_path}")
-    click.echo(f"knowledge base: {kb_path}")
+    click.echo(f"knowledge base: {kb}")
 
 
 @click.command("formats")
@@ -189,7 +206,7 @@ def kb_group() -> None:
 @kb_group.command("stats")
 @kb_option
 @json_option
-def kb_stats(kb_path: Path, as_json: bool) -> None:
+def kb_stats(kb_path: str, as_json: bool) -> None:
     """Counts of runs by source, task, method, model family and status, and feature coverage."""
     try:
         stats = KnowledgeBase(kb_path).stats()
@@ -218,7 +235,7 @@ def kb_stats(kb_path: Path, as_json: bool) -> None:
               help="Seconds before the query is interrupted.")
 @click.option("--memory-limit", "memory_mb", default=2048, show_default=True, type=click.IntRange(16),
               help="Memory (MB) the query may use; a query needing more is refused.")
-def kb_sql(query: str, kb_path: Path, fmt: str, max_rows: int, timeout_s: float, memory_mb: int) -> None:
+def kb_sql(query: str, kb_path: str, fmt: str, max_rows: int, timeout_s: float, memory_mb: int) -> None:
     """Run one read-only SQL query (DuckDB dialect) on the knowledge base.
 
     Tables: runs (one row per run, flat columns: `metaml kb schema --format columns`), datasets (meta-features per
@@ -254,7 +271,7 @@ def kb_sql(query: str, kb_path: Path, fmt: str, max_rows: int, timeout_s: float,
 @click.option("--partition-by", multiple=True, default=(),
               help="Write a hive-partitioned Parquet directory partitioned by these columns "
                    "(e.g. --partition-by provenance_source).")
-def kb_export(dest: Path, kb_path: Path, fmt: str, partition_by: tuple[str, ...]) -> None:
+def kb_export(dest: Path, kb_path: str, fmt: str, partition_by: tuple[str, ...]) -> None:
     """Write every run to DEST in a canonical format (readable again by `metaml kb import`)."""
     kb = KnowledgeBase(kb_path)
     try:
@@ -274,13 +291,30 @@ def kb_export(dest: Path, kb_path: Path, fmt: str, partition_by: tuple[str, ...]
 @kb_option
 @json_option
 @click.pass_context
-def kb_import(ctx: click.Context, src: Path, kb_path: Path, as_json: bool) -> None:
+def kb_import(ctx: click.Context, src: Path, kb_path: str, as_json: bool) -> None:
     """Import runs from a canonical export (Parquet file or partitioned directory, JSONL, CSV).
 
     The same as `metaml ingest SRC`: every record is validated again and deduplicated by content id.
     """
     ctx.invoke(ingest, paths=(str(src),), fmt=None, kb_path=kb_path, as_json=as_json, rejects_path=None,
                uploader=None, chunk_size=DEFAULT_CHUNK_SIZE, experiments=(), enrich=True)
+
+
+@kb_group.command("compact")
+@kb_option
+@json_option
+def kb_compact(kb_path: str, as_json: bool) -> None:
+    """Reorganize the knowledge base's storage. On a lakehouse: write the runs kept in the catalog out to Parquet,
+    merge small data files, forget snapshots older than a day and delete files no snapshot reads. Safe while
+    servers and ingests write (conflicting writers retry)."""
+    try:
+        done = KnowledgeBase(kb_path).compact()
+    except CollectorError as e:
+        raise fail(str(e)) from e
+    if as_json:
+        _emit_json(done)
+    else:
+        click.echo(", ".join(f"{k} {v:,}" for k, v in done.items()) or "nothing to do for a DuckDB file")
 
 
 @kb_group.command("enrich")
@@ -290,7 +324,7 @@ def kb_import(ctx: click.Context, src: Path, kb_path: Path, as_json: bool) -> No
               help="Folder holding text/ (the raw text datasets) to compute dataset meta-features from.")
 @click.option("--datasets/--no-datasets", "with_datasets", default=True, show_default=True,
               help="Compute dataset meta-features from the raw text datasets (about a minute).")
-def kb_enrich(kb_path: Path, public_data: Path | None, with_datasets: bool) -> None:
+def kb_enrich(kb_path: str, public_data: Path | None, with_datasets: bool) -> None:
     """Attach features to the stored runs: model features from the registry (data/models.csv, or inferred from the
     Hub id), and dataset meta-features computed from the raw text datasets under PUBLIC_DATA/text."""
     from collector.enrich import enrich_datasets, enrich_models

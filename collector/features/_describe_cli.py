@@ -6,7 +6,6 @@ Exposes the click command :data:`describe`; the root CLI registers it.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,12 @@ import click
 from collector.errors import CollectorError
 from collector.features._public_text import load_public_text, public_text_source
 from collector.features._text_io import load_text_dataset
-
-#: Environment variable naming the shared ``data`` folder (its ``text`` subfolder holds the public text datasets).
-PUBLIC_DATA_ENV = "METAML_PUBLIC_DATA"
+from collector.sources import PUBLIC_DATA_ENV, public_data_root
 
 
 def default_public_text_root(environ: dict[str, str] | None = None) -> Path:
-    """The public text datasets folder: ``$METAML_PUBLIC_DATA/text``, else ``../shared/data/text`` beside the checkout.
+    """The public text datasets folder: ``text/`` of :func:`collector.sources.public_data_root`
+    (``$METAML_PUBLIC_DATA``, else ``../shared/data`` beside the working directory).
 
     Args:
         environ: the environment to read (``os.environ`` when ``None``).
@@ -30,10 +28,7 @@ def default_public_text_root(environ: dict[str, str] | None = None) -> Path:
     Returns:
         The folder (not checked to exist).
     """
-    env = os.environ if environ is None else environ
-    if env.get(PUBLIC_DATA_ENV):
-        return Path(env[PUBLIC_DATA_ENV]) / "text"
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "text"
+    return public_data_root(environ) / "text"
 
 
 @click.command("describe")
