@@ -210,14 +210,14 @@ def test_sql_refuses_anything_but_reads(kb: KnowledgeBase, query: str) -> None:
     with pytest.raises(QueryRefused) as refused:
         kb.sql(query)
     assert kb.count() == 3
-    assert str(kb.path.parent) not in str(refused.value) and os.path.expanduser("~") not in str(refused.value)
+    assert str(kb.home) not in str(refused.value) and os.path.expanduser("~") not in str(refused.value)
 
 
 def test_sql_answers_never_show_server_paths(kb: KnowledgeBase) -> None:
     """Reads of the catalog and failed queries answer without the knowledge base's path, its folder or the home
     folder; EXPLAIN ANALYZE of a read runs."""
     kb.append(_batch(range(3)))
-    secrets = [str(kb.path), str(kb.path.parent), str(kb.path.resolve().parent), os.path.expanduser("~")]
+    secrets = [str(kb.home), str(kb.home.resolve()), os.path.expanduser("~")]
     for query in ["SELECT * FROM duckdb_tables()", "SELECT * FROM information_schema.schemata",
                   "SELECT * FROM duckdb_views()", "SELECT * FROM pg_catalog.pg_database",
                   "EXPLAIN ANALYZE SELECT count(*) FROM runs", "SELECT current_database()"]:
