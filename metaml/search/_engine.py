@@ -9,13 +9,14 @@ runtime), :meth:`SearchEngine.suggest` proposes the next ``k`` candidates. State
 
 * with fewer than ``min_history`` scored evaluations, the meta-model's prediction, shifted by the mean error on the
   evaluated ones, with the spread of its calibrated interval;
-* then **evidence weighting** of experts (the RGPE / "active testing" idea): the meta-model's ranking view and every
-  past task of the knowledge base that has a standing for these candidates (:meth:`metaml._experience.Experience.
-  task_profiles`) each predict the scores linearly (``score ~ a + b * standing``, ``b >= 0`` shrunk toward the
-  meta-model's scale), and are weighted by their likelihood on the scores observed so far (raised to
-  ``temperature``), with the meta-model's prior weight ``prior_weight`` times a past task's: past tasks whose ranking
-  disagrees with this task lose their say. The belief is the mixture: its mean, and its variance (each expert's
-  residual variance plus their disagreement);
+* then **evidence weighting** of experts (the RGPE / "active testing" idea): the meta-model's ranking view, the
+  experience lookup (the candidates' standing averaged over past tasks) and every past task of the knowledge base
+  that has a standing for these candidates (:meth:`metaml._experience.Experience.task_profiles`) each predict the
+  scores linearly (``score ~ a + b * standing``, ``b >= 0`` shrunk toward the meta-model's scale), and are weighted
+  by their likelihood on the scores observed so far (raised to ``temperature``; the meta-model's and the lookup's
+  prior weight is ``prior_weight`` times a past task's): past tasks whose ranking disagrees with this task lose their
+  say. The belief is the mixture: its mean, and its variance (each expert's residual variance, shrunk toward the
+  meta-model's within-task spread, plus their disagreement);
 * and a **Gaussian process on the residuals** (observed minus the mixture's mean) over configuration features, whose
   mean is therefore the knowledge's prediction (the HyperBO / FSBO idea): a Matérn 5/2 kernel, amplitude from the
   residuals, lengthscale chosen by marginal likelihood on a grid; near evaluated candidates the residuals carry over.
@@ -70,6 +71,8 @@ class TaskKnowledge:
         cost: predicted runtime in seconds (1 where unknown: cost then counts evaluations).
         profiles: (past tasks, candidates) standings of the candidates on past tasks, NaN where a task has none.
         profile_tasks: the past tasks' keys.
+        lookup: the candidates' standing averaged over the past tasks (the experience lookup, a best-on-average
+            portfolio's order), or None.
         features: the candidates' configuration features for the Gaussian process (:class:`ConfigurationFeatures`, or
             a plain (candidates, d) matrix of numbers).
         groups: per candidate, its (model, method) group (failures are shared within a group).
@@ -84,6 +87,7 @@ class TaskKnowledge:
     profile_tasks: list[str]
     features: ConfigurationFeatures | np.ndarray
     groups: np.ndarray
+    lookup: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -120,15 +124,17 @@ class TaskKnowledge:
         cost = np.asarray(pred.get("runtime_s", np.full(n, np.nan)), dtype=float)
         cost = np.where(np.isfinite(cost) & (cost > 0), cost, np.nan)
         cost = np.nan_to_num(cost, nan=float(np.nanmedian(cost)) if np.isfinite(cost).any() else 1.0)
+        lookup = None
         if experience is not None:
             profiles, tasks = experience.task_profiles(rows, exclude_datasets=exclude_datasets)
+            lookup = experience.lookup(rows)
         else:
             profiles, tasks = np.zeros((0, n)), []
         groups = pd.factorize(rows["model_id"].astype(str) + "|" + rows["method_name"].astype(str))[0]
         return cls(points=points, within_sd=float(within_sd), rank_score=np.asarray(pred["rank_score"], dtype=float),
                    p_fail=p_fail,
                    cost=np.maximum(cost, 1e-3), profiles=profiles, profile_tasks=tasks,
-                   features=configuration_features(rows), groups=groups)
+                   features=configuration_features(rows), groups=groups, lookup=lookup)
 
 
 def within_task_sd(outcome: Any) -> float:
@@ -285,6 +291,11 @@ class SearchEngine:
         experts = [z]
         log_prior = [math.log(max(self.s.prior_weight, 1e-12))]
         self.expert_names = ["meta-model"]
+        if self.s.experts and knowledge.lookup is not None and np.std(knowledge.lookup) > 0:
+            lookup = np.nan_to_num(np.asarray(knowledge.lookup, dtype=float), nan=0.0)
+            experts.append((lookup - lookup.mean()) / lookup.std())
+            log_prior.append(math.log(max(self.s.prior_weight, 1e-12)))
+            self.expert_names.append("experience lookup")
         if self.s.experts and knowledge.profiles.size:
             profiles = knowledge.profiles[: self.s.max_experts]
             experts += list(np.where(np.isnan(profiles), z[None, :], profiles))  # abstain -> the meta-model's view
