@@ -31,6 +31,10 @@ class KnowledgeBaseNotFound(StoreError):
     """No knowledge base exists at the given path."""
 
 
+class StoreUnavailable(StoreError):
+    """The server that holds the knowledge base (a lakehouse's catalog database) cannot be reached."""
+
+
 class StoreBusy(StoreError):
     """Another process held the knowledge base longer than the lock timeout."""
 

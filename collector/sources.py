@@ -1,7 +1,8 @@
 """The public sources of the knowledge base: where each file comes from, its checksum, and how to get it again.
 
-``data/sources.toml`` (the manifest) lists, per source, the upstream repository and pinned commit, the license, the
-format that reads it, and every shipped file with its size and sha256. Each file says how it can be fetched:
+``collector/data/sources.toml`` (the manifest, shipped in the package) lists, per source, the upstream repository and
+pinned commit, the license, the format that reads it, and every shipped file with its size and sha256. Each file says
+how it can be fetched:
 
 * ``raw`` — the shipped file is an upstream file, byte for byte: it is downloaded from
   ``https://raw.githubusercontent.com/<owner>/<repo>/<commit>/<upstream>`` and its sha256 checked.
@@ -30,14 +31,17 @@ import tarfile
 import tempfile
 import tomllib
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from collector.data import resource_path
 from collector.errors import CollectorError
 
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "sources.toml"
+DEFAULT_MANIFEST = resource_path("sources.toml")
+#: Environment variable naming the local copy of the public data (``metadatasets/``, ``text/``).
+PUBLIC_DATA_ENV = "METAML_PUBLIC_DATA"
 FETCH_KINDS = ("raw", "github-archive", "manual")
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
@@ -121,6 +125,19 @@ class Problem:
 
 
 # -- manifest ----------------------------------------------------------------------------------------------------
+
+
+def public_data_root(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the local copy of the public data is looked for: ``$METAML_PUBLIC_DATA``, else ``../shared/data`` beside
+    the working directory (not checked to exist).
+
+    Args:
+        environ: the environment to read (``os.environ`` when ``None``).
+    """
+    env = os.environ if environ is None else environ
+    if env.get(PUBLIC_DATA_ENV):
+        return Path(env[PUBLIC_DATA_ENV])
+    return Path.cwd().parent / "shared" / "data"
 
 
 def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> list[Source]:
@@ -442,6 +459,7 @@ def _write_tar(members: list[tuple[str, bytes]], out: Path) -> None:
 
 __all__ = [
     "DEFAULT_MANIFEST",
+    "PUBLIC_DATA_ENV",
     "ChecksumError",
     "ManualFetchRequired",
     "Problem",
@@ -454,6 +472,7 @@ __all__ = [
     "get_source",
     "glob_match",
     "load_manifest",
+    "public_data_root",
     "sha256_file",
     "verify",
 ]

@@ -1,4 +1,4 @@
-"""Build ``data/models.csv``, the model registry table, from public configs and the public metadatasets.
+"""Build ``collector/data/models.csv``, the model registry table, from public configs and the public metadatasets.
 
 Rerunnable: ``python data/build_model_registry.py [--public-data DIR] [--out FILE]``. The public data folder defaults
 to ``$METAML_PUBLIC_DATA``, else ``../shared/data`` beside the repository. Nothing from the sources is copied; the
@@ -808,7 +808,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=_default_public_data(),
         help="shared/data folder (default: $METAML_PUBLIC_DATA or ../shared/data)",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "models.csv", help="output CSV")
+    parser.add_argument("--out", type=Path, default=REPO / "collector" / "data" / "models.csv", help="output CSV")
     args = parser.parse_args(argv)
     if not (args.public_data / "metadatasets").is_dir():
         print(f"no metadatasets/ under {args.public_data}", file=sys.stderr)

@@ -14,8 +14,9 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from collector.errors import CollectorError
 from collector.schema import DEFAULT_LIMITS, RecordLimits
-from collector.store import DEFAULT_SQL_MEMORY_MB
+from collector.store import DEFAULT_SQL_MEMORY_MB, parse_kb_location
 
 
 class Settings(BaseSettings):
@@ -27,8 +28,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="METAML_", extra="ignore", frozen=True)
 
-    kb: Path = Field(Path("metaml-data/kb.duckdb"), description="The knowledge base (DuckDB file).")
-    keys_db: Path | None = Field(None, description="SQLite file of API keys; default: keys.db beside the kb.")
+    kb: str = Field("metaml-data/kb.duckdb", description="The knowledge base: a DuckDB file, or a lakehouse "
+                    "'ducklake:postgres:dbname=DB host=HOST ... data=DIR' (see docs/lakehouse.md).")
+    keys_db: Path | None = Field(None, description="SQLite file of API keys; default: keys.db in the knowledge base's "
+                                 "home (the DuckDB file's directory, else metaml-data/).")
     read_requires_key: bool = Field(False, description="Reads (runs, stats, describe) need a key with `read` scope.")
     max_request_bytes: int = Field(
         64 * 1024 * 1024, ge=1, description="Largest body of an upload (runs, dataset files), which is read as it "
@@ -112,10 +115,18 @@ class Settings(BaseSettings):
     def _split_sources(cls, v: object) -> object:
         return tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
 
+    @field_validator("kb", mode="before")
+    @classmethod
+    def _kb_location(cls, value: object) -> str:
+        try:
+            return parse_kb_location(str(value)).text
+        except CollectorError as e:
+            raise ValueError(str(e)) from e
+
     @model_validator(mode="after")
     def _default_keys_db(self) -> Settings:
         if self.keys_db is None:
-            object.__setattr__(self, "keys_db", self.kb.parent / "keys.db")
+            object.__setattr__(self, "keys_db", self.kb_home / "keys.db")
         return self
 
     @property
@@ -124,6 +135,10 @@ class Settings(BaseSettings):
         return RecordLimits(max_record_bytes=self.max_record_bytes, max_depth=self.max_record_depth,
                             max_name_chars=self.max_name_chars, max_text_chars=self.max_text_chars,
                             max_json_field_bytes=self.max_config_bytes)
+
+    def kb_home(self) -> Path:
+        """The local directory of the knowledge base's companions (see ``KnowledgeBase.home``)."""
+        return parse_kb_location(self.kb).home
 
     @property
     def keys_path(self) -> Path:

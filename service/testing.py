@@ -1,16 +1,24 @@
-"""Run the HTTP service in a child process on loopback, for tests and benchmarks (a seam offered on purpose).
+"""Run the HTTP service, and a throwaway PostgreSQL server, in child processes on loopback, for tests and benchmarks
+(seams offered on purpose).
 
 ``ServerProcess`` starts ``python -m service.cli serve`` (``metaml serve``) on 127.0.0.1 with a free port,
 waits until ``/healthz`` answers, and stops it gracefully (``stop``) or abruptly (``kill``: SIGKILL, as a crash).
+``PostgresServer`` runs ``initdb`` and ``pg_ctl`` (Debian's ``postgresql`` package) in a fresh directory, as an
+unprivileged user when called as root (PostgreSQL refuses to run as root), and makes databases for lakehouses.
 """
 
 from __future__ import annotations
 
+import glob
+import itertools
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -72,17 +80,20 @@ class ServerProcess:
     """One server process for the knowledge base ``kb``.
 
     Args:
-        kb: the DuckDB file it serves.
-        keys_db: its API key file (default: ``keys.db`` beside ``kb``).
+        kb: the knowledge base it serves (a DuckDB file or a lakehouse location).
+        keys_db: its API key file (default: ``keys.db`` in the knowledge base's home directory).
         settings: other settings, as field name -> value (passed as ``METAML_<NAME>`` in its environment).
         workers: uvicorn worker processes.
-        log_path: where its output goes (default: ``server-<port>.log`` beside ``kb``).
+        log_path: where its output goes (default: ``server-<port>.log`` in ``keys_db``'s directory).
     """
 
-    def __init__(self, kb: Path, *, keys_db: Path | None = None, settings: dict[str, Any] | None = None,
+    def __init__(self, kb: str | Path, *, keys_db: Path | None = None, settings: dict[str, Any] | None = None,
                  workers: int = 1, log_path: Path | None = None) -> None:
-        self.kb = Path(kb)
-        self.keys_db = Path(keys_db) if keys_db else self.kb.parent / "keys.db"
+        from collector.store import parse_kb_location
+
+        self.kb = kb if isinstance(kb, Path) else parse_kb_location(kb).path or kb  # a file stays a Path
+        self.home = parse_kb_location(kb).home
+        self.keys_db = Path(keys_db) if keys_db else self.home / "keys.db"
         self.settings = dict(settings or {})
         self.workers = workers
         self.port = 0
@@ -104,7 +115,8 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("METAML_") or k == "METAML_PUBLIC_DATA"}
         env.update({f"METAML_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
                     for k, v in self.settings.items()})
-        log_path = self.log_path or self.kb.parent / f"server-{self.port}.log"
+        log_path = self.log_path or self.keys_db.parent / f"server-{self.port}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--kb", str(self.kb), "--keys-db", str(self.keys_db), "--workers", str(self.workers),
@@ -145,3 +157,115 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def postgres_bindir() -> Path | None:
+    """The directory of PostgreSQL's ``initdb`` and ``pg_ctl`` (on PATH, else Debian's ``/usr/lib/postgresql/N/bin``,
+    the newest), or None when PostgreSQL is not installed."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(dirs[-1]).parent if dirs else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server on 127.0.0.1 (trust authentication, superuser ``metaml``) in a fresh directory.
+
+    Args:
+        durable: keep PostgreSQL's fsync on (benchmarks); off by default (tests: faster, and a crash of the machine
+            is not what they test).
+        run_as: the user the server runs as when this process is root (PostgreSQL refuses root); default
+            ``postgres`` (created by Debian's package), else ``nobody``.
+
+    Raises:
+        RuntimeError: PostgreSQL is not installed, or the server did not start (its log in the message).
+    """
+
+    def __init__(self, *, durable: bool = False, run_as: str | None = None) -> None:
+        self.durable = durable
+        self.run_as = run_as
+        self.port = 0
+        self.root: Path | None = None
+        self._ids = itertools.count(1)
+        self._user: dict[str, Any] = {}
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(args), capture_output=True, text=True, check=check, **self._user)
+
+    def start(self, timeout: float = 60.0) -> PostgresServer:
+        bindir = postgres_bindir()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install -y postgresql)")
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="metaml-pg-"))
+        if os.geteuid() == 0:
+            name = self.run_as or next((u for u in ("postgres", "nobody") if _user_exists(u)), None)
+            if name is None:
+                raise RuntimeError("running as root, and no unprivileged user (postgres, nobody) to run PostgreSQL")
+            pw = pwd.getpwnam(name)
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+            self._user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [], "cwd": str(self.root)}
+        data = self.root / "data"
+        try:
+            self._run(str(bindir / "initdb"), "-D", str(data), "-U", "metaml", "--auth=trust", "-E", "UTF8",
+                      "--no-sync", "--no-instructions")
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(f"initdb failed: {e.stderr or e.stdout}") from e
+        self.port = free_port()
+        settings = [f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c max_connections=400",
+                    "-c shared_buffers=64MB"]
+        if not self.durable:
+            settings.append("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        start = self._run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "server.log"), "-w",
+                          "-t", str(int(timeout)), "-o", " ".join(settings), "start", check=False)
+        if start.returncode != 0:
+            log = (self.root / "server.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"PostgreSQL did not start: {start.stderr}{log}")
+        return self
+
+    @property
+    def conninfo(self) -> str:
+        """libpq ``KEY=VALUE`` pairs of the server (without a database name)."""
+        return f"host=127.0.0.1 port={self.port} user=metaml"
+
+    def create_database(self, name: str | None = None) -> str:
+        """Create a database (default: a new ``kb<n>``) and return its name."""
+        name = name or f"kb{next(self._ids)}"
+        createdb = self.bindir / "createdb"
+        try:
+            self._run(str(createdb), "-h", "127.0.0.1", "-p", str(self.port), "-U", "metaml", name)
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(f"createdb {name} failed: {e.stderr}") from e
+        return name
+
+    def lake(self, data: str | Path, database: str | None = None, **options: Any) -> str:
+        """The location of a lakehouse in a new database (or ``database``) with its Parquet files under ``data``;
+        ``options`` are added as ``KEY=VALUE`` (e.g. ``inline=0``)."""
+        database = database or self.create_database()
+        extra = "".join(f" {k}={v}" for k, v in options.items())
+        return f"ducklake:postgres:dbname={database} {self.conninfo} data={data}{extra}"
+
+    def stop(self) -> None:
+        """Stop the server (immediately) and delete its directory."""
+        if self.root is None:
+            return
+        if self.port:
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop",
+                      check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root = None
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True

@@ -1,12 +1,12 @@
-"""Shared fixtures: where the public data lives, fresh knowledge bases, and a live server with a trained meta-model
-for the client tests."""
+"""Shared fixtures: where the public data lives, fresh knowledge bases on every backend (a DuckDB file, and a DuckLake
+lakehouse on a throwaway PostgreSQL server), and a live server with a trained meta-model for the client tests."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,10 @@ import pytest
 
 from collector.store import KnowledgeBase
 from metaml_client import Client
-from service.testing import ServerProcess
+from service.testing import PostgresServer, ServerProcess, postgres_bindir
+
+#: The store backends every store-level test runs against.
+BACKENDS = ("duckdb", "ducklake")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,10 +36,49 @@ def public_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the lakehouse tests (one per test process). Skips where PostgreSQL is not
+    installed, except under CI (``CI`` set), where its absence fails the run."""
+    if postgres_bindir() is None:
+        message = "PostgreSQL is not installed (apt-get install -y postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each store backend in turn."""
+    return request.param
+
+
 @pytest.fixture
-def kb(tmp_path: Path) -> KnowledgeBase:
-    """An empty knowledge base in a fresh directory."""
-    return KnowledgeBase(tmp_path / "kb.duckdb")
+def make_kb(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., KnowledgeBase]]:
+    """``make_kb(name="kb")``: a new, not yet created knowledge base of the test's backend (a DuckDB file in the
+    test's directory, or a lakehouse in a new PostgreSQL database with its files in the test's directory)."""
+    made: list[KnowledgeBase] = []
+
+    def make(name: str = "kb", **options: Any) -> KnowledgeBase:
+        if backend == "duckdb":
+            kb = KnowledgeBase(tmp_path / f"{name}.duckdb", **options)
+        else:
+            server: PostgresServer = request.getfixturevalue("postgres")
+            kb = KnowledgeBase(server.lake(tmp_path / f"{name}-lake"), **options)
+        made.append(kb)
+        return kb
+
+    yield make
+    for kb in made:
+        kb.close()
+
+
+@pytest.fixture
+def kb(make_kb: Callable[..., KnowledgeBase]) -> KnowledgeBase:
+    """An empty knowledge base, on each backend in turn."""
+    return make_kb()
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +108,7 @@ def served_world(public_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def served(served_world: dict[str, Any]) -> Iterator[ServerProcess]:
     """The server of :func:`served_world` (uvicorn in a child process)."""
-    with ServerProcess(served_world["kb"].path, settings={"tracking_uri": served_world["uri"]}) as s:
+    with ServerProcess(served_world["kb"].location, settings={"tracking_uri": served_world["uri"]}) as s:
         yield s
 
 

@@ -256,10 +256,9 @@ def test_describe_public_texts_returns_canonical_names(text_root: Path) -> None:
 
 
 def test_default_public_root_follows_the_environment(tmp_path: Path) -> None:
-    """The CLI's default root is $METAML_PUBLIC_DATA/text, else ../shared/data/text beside the checkout."""
+    """The CLI's default root is $METAML_PUBLIC_DATA/text, else ../shared/data/text beside the working directory."""
     assert default_public_text_root({"METAML_PUBLIC_DATA": str(tmp_path)}) == tmp_path / "text"
-    repo = Path(__file__).resolve().parents[1]
-    assert default_public_text_root({}) == repo.parent / "shared" / "data" / "text"
+    assert default_public_text_root({}) == Path.cwd().parent / "shared" / "data" / "text"
 
 
 def test_describe_command_prints_json_for_a_public_name(text_root: Path) -> None:

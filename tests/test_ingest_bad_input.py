@@ -15,11 +15,10 @@ from service.cli import main
 
 
 @pytest.fixture
-def populated(tmp_path: Path) -> KnowledgeBase:
-    """A knowledge base holding 5 good runs, ingested through the CLI."""
-    kb = KnowledgeBase(tmp_path / "kb.duckdb")
+def populated(kb: KnowledgeBase, tmp_path: Path) -> KnowledgeBase:
+    """A knowledge base holding 5 good runs, ingested through the CLI (on each backend in turn)."""
     assert main(["ingest", str(write_jsonl(tmp_path / "good.jsonl", [record(i) for i in range(5)])),
-                 "--kb", str(kb.path)]) == 0
+                 "--kb", kb.location]) == 0
     return kb
 
 
@@ -36,7 +35,7 @@ def _nested(levels: int) -> list:
 
 def _ingest_json(kb: KnowledgeBase, path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict]:
     capsys.readouterr()
-    code = main(["ingest", str(path), "--kb", str(kb.path), "--json", *extra])
+    code = main(["ingest", str(path), "--kb", kb.location, "--json", *extra])
     out = capsys.readouterr().out
     return code, json.loads(out)
 

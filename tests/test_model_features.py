@@ -34,7 +34,7 @@ from collector.schema import Model
 REPO = Path(__file__).resolve().parents[1]
 PUBLIC_DATA = Path(os.environ.get("METAML_PUBLIC_DATA") or REPO.parent / "shared" / "data")
 META = PUBLIC_DATA / "metadatasets"
-REGISTRY_CSV = REPO / "data" / "models.csv"
+REGISTRY_CSV = REPO / "collector" / "data" / "models.csv"
 
 needs_public_data = pytest.mark.skipif(not META.is_dir(), reason=f"public data not found at {PUBLIC_DATA}")
 
@@ -429,7 +429,8 @@ def registry() -> ModelRegistry:
 
 
 def test_registry_loads_with_expected_columns(registry: ModelRegistry) -> None:
-    """``data/models.csv`` has the registry columns in order, one row per id, and every row validates as ``Model``."""
+    """``collector/data/models.csv`` has the registry columns in order, one row per id, and every row validates as
+    ``Model``."""
     with REGISTRY_CSV.open(newline="") as handle:
         header = next(csv.reader(handle))
     assert tuple(header) == REGISTRY_COLUMNS
@@ -523,7 +524,7 @@ def test_registry_upsert_save_roundtrip(tmp_path: Path) -> None:
 
 
 def test_default_registry_path_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """``$METAML_DATA_DIR/models.csv`` when set, else the repository's ``data/models.csv``."""
+    """``$METAML_DATA_DIR/models.csv`` when set, else the package's ``collector/data/models.csv``."""
     monkeypatch.delenv("METAML_DATA_DIR", raising=False)
     assert default_registry_path() == REGISTRY_CSV
     monkeypatch.setenv("METAML_DATA_DIR", str(tmp_path))

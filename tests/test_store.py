@@ -1,5 +1,6 @@
-"""The DuckDB knowledge base: transactions, dedup, scans, exports that round-trip, several writer processes,
-SIGKILL mid-ingest, and the read-only SQL sandbox."""
+"""The knowledge base, on every backend (a DuckDB file, and a DuckLake lakehouse on a real PostgreSQL server):
+transactions, dedup, scans, exports that round-trip, several writer processes, SIGKILL mid-ingest, the read-only SQL
+sandbox, and the change signal."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -85,14 +87,20 @@ def test_scan_filters_ranges_and_keyset_pagination(kb: KnowledgeBase) -> None:
         kb.scan(["nope"])
 
 
-def test_reading_a_missing_kb_says_how_to_create_it(tmp_path: Path) -> None:
-    """Opening a knowledge base that does not exist for reading fails with a message naming `metaml ingest`."""
+def test_reading_a_missing_kb_says_how_to_create_it(make_kb: Callable[..., KnowledgeBase]) -> None:
+    """Opening a knowledge base that does not exist for reading fails with a message naming `metaml ingest`; it is
+    reported missing, has no version, and reading it created nothing."""
+    kb = make_kb("none")
     with pytest.raises(KnowledgeBaseNotFound, match="metaml ingest"):
-        KnowledgeBase(tmp_path / "none.duckdb").count()
+        kb.count()
+    with pytest.raises(KnowledgeBaseNotFound):
+        kb.sql("SELECT 1")
+    assert not kb.exists() and kb.version() is None
 
 
 @pytest.mark.parametrize("fmt", ["parquet-partitioned", "parquet", "csv", "jsonl"])
-def test_export_import_round_trip_loses_nothing(kb: KnowledgeBase, tmp_path: Path, fmt: str) -> None:
+def test_export_import_round_trip_loses_nothing(kb: KnowledgeBase, make_kb: Callable[..., KnowledgeBase],
+                                                tmp_path: Path, fmt: str) -> None:
     """Exporting every run and importing it into a new knowledge base gives back identical rows, every column."""
     recs = [record(i) for i in range(30)]
     recs[3] = record(3, outcome__status="failed", outcome__error_kind="oom", outcome__score=None,
@@ -108,7 +116,7 @@ def test_export_import_round_trip_loses_nothing(kb: KnowledgeBase, tmp_path: Pat
         export_jsonl(kb.iter_batches(), dest)
     else:
         dest = kb.export(tmp_path / f"export.{fmt}", fmt=fmt)
-    other = KnowledgeBase(tmp_path / "other.duckdb")
+    other = make_kb("other")
     reports = ingest_path(other, dest)
     assert sum(r.ingested for r in reports) == 30 and not any(r.rejects for r in reports)
     assert _sorted(other.scan()).equals(_sorted(kb.scan()))
@@ -126,13 +134,12 @@ def test_attach_fills_missing_features_without_overwriting(kb: KnowledgeBase, tm
     assert all(r["dataset_meta_landmark_tfidf_lr"] == 0.8 and r["model_family"] == "roberta" for r in rows)
 
 
-def test_several_writer_processes_neither_corrupt_nor_lose(tmp_path: Path) -> None:
+def test_several_writer_processes_neither_corrupt_nor_lose(kb: KnowledgeBase, tmp_path: Path) -> None:
     """Four processes ingest overlapping files at once: every distinct run lands exactly once, none fails."""
     files = []
     for p in range(4):
         files.append(write_jsonl(tmp_path / f"part{p}.jsonl", [record(i) for i in range(p * 300, p * 300 + 600)]))
-    kb_path = tmp_path / "kb.duckdb"
-    procs = [subprocess.Popen([*METAML, "ingest", str(f), "--kb", str(kb_path), "--json", "--chunk-size", "50"],
+    procs = [subprocess.Popen([*METAML, "ingest", str(f), "--kb", kb.location, "--json", "--chunk-size", "50"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in files]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1][-500:] for o in outs]
@@ -141,22 +148,21 @@ def test_several_writer_processes_neither_corrupt_nor_lose(tmp_path: Path) -> No
     summaries = [json.loads(o[0]) for o in outs]
     assert sum(s["ingested"] for s in summaries) == 1500
     assert sum(s["ingested"] + s["duplicates"] for s in summaries) == 2400
-    kb = KnowledgeBase(kb_path)
     assert kb.count() == 1500
     assert len(set(kb.scan(["run_id"]).column(0).to_pylist())) == 1500
 
 
-def test_sigkill_mid_ingest_leaves_whole_chunks_and_a_rerun_completes(tmp_path: Path) -> None:
+def test_sigkill_mid_ingest_leaves_whole_chunks_and_a_rerun_completes(make_kb: Callable[..., KnowledgeBase],
+                                                                      tmp_path: Path) -> None:
     """Killing an ingest with SIGKILL leaves only whole committed chunks; running it again stores the rest."""
     n, chunk = 40_000, 2_000
     src = write_jsonl(tmp_path / "big.jsonl", [record(i) for i in range(n)])
-    kb_path = tmp_path / "kb.duckdb"
-    proc = subprocess.Popen([*METAML, "ingest", str(src), "--kb", str(kb_path), "--chunk-size", str(chunk)],
+    kb = make_kb(lock_timeout=60)
+    proc = subprocess.Popen([*METAML, "ingest", str(src), "--kb", kb.location, "--chunk-size", str(chunk)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kb = KnowledgeBase(kb_path, lock_timeout=60)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if kb_path.exists() and kb.count() >= chunk:
+        if kb.exists() and kb.count() >= chunk:
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
@@ -201,6 +207,15 @@ def test_sigkill_mid_ingest_leaves_whole_chunks_and_a_rerun_completes(tmp_path: 
     "SELECT * FROM duckdb_extensions()",
     "SELECT * FROM query('SELECT path FROM duckdb_databases()')",
     "EXPLAIN SELECT * FROM duckdb_databases()",
+    "SELECT * FROM query('SELECT 1')",
+    "SELECT * FROM postgres_scan('host=127.0.0.1 dbname=postgres', 'public', 'pg_database')",
+    "SELECT * FROM postgres_query('__ducklake_metadata_kb', 'SELECT set_config(''default_transaction_read_only'', "
+    "''off'', false)')",
+    "WITH s AS (SELECT * FROM postgres_query('__ducklake_metadata_kb', 'SELECT 1')) SELECT * FROM s",
+    "SELECT count(*) FROM __ducklake_metadata_kb.ducklake_snapshot",
+    "SELECT * FROM ducklake_flush_inlined_data('kb')",
+    "SELECT * FROM duckdb_databases()",
+    "EXPLAIN ANALYZE SELECT * FROM postgres_query('__ducklake_metadata_kb', 'SELECT 1')",
 ])
 def test_sql_refuses_anything_but_reads(kb: KnowledgeBase, query: str) -> None:
     """Writes, attaches, installs, copies, settings, file reads and multi-statements are refused with a reason; so
@@ -210,14 +225,14 @@ def test_sql_refuses_anything_but_reads(kb: KnowledgeBase, query: str) -> None:
     with pytest.raises(QueryRefused) as refused:
         kb.sql(query)
     assert kb.count() == 3
-    assert str(kb.path.parent) not in str(refused.value) and os.path.expanduser("~") not in str(refused.value)
+    assert str(kb.home) not in str(refused.value) and os.path.expanduser("~") not in str(refused.value)
 
 
 def test_sql_answers_never_show_server_paths(kb: KnowledgeBase) -> None:
     """Reads of the catalog and failed queries answer without the knowledge base's path, its folder or the home
     folder; EXPLAIN ANALYZE of a read runs."""
     kb.append(_batch(range(3)))
-    secrets = [str(kb.path), str(kb.path.parent), str(kb.path.resolve().parent), os.path.expanduser("~")]
+    secrets = [str(kb.home), str(kb.home.resolve()), os.path.expanduser("~")]
     for query in ["SELECT * FROM duckdb_tables()", "SELECT * FROM information_schema.schemata",
                   "SELECT * FROM duckdb_views()", "SELECT * FROM pg_catalog.pg_database",
                   "EXPLAIN ANALYZE SELECT count(*) FROM runs", "SELECT current_database()"]:
@@ -259,7 +274,41 @@ def test_sql_reads_limits_rows_and_times_out(kb: KnowledgeBase) -> None:
     assert res.table.to_pylist() == [{"method_name": "lora", "n": 20}] and not res.truncated
     cut = kb.sql("SELECT run_id FROM runs", max_rows=5)
     assert cut.table.num_rows == 5 and cut.truncated
+    assert kb.sql("EXPLAIN SELECT count(*) FROM runs").table.num_rows >= 1
+    assert kb.sql("SUMMARIZE SELECT outcome_score FROM runs").table.num_rows == 1
     started = time.monotonic()
     with pytest.raises(QueryTimeout):
         kb.sql("SELECT count(*) FROM range(100000000000) a", timeout_s=0.5)
     assert time.monotonic() - started < 20
+
+
+def test_sql_sees_new_runs_and_reads_through_ducklake_functions(kb: KnowledgeBase) -> None:
+    """The sandbox answers with what was committed before the query, also on a reused connection; the read-only
+    DuckLake metadata functions are allowed on the lakehouse."""
+    kb.append(_batch(range(3)))
+    assert kb.sql("SELECT count(*) AS n FROM runs").table.to_pylist() == [{"n": 3}]
+    kb.append(_batch(range(3, 5)))
+    assert kb.sql("SELECT count(*) AS n FROM runs").table.to_pylist() == [{"n": 5}]
+    if kb.where.scheme == "ducklake":
+        snapshots = kb.sql("SELECT count(*) AS n FROM ducklake_snapshots('kb')").table.to_pylist()[0]["n"]
+        assert snapshots >= 3
+
+
+def test_version_changes_on_every_commit_and_only_then(kb: KnowledgeBase) -> None:
+    """The change signal is stable while nothing is written, and moves with each committed write (also a write that
+    only changes side tables); an append of duplicates only does not move it on the lakehouse."""
+    from collector.schema import DatasetMeta
+
+    kb.append(_batch(range(3)))
+    first = kb.version()
+    assert first is not None and kb.version() == first
+    time.sleep(0.01)  # the file's signature has nanosecond mtimes, but some file systems round them
+    kb.append(_batch(range(3, 4)))
+    second = kb.version()
+    assert second != first
+    time.sleep(0.01)
+    kb.upsert_datasets({"glue/sst2": DatasetMeta(n_classes=2)}, source="test")
+    assert kb.version() != second
+    if kb.where.scheme == "ducklake":
+        third = kb.version()
+        assert kb.append(_batch(range(4))).inserted == [] and kb.version() == third

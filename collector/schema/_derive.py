@@ -135,10 +135,11 @@ def arrow_schema() -> pa.Schema:
     return pa.schema(fields, metadata={"metaml.schema_version": RunRecord.model_fields["schema_version"].default})
 
 
-def duckdb_ddl(table: str = "runs") -> str:
-    """``CREATE TABLE`` statement for the runs table."""
+def duckdb_ddl(table: str = "runs", *, primary_key: bool = True) -> str:
+    """``CREATE TABLE`` statement for the runs table (``run_id`` its primary key unless ``primary_key`` is False, for
+    stores without constraints)."""
     body = ",\n  ".join(
-        f"{c.name} {c.duckdb}{' PRIMARY KEY' if c.name == 'run_id' else ''}" for c in columns()
+        f"{c.name} {c.duckdb}{' PRIMARY KEY' if c.name == 'run_id' and primary_key else ''}" for c in columns()
     )
     return f"CREATE TABLE IF NOT EXISTS {table} (\n  {body}\n)"
 

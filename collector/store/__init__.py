@@ -1,6 +1,7 @@
-"""The knowledge base store (DuckDB file, Parquet export/import)."""
+"""The knowledge base store: one interface (:class:`KnowledgeBase`) over a DuckDB file or a DuckLake lakehouse,
+chosen by location (:func:`open_kb`)."""
 
-from collector.store._duckdb import (
+from collector.store._base import (
     DEFAULT_SQL_MAX_BYTES,
     DEFAULT_SQL_MEMORY_MB,
     AppendResult,
@@ -8,12 +9,16 @@ from collector.store._duckdb import (
     SqlResult,
     rows_within,
 )
+from collector.store._uri import KbLocation, open_kb, parse_kb_location
 
 __all__ = [
     "DEFAULT_SQL_MAX_BYTES",
     "DEFAULT_SQL_MEMORY_MB",
     "AppendResult",
+    "KbLocation",
     "KnowledgeBase",
     "SqlResult",
+    "open_kb",
+    "parse_kb_location",
     "rows_within",
 ]

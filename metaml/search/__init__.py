@@ -3,6 +3,7 @@ through the knowledge base), and the replay that measures it against zero-shot a
 held-out tasks whose every configuration's outcome is known."""
 
 from metaml.search._engine import (
+    ConfigurationFeatures,
     EngineSettings,
     Observation,
     SearchEngine,
@@ -29,6 +30,7 @@ __all__ = [
     "KNOWLEDGE",
     "SEARCHERS",
     "ZERO_SHOT",
+    "ConfigurationFeatures",
     "Dimension",
     "EngineSearcher",
     "EngineSettings",

@@ -212,7 +212,7 @@ def prepare_task(frame: pd.DataFrame, key: str, model: Any, *, seed_sd: float, w
     pred = model.predict_arrays(rows)
     task.fill_costs(pred["runtime_s"])
     experience = model.featurizer_.experience_
-    kn = TaskKnowledge.from_predictions(rows, pred, experience=experience, exclude_datasets=[dataset])
+    kn = TaskKnowledge.from_model(model, rows, pred, exclude_datasets=[dataset])
     z = pred["rank_score"]
     z = (z - z.mean()) / (z.std() or 1.0)
     p = np.nan_to_num(pred["p_fail"], nan=0.0)

@@ -9,13 +9,14 @@ runtime), :meth:`SearchEngine.suggest` proposes the next ``k`` candidates. State
 
 * with fewer than ``min_history`` scored evaluations, the meta-model's prediction, shifted by the mean error on the
   evaluated ones, with the spread of its calibrated interval;
-* then **evidence weighting** of experts (the RGPE / "active testing" idea): the meta-model's ranking view and every
-  past task of the knowledge base that has a standing for these candidates (:meth:`metaml._experience.Experience.
-  task_profiles`) each predict the scores linearly (``score ~ a + b * standing``, ``b >= 0`` shrunk toward the
-  meta-model's scale), and are weighted by their likelihood on the scores observed so far (raised to
-  ``temperature``), with the meta-model's prior weight ``prior_weight`` times a past task's: past tasks whose ranking
-  disagrees with this task lose their say. The belief is the mixture: its mean, and its variance (each expert's
-  residual variance plus their disagreement);
+* then **evidence weighting** of experts (the RGPE / "active testing" idea): the meta-model's ranking view, the
+  experience lookup (the candidates' standing averaged over past tasks) and every past task of the knowledge base
+  that has a standing for these candidates (:meth:`metaml._experience.Experience.task_profiles`) each predict the
+  scores linearly (``score ~ a + b * standing``, ``b >= 0`` shrunk toward the meta-model's scale), and are weighted
+  by their likelihood on the scores observed so far (raised to ``temperature``; the meta-model's and the lookup's
+  prior weight is ``prior_weight`` times a past task's): past tasks whose ranking disagrees with this task lose their
+  say. The belief is the mixture: its mean, and its variance (each expert's residual variance, shrunk toward the
+  meta-model's within-task spread, plus their disagreement);
 * and a **Gaussian process on the residuals** (observed minus the mixture's mean) over configuration features, whose
   mean is therefore the knowledge's prediction (the HyperBO / FSBO idea): a Matérn 5/2 kernel, amplitude from the
   residuals, lengthscale chosen by marginal likelihood on a grid; near evaluated candidates the residuals carry over.
@@ -54,8 +55,6 @@ NUMERIC_CONFIG = {"model_n_params": True, "method_lora_r": True, "method_lora_al
                   "method_n_virtual_tokens": True, "hparams_learning_rate": True, "hparams_batch_size": True,
                   "hparams_epochs": False, "hparams_max_steps": True, "hparams_warmup_ratio": False,
                   "hparams_weight_decay": False, "hparams_max_seq_length": True, "hparams_dropout": False}
-#: z of the 80% interval's half-width under a normal belief.
-Z80 = 1.2815515655446004
 _SQRT5 = math.sqrt(5.0)
 
 
@@ -65,69 +64,125 @@ class TaskKnowledge:
 
     Attributes:
         points: the meta-model's predicted score of each candidate, in points.
-        sd: the spread of one evaluation around it (from the calibrated interval), in points.
+        within_sd: how far, within one task, a score typically lands from where the meta-model's ranking puts it
+            (points): the spread of its within-task pair residuals (:func:`within_task_sd`).
         rank_score: the meta-model's ranking view (standing within the task).
         p_fail: predicted probability of failure.
         cost: predicted runtime in seconds (1 where unknown: cost then counts evaluations).
         profiles: (past tasks, candidates) standings of the candidates on past tasks, NaN where a task has none.
         profile_tasks: the past tasks' keys.
-        features: (candidates, d) configuration features for the Gaussian process.
+        lookup: the candidates' standing averaged over the past tasks (the experience lookup, a best-on-average
+            portfolio's order), or None.
+        features: the candidates' configuration features for the Gaussian process (:class:`ConfigurationFeatures`, or
+            a plain (candidates, d) matrix of numbers).
         groups: per candidate, its (model, method) group (failures are shared within a group).
     """
 
     points: np.ndarray
-    sd: np.ndarray
+    within_sd: float
     rank_score: np.ndarray
     p_fail: np.ndarray
     cost: np.ndarray
     profiles: np.ndarray
     profile_tasks: list[str]
-    features: np.ndarray
+    features: ConfigurationFeatures | np.ndarray
     groups: np.ndarray
+    lookup: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return len(self.points)
 
     @classmethod
-    def from_predictions(cls, rows: pd.DataFrame, pred: dict[str, np.ndarray], *, experience: Any = None,
-                         exclude_datasets: Sequence[str] = ()) -> TaskKnowledge:
-        """Build it from the candidates' runs-table rows and the meta-model's predictions for them
-        (:meth:`metaml.MetaModel.predict_arrays`).
+    def from_model(cls, model: Any, rows: pd.DataFrame, pred: dict[str, np.ndarray] | None = None, *,
+                   exclude_datasets: Sequence[str] = ()) -> TaskKnowledge:
+        """Build it from a fitted :class:`~metaml.MetaModel`, the candidates' runs-table rows and the model's
+        predictions for them (:meth:`~metaml.MetaModel.predict_arrays`; computed when not given). The model's past
+        tasks (its experience) become the experts.
 
         Args:
-            experience: the meta-model's :class:`~metaml._experience.Experience` (its past tasks become experts).
             exclude_datasets: past tasks of these datasets are not experts (a replay's held-out dataset).
+        """
+        pred = pred if pred is not None else model.predict_arrays(rows)
+        return cls.from_predictions(rows, pred, within_sd=within_task_sd(model.outcome_),
+                                    experience=model.featurizer_.experience_, exclude_datasets=exclude_datasets)
+
+    @classmethod
+    def from_predictions(cls, rows: pd.DataFrame, pred: dict[str, np.ndarray], *, within_sd: float,
+                         experience: Any = None, exclude_datasets: Sequence[str] = ()) -> TaskKnowledge:
+        """Build it from the candidates' runs-table rows and predictions for them (``points``, ``rank_score``,
+        ``runtime_s``, ``p_fail``).
+
+        Args:
+            within_sd: see the attribute.
+            experience: an :class:`~metaml._experience.Experience` whose past tasks become experts.
+            exclude_datasets: past tasks of these datasets are not experts.
         """
         n = len(rows)
         points = np.asarray(pred["points"], dtype=float)
-        half = (np.asarray(pred["hi"], dtype=float) - np.asarray(pred["lo"], dtype=float)) / 2.0
-        sd = np.maximum(np.nan_to_num(half / Z80, nan=10.0), 0.5)
         p_fail = np.clip(np.nan_to_num(np.asarray(pred.get("p_fail", np.zeros(n)), dtype=float), nan=0.0), 0, 0.99)
         cost = np.asarray(pred.get("runtime_s", np.full(n, np.nan)), dtype=float)
         cost = np.where(np.isfinite(cost) & (cost > 0), cost, np.nan)
         cost = np.nan_to_num(cost, nan=float(np.nanmedian(cost)) if np.isfinite(cost).any() else 1.0)
+        lookup = None
         if experience is not None:
             profiles, tasks = experience.task_profiles(rows, exclude_datasets=exclude_datasets)
+            lookup = experience.lookup(rows)
         else:
             profiles, tasks = np.zeros((0, n)), []
         groups = pd.factorize(rows["model_id"].astype(str) + "|" + rows["method_name"].astype(str))[0]
-        return cls(points=points, sd=sd, rank_score=np.asarray(pred["rank_score"], dtype=float), p_fail=p_fail,
+        return cls(points=points, within_sd=float(within_sd), rank_score=np.asarray(pred["rank_score"], dtype=float),
+                   p_fail=p_fail,
                    cost=np.maximum(cost, 1e-3), profiles=profiles, profile_tasks=tasks,
-                   features=configuration_features(rows), groups=groups)
+                   features=configuration_features(rows), groups=groups, lookup=lookup)
 
 
-def configuration_features(rows: pd.DataFrame) -> np.ndarray:
-    """The candidates' configurations as points for the Gaussian process: each varying category one-hot (two
-    categories 1 apart), each varying number standardized (log10 first where its scale is multiplicative); the whole
-    vector scaled so that candidates differing in one choice are about 1 apart whatever the number of choices."""
-    parts: list[np.ndarray] = []
+def within_task_sd(outcome: Any) -> float:
+    """The spread (points) of one run's score around the meta-model's within-task ranking: the robust standard
+    deviation of the within-task pair residuals of a fitted outcome estimator (``pair_residuals_``) over sqrt(2),
+    at least half a point."""
+    pairs = np.asarray(getattr(outcome, "pair_residuals_", np.zeros(0)), dtype=float)
+    pairs = pairs[np.isfinite(pairs)]
+    if pairs.size < 30:
+        return 5.0
+    mad = float(np.median(np.abs(pairs - np.median(pairs))))
+    return max(1.4826 * mad / math.sqrt(2.0), 0.5)
+
+
+@dataclass
+class ConfigurationFeatures:
+    """The candidates' configurations as points for the Gaussian process: each varying category as a code (two
+    different categories 1 apart, as one-hot vectors scaled by 1/sqrt(2) would be), each varying number standardized
+    (log10 first where its scale is multiplicative) and halved, so that candidates differing in one choice are about 1
+    apart whatever the number of choices. Distances are computed from the codes, never from one-hot matrices."""
+
+    categories: np.ndarray  # (candidates, c) int codes
+    numbers: np.ndarray  # (candidates, k) floats
+
+    def sq_distances(self, a: np.ndarray | slice, b: np.ndarray | slice) -> np.ndarray:
+        """Squared distances between candidates ``a`` and candidates ``b``."""
+        na, nb = self.numbers[a], self.numbers[b]
+        out = np.maximum((na**2).sum(1)[:, None] + (nb**2).sum(1)[None, :] - 2.0 * na @ nb.T, 0.0) \
+            if self.numbers.shape[1] else 0.0
+        ca, cb = self.categories[a], self.categories[b]
+        for j in range(self.categories.shape[1]):
+            out = out + (ca[:, j][:, None] != cb[:, j][None, :])
+        return np.asarray(out, dtype=float)
+
+    def __len__(self) -> int:
+        return len(self.categories)
+
+
+def configuration_features(rows: pd.DataFrame) -> ConfigurationFeatures:
+    """:class:`ConfigurationFeatures` of the candidates' runs-table rows."""
+    cats: list[np.ndarray] = []
     for col in CATEGORICAL_CONFIG:
         if col not in rows:
             continue
         codes, uniques = pd.factorize(rows[col].astype("string").fillna("<none>"))
         if len(uniques) > 1:
-            parts.append(np.eye(len(uniques))[codes] / math.sqrt(2.0))
+            cats.append(codes)
+    nums: list[np.ndarray] = []
     for col, log in NUMERIC_CONFIG.items():
         if col not in rows:
             continue
@@ -136,13 +191,16 @@ def configuration_features(rows: pd.DataFrame) -> np.ndarray:
             with np.errstate(divide="ignore", invalid="ignore"):
                 v = np.log10(np.where(v > 0, v, np.nan))
         finite = np.isfinite(v)
-        if finite.sum() < 2 or np.nanstd(v) == 0:
+        if finite.sum() < 2:
             continue
-        v = np.where(finite, v, np.nanmedian(v))
-        parts.append(((v - v.mean()) / v.std())[:, None] / 2.0)
-    if not parts:
-        return np.zeros((len(rows), 1))
-    return np.hstack(parts)
+        v = np.where(finite, v, np.median(v[finite]))
+        sd = float(v.std())
+        if not np.isfinite(sd) or sd == 0:
+            continue
+        nums.append((v - v.mean()) / sd / 2.0)
+    n = len(rows)
+    return ConfigurationFeatures(np.column_stack(cats) if cats else np.zeros((n, 0), dtype=np.int64),
+                                 np.column_stack(nums) if nums else np.zeros((n, 0)))
 
 
 @dataclass
@@ -155,6 +213,8 @@ class EngineSettings:
         cost_exponent: EI per cost**cost_exponent (0: ignore cost).
         temperature: power on the experts' likelihoods (1: Bayesian model averaging; lower: slower to commit).
         prior_weight: the meta-model expert's prior weight relative to one past task's.
+        variance_prior: pseudo-observations of the meta-model's within-task spread behind every spread estimated
+            from the history (an expert's, the Gaussian process's), so that a few lucky fits cannot claim certainty.
         max_false_skip: the per-search false-skip budget (0: never skip).
         min_history: scored evaluations before experts, the Gaussian process and the skip rule are used.
         fail_prior: pseudo-evaluations behind the predicted failure probability.
@@ -166,6 +226,7 @@ class EngineSettings:
     cost_exponent: float = 0.5
     temperature: float = 0.5
     prior_weight: float = 4.0
+    variance_prior: float = 5.0
     max_false_skip: float = 0.05
     min_history: int = 3
     fail_prior: float = 4.0
@@ -222,11 +283,19 @@ class SearchEngine:
     def __init__(self, knowledge: TaskKnowledge, settings: EngineSettings | None = None) -> None:
         self.k = knowledge
         self.s = settings or EngineSettings()
+        features = knowledge.features
+        self.features = features if isinstance(features, ConfigurationFeatures) else ConfigurationFeatures(
+            np.zeros((len(features), 0), dtype=np.int64), np.asarray(features, dtype=float).reshape(len(features), -1))
         z = np.nan_to_num(np.asarray(knowledge.rank_score, dtype=float), nan=0.0)
         z = (z - z.mean()) / (z.std() or 1.0)
         experts = [z]
         log_prior = [math.log(max(self.s.prior_weight, 1e-12))]
         self.expert_names = ["meta-model"]
+        if self.s.experts and knowledge.lookup is not None and np.std(knowledge.lookup) > 0:
+            lookup = np.nan_to_num(np.asarray(knowledge.lookup, dtype=float), nan=0.0)
+            experts.append((lookup - lookup.mean()) / lookup.std())
+            log_prior.append(math.log(max(self.s.prior_weight, 1e-12)))
+            self.expert_names.append("experience lookup")
         if self.s.experts and knowledge.profiles.size:
             profiles = knowledge.profiles[: self.s.max_experts]
             experts += list(np.where(np.isnan(profiles), z[None, :], profiles))  # abstain -> the meta-model's view
@@ -243,12 +312,16 @@ class SearchEngine:
         """Mean and sd (points) of one evaluation of every candidate, given the scored ones ``idx`` with ``y``."""
         k, s = self.k, self.s
         n = len(idx)
+        if n and not np.all(np.isfinite(y)):
+            raise ValueError("scores must be finite (a failed run has no score)")
+        prior_var = k.within_sd**2
         if n < s.min_history:
             shift = float(np.mean(y - k.points[idx])) * n / (n + 2.0) if n else 0.0
-            return k.points + shift, k.sd.copy(), {"mechanism": "meta-model", "history": n}
-        a, b, var = _fit_lines(self.M[:, idx], y, self.b0, ridge=2.0)
-        var = np.maximum(var, 0.25)
-        logw = self.log_prior + s.temperature * (-0.5 * n * np.log(var))
+            return k.points + shift, np.full(k.n, k.within_sd), {"mechanism": "meta-model", "history": n}
+        a, b, raw = _fit_lines(self.M[:, idx], y, self.b0, ridge=2.0)
+        var = (n * raw + s.variance_prior * prior_var) / (n + s.variance_prior)
+        loglik = -0.5 * n * np.log(var) - 0.5 * n * raw / var
+        logw = self.log_prior + s.temperature * loglik
         w = np.exp(logw - logw.max())
         w /= w.sum()
         means = a[:, None] + b[:, None] * self.M
@@ -263,7 +336,8 @@ class SearchEngine:
         if not s.gp:
             return mu, np.sqrt(within + between), basis
         r = y - mu[idx]
-        gp_mu, gp_var, lengthscale = _gp_residuals(k.features, idx, r)
+        total = (n * float(np.mean(r**2)) + s.variance_prior * within) / (n + s.variance_prior)
+        gp_mu, gp_var, lengthscale = _gp_residuals(self.features, idx, r, total=total)
         basis["mechanism"] += "+gp"
         basis["gp_lengthscale"] = lengthscale
         return mu + gp_mu, np.sqrt(gp_var + between), basis
@@ -339,38 +413,41 @@ def _fit_lines(M: np.ndarray, y: np.ndarray, b0: float, ridge: float) -> tuple[n
     return a, b, (res**2).mean(axis=1)
 
 
-def _matern52(A: np.ndarray, B: np.ndarray, lengthscale: float) -> np.ndarray:
-    d2 = np.maximum((A**2).sum(1)[:, None] + (B**2).sum(1)[None, :] - 2.0 * A @ B.T, 0.0)
-    d = np.sqrt(d2) / lengthscale
+def _matern52(sq: np.ndarray, lengthscale: float) -> np.ndarray:
+    d = np.sqrt(sq) / lengthscale
     return (1.0 + _SQRT5 * d + 5.0 / 3.0 * d**2) * np.exp(-_SQRT5 * d)
 
 
-def _gp_residuals(X: np.ndarray, idx: np.ndarray, r: np.ndarray, *,
+def _gp_residuals(features: ConfigurationFeatures, idx: np.ndarray, r: np.ndarray, *, total: float,
                   lengthscales: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
                   noise_shares: Sequence[float] = (0.05, 0.2, 0.5)) -> tuple[np.ndarray, np.ndarray, float]:
-    """Posterior mean and variance of one evaluation at every row of ``X`` under a zero-mean GP fit to the residuals
-    ``r`` at ``X[idx]``: amplitude the residuals' mean square, lengthscale and noise share by marginal likelihood."""
-    total = max(float(np.mean(r**2)), 0.25)
-    Xh = X[idx]
+    """Posterior mean and variance of one evaluation of every candidate under a zero-mean GP fit to the residuals
+    ``r`` at candidates ``idx``: prior variance ``total`` (signal plus noise), lengthscale and noise share by marginal
+    likelihood on a grid (the distances computed once)."""
+    from scipy.linalg import cho_solve, solve_triangular
+
+    total = max(float(total), 0.25)
+    sq_hh = features.sq_distances(idx, idx)
     eye = np.eye(len(idx))
     best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
     for ls in lengthscales:
-        base = _matern52(Xh, Xh, ls)
+        base = _matern52(sq_hh, ls)
         for share in noise_shares:
             amp, noise = total * (1.0 - share), total * share
             try:
                 L = np.linalg.cholesky(amp * base + noise * eye)
             except np.linalg.LinAlgError:
                 continue
-            alpha = np.linalg.solve(L.T, np.linalg.solve(L, r))
+            alpha = cho_solve((L, True), r)
             lml = float(-0.5 * r @ alpha - np.log(np.diag(L)).sum())
             if best is None or lml > best[0]:
                 best = (lml, ls, share, L, alpha)
+    n = len(features)
     if best is None:
-        return np.zeros(len(X)), np.full(len(X), total), float("nan")
+        return np.zeros(n), np.full(n, total), float("nan")
     _, ls, share, L, alpha = best
     amp, noise = total * (1.0 - share), total * share
-    Ks = amp * _matern52(X, Xh, ls)
-    v = np.linalg.solve(L, Ks.T)
+    Ks = amp * _matern52(features.sq_distances(slice(None), idx), ls)
+    v = solve_triangular(L, Ks.T, lower=True)
     var = np.maximum(amp - (v**2).sum(axis=0), 1e-9) + noise
     return Ks @ alpha, var, ls

@@ -23,6 +23,7 @@ from collector.errors import (
     QueryTimeout,
     StoreBusy,
     StoreError,
+    StoreUnavailable,
 )
 from metaml.errors import ArtifactError, MetamlError, TrackingError
 from service.errors import (
@@ -66,6 +67,7 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str, bool]] = [
     (FormatError, 400, "bad_input", True),
     (StoreBusy, 503, "knowledge_base_busy", False),
     (KnowledgeBaseNotFound, 503, "knowledge_base_unavailable", False),
+    (StoreUnavailable, 503, "knowledge_base_unavailable", False),
     (StoreError, 500, "store_error", False),
     (CollectorError, 400, "bad_request", True),
     (TrackingError, 503, "model_registry_unavailable", False),

@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 
 from collector.errors import CollectorError
 from collector.store import KnowledgeBase
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.experience import load_experience
 from service.api.limits import RequestGate
@@ -73,12 +74,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store what is queued and stop the writer."""
     settings: Settings = app.state.settings
     kb: KnowledgeBase = app.state.kb
-    if not kb.exists():
-        try:
-            await run_in_threadpool(KnowledgeBase(kb.path, lock_timeout=STARTUP_LOCK_TIMEOUT_S).create)
-        except (CollectorError, OSError) as e:
-            log.warning("knowledge base %s could not be created (%s); /readyz reports 503 until it can be read",
-                        kb.path, e)
+    try:
+        if not await run_in_threadpool(kb.exists):
+            await run_in_threadpool(KnowledgeBase(kb.location, lock_timeout=STARTUP_LOCK_TIMEOUT_S).create)
+    except (CollectorError, OSError) as e:
+        log.warning("knowledge base %s could not be created (%s); /readyz reports 503 until it can be read", kb, e)
     writer: GroupWriter = app.state.writer.start()
     for loader in STATE_LOADERS:
         await run_in_threadpool(loader, app, settings)
@@ -99,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "configurations, recommend what to try first, decide evaluate or skip. Versioned under /v1. "
                     "Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>` (`metaml keys create`).",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
         generate_unique_id_function=_operation_id,
         separate_input_output_schemas=False,
     )
@@ -110,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     for router in ROUTERS:
         app.include_router(router)
+    install_docs(app)
     app.add_middleware(RequestGate, settings=settings, routes=[r for router in ROUTERS for r in router.routes])
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]

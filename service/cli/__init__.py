@@ -37,12 +37,13 @@ def cli() -> None:
               metaml formats             list the formats ingest reads
               metaml harvest hub         fetch Hub model cards (resumable) and ingest their runs
               metaml describe PATH       dataset meta-features of a text dataset (CSV/JSONL/Parquet/HF folder)
-    Inspect:  metaml kb stats | sql | export | import | schema
+    Inspect:  metaml kb stats | sql | export | import | schema | compact
     Learn:    metaml evaluate --protocol lodo|lomo|lofo|loso|gkfold   report against the baselines
               metaml train                 fit, save and register a meta-model version; metaml models list|promote
               metaml bench automl          replay AutoML searches on held-out tasks: compute saved by the knowledge
     Serve:    metaml serve                 the HTTP API (docs/api.md); metaml keys create|list|revoke
-    Set METAML_KB (or pass --kb) to choose the knowledge base file; the default is ./metaml-data/kb.duckdb.
+    Set METAML_KB (or pass --kb) to choose the knowledge base: a DuckDB file (default ./metaml-data/kb.duckdb) or
+    a lakehouse 'ducklake:postgres:dbname=DB host=HOST ... data=DIR' (docs/lakehouse.md).
     """
 
 

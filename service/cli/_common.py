@@ -19,11 +19,11 @@ from typing import Any
 
 import click
 
+from collector.errors import CollectorError
+from collector.sources import PUBLIC_DATA_ENV, public_data_root
+from collector.store import parse_kb_location
+
 DEFAULT_KB = Path("metaml-data") / "kb.duckdb"
-#: Environment variable naming the shared ``data`` folder (``metadatasets/`` and ``text/``).
-PUBLIC_DATA_ENV = "METAML_PUBLIC_DATA"
-#: The checkout this package runs from (``../shared/data`` beside it is the public data by default).
-CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 class ExitCode(IntEnum):
@@ -32,17 +32,34 @@ class ExitCode(IntEnum):
     REJECTS = 2
 
 
+def check_kb_location(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> str | None:
+    """Click callback: ``value`` as a knowledge-base location, checked by the store's one parser."""
+    if value is None:
+        return None
+    try:
+        return parse_kb_location(value).text
+    except CollectorError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from e
+
+
+#: Help of every ``--kb`` option.
+KB_HELP = ("The knowledge base: a DuckDB file (created on first ingest), or a lakehouse "
+           "'ducklake:postgres:dbname=DB host=HOST ... data=DIR' (see docs/lakehouse.md).")
+
+
 def kb_option(f: Any) -> Any:
-    """``--kb PATH`` (env ``METAML_KB``), shared by every command that opens the knowledge base."""
+    """``--kb LOCATION`` (env ``METAML_KB``), shared by every command that opens the knowledge base."""
     return click.option(
         "--kb",
         "kb_path",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=str,
         envvar="METAML_KB",
-        default=DEFAULT_KB,
+        default=str(DEFAULT_KB),
         show_default=True,
         show_envvar=True,
-        help="The knowledge base (a DuckDB file; created on first ingest).",
+        callback=check_kb_location,
+        metavar="LOCATION",
+        help=KB_HELP,
     )(f)
 
 
@@ -64,19 +81,16 @@ def emit_json(payload: Any) -> None:
 
 
 def default_public_data(environ: dict[str, str] | None = None) -> Path | None:
-    """``$METAML_PUBLIC_DATA``, else ``../shared/data`` beside the working directory or the checkout, when it
-    exists."""
+    """``$METAML_PUBLIC_DATA``, else ``../shared/data`` beside the working directory when it holds metadatasets/
+    (:func:`collector.sources.public_data_root`)."""
     env = os.environ if environ is None else environ
-    if env.get(PUBLIC_DATA_ENV):
-        return Path(env[PUBLIC_DATA_ENV])
-    for candidate in (Path("..") / "shared" / "data", CHECKOUT.parent / "shared" / "data"):
-        if (candidate / "metadatasets").is_dir():
-            return candidate
-    return None
+    root = public_data_root(env)
+    return root if env.get(PUBLIC_DATA_ENV) or (root / "metadatasets").is_dir() else None
 
 
 def default_public_text_root(environ: dict[str, str] | None = None) -> Path:
-    """The public text datasets folder: ``$METAML_PUBLIC_DATA/text``, else ``../shared/data/text`` beside the checkout.
+    """The public text datasets folder: ``text/`` of :func:`collector.sources.public_data_root`
+    (``$METAML_PUBLIC_DATA``, else ``../shared/data`` beside the working directory).
 
     Args:
         environ: the environment to read (``os.environ`` when ``None``).
@@ -84,11 +98,8 @@ def default_public_text_root(environ: dict[str, str] | None = None) -> Path:
     Returns:
         The folder (not checked to exist).
     """
-    env = os.environ if environ is None else environ
-    if env.get(PUBLIC_DATA_ENV):
-        return Path(env[PUBLIC_DATA_ENV]) / "text"
-    return CHECKOUT.parent / "shared" / "data" / "text"
+    return public_data_root(environ) / "text"
 
 
-__all__ = ["CHECKOUT", "DEFAULT_KB", "PUBLIC_DATA_ENV", "ExitCode", "default_public_data", "default_public_text_root",
-           "emit_json", "fail", "json_option", "kb_option"]
+__all__ = ["DEFAULT_KB", "KB_HELP", "PUBLIC_DATA_ENV", "ExitCode", "check_kb_location", "default_public_data",
+           "default_public_text_root", "emit_json", "fail", "json_option", "kb_option"]

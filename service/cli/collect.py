@@ -39,7 +39,7 @@ from service.cli._common import ExitCode, emit_json, fail, json_option, kb_optio
 @click.option("--enrich/--no-enrich", default=True, show_default=True,
               help="After storing, fill the runs' model features from the registry and attach stored dataset "
                    "meta-features.")
-def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool, rejects_path: Path | None,
+def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: str, as_json: bool, rejects_path: Path | None,
            uploader: str | None, chunk_size: int, experiments: tuple[str, ...] = (), studies: tuple[str, ...] = (),
            mapping: Path | None = None, enrich: bool = True) -> None:
     """Validate, normalize, deduplicate and store the runs found in PATHS.
@@ -70,7 +70,7 @@ def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool
         kb.attach_features()
     rejects = [r for rep in reports for r in rep.rejects]
     if rejects:
-        rejects_path = rejects_path or kb_path.parent / "rejects" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}.jsonl"
+        rejects_path = rejects_path or kb.home / "rejects" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}.jsonl"
         rejects_path.parent.mkdir(parents=True, exist_ok=True)
         with open(rejects_path, "w", encoding="utf-8") as f:
             for r in rejects:
@@ -78,11 +78,11 @@ def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool
     totals = {k: sum(getattr(r, k) for r in reports) for k in ("read", "ingested", "duplicates", "rejected")}
     errors = [r for r in reports if r.error]
     if as_json:
-        emit_json({"kb": str(kb_path), **totals, "errors": len(errors),
+        emit_json({"kb": str(kb), **totals, "errors": len(errors),
                     "rejects_file": str(rejects_path) if rejects else None,
                     "inputs": [r.to_dict() for r in reports]})
     else:
-        _print_ingest_summary(reports, totals, rejects_path if rejects else None, kb_path)
+        _print_ingest_summary(reports, totals, rejects_path if rejects else None, kb)
     if errors:
         raise click.exceptions.Exit(ExitCode.ERROR)
     if rejects:
@@ -90,7 +90,7 @@ def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: Path, as_json: bool
 
 
 def _print_ingest_summary(reports: list[IngestReport], totals: dict[str, int], rejects_path: Path | None,
-                          kb_path: Path) -> None:
+                          kb: KnowledgeBase) -> None:
     shown = [r for r in reports if not r.skipped]
     width = min(max([len(r.uri) for r in shown] + [10]), 70)
     click.echo(f"{'input':<{width}}  {'format':<15}{'read':>9}{'ingested':>10}{'dupes':>8}{'rejected':>10}{'time':>8}")
@@ -111,7 +111,7 @@ def _print_ingest_summary(reports: list[IngestReport], totals: dict[str, int], r
                    f"{', '.join(Path(s).name for s in skipped[:5])}")
     if rejects_path:
         click.echo(f"rejects report: {rejects_path}")
-    click.echo(f"knowledge base: {kb_path}")
+    click.echo(f"knowledge base: {kb}")
 
 
 @click.command("formats")
@@ -142,7 +142,7 @@ def kb_group() -> None:
 @kb_group.command("stats")
 @kb_option
 @json_option
-def kb_stats(kb_path: Path, as_json: bool) -> None:
+def kb_stats(kb_path: str, as_json: bool) -> None:
     """Counts of runs by source, task, method, model family and status, and feature coverage."""
     try:
         stats = KnowledgeBase(kb_path).stats()
@@ -171,7 +171,7 @@ def kb_stats(kb_path: Path, as_json: bool) -> None:
               help="Seconds before the query is interrupted.")
 @click.option("--memory-limit", "memory_mb", default=2048, show_default=True, type=click.IntRange(16),
               help="Memory (MB) the query may use; a query needing more is refused.")
-def kb_sql(query: str, kb_path: Path, fmt: str, max_rows: int, timeout_s: float, memory_mb: int) -> None:
+def kb_sql(query: str, kb_path: str, fmt: str, max_rows: int, timeout_s: float, memory_mb: int) -> None:
     """Run one read-only SQL query (DuckDB dialect) on the knowledge base.
 
     Tables: runs (one row per run, flat columns: `metaml kb schema --format columns`), datasets (meta-features per
@@ -207,7 +207,7 @@ def kb_sql(query: str, kb_path: Path, fmt: str, max_rows: int, timeout_s: float,
 @click.option("--partition-by", multiple=True, default=(),
               help="Write a hive-partitioned Parquet directory partitioned by these columns "
                    "(e.g. --partition-by provenance_source).")
-def kb_export(dest: Path, kb_path: Path, fmt: str, partition_by: tuple[str, ...]) -> None:
+def kb_export(dest: Path, kb_path: str, fmt: str, partition_by: tuple[str, ...]) -> None:
     """Write every run to DEST in a canonical format (readable again by `metaml kb import`)."""
     kb = KnowledgeBase(kb_path)
     try:
@@ -227,13 +227,30 @@ def kb_export(dest: Path, kb_path: Path, fmt: str, partition_by: tuple[str, ...]
 @kb_option
 @json_option
 @click.pass_context
-def kb_import(ctx: click.Context, src: Path, kb_path: Path, as_json: bool) -> None:
+def kb_import(ctx: click.Context, src: Path, kb_path: str, as_json: bool) -> None:
     """Import runs from a canonical export (Parquet file or partitioned directory, JSONL, CSV).
 
     The same as `metaml ingest SRC`: every record is validated again and deduplicated by content id.
     """
     ctx.invoke(ingest, paths=(str(src),), fmt=None, kb_path=kb_path, as_json=as_json, rejects_path=None,
                uploader=None, chunk_size=DEFAULT_CHUNK_SIZE, experiments=(), enrich=True)
+
+
+@kb_group.command("compact")
+@kb_option
+@json_option
+def kb_compact(kb_path: str, as_json: bool) -> None:
+    """Reorganize the knowledge base's storage. On a lakehouse: write the runs kept in the catalog out to Parquet,
+    merge small data files, forget snapshots older than a day and delete files no snapshot reads. Safe while
+    servers and ingests write (conflicting writers retry)."""
+    try:
+        done = KnowledgeBase(kb_path).compact()
+    except CollectorError as e:
+        raise fail(str(e)) from e
+    if as_json:
+        emit_json(done)
+    else:
+        click.echo(", ".join(f"{k} {v:,}" for k, v in done.items()) or "nothing to do for a DuckDB file")
 
 
 @kb_group.command("enrich")
@@ -243,7 +260,7 @@ def kb_import(ctx: click.Context, src: Path, kb_path: Path, as_json: bool) -> No
               help="Folder holding text/ (the raw text datasets) to compute dataset meta-features from.")
 @click.option("--datasets/--no-datasets", "with_datasets", default=True, show_default=True,
               help="Compute dataset meta-features from the raw text datasets (about a minute).")
-def kb_enrich(kb_path: Path, public_data: Path | None, with_datasets: bool) -> None:
+def kb_enrich(kb_path: str, public_data: Path | None, with_datasets: bool) -> None:
     """Attach features to the stored runs: model features from the registry (data/models.csv, or inferred from the
     Hub id), and dataset meta-features computed from the raw text datasets under PUBLIC_DATA/text."""
     from collector.enrich import enrich_datasets, enrich_models

@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from collector.errors import CollectorError
-from service.cli._common import default_public_data
+from service.cli._common import check_kb_location, default_public_data
 from service.errors import KeyStoreError
 from service.settings import get_settings
 
@@ -88,7 +88,7 @@ def _describe_texts(kb: Any, text_root: Path) -> tuple[int, int]:
     return len(todo), len(present) - len(todo)
 
 
-def _evaluation(kb_path: Path, max_folds: int) -> dict[str, Any]:
+def _evaluation(kb_path: str, max_folds: int) -> dict[str, Any]:
     from collector.store import KnowledgeBase
     from metaml._data import load_runs
     from metaml._evaluate import default_predictors, evaluate
@@ -99,7 +99,7 @@ def _evaluation(kb_path: Path, max_folds: int) -> dict[str, Any]:
     return {str(k): float(v) for k, v in summary.loc["metaml"].items()} if "metaml" in summary.index else {}
 
 
-def _model(kb_path: Path, uri: str, artifact_dir: Path, *, retrain: bool, max_folds: int) -> dict[str, Any]:
+def _model(kb_path: str, uri: str, artifact_dir: Path, *, retrain: bool, max_folds: int) -> dict[str, Any]:
     """Reuse the registered model, or evaluate, train, register; then make sure a version is in production."""
     from metaml._tracking import PRODUCTION_ALIAS, list_versions, promote
     from metaml._train import train_and_register
@@ -147,8 +147,9 @@ def _admin_key(keys_path: Path) -> dict[str, Any]:
 @click.option("--from", "from_path", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of the public data (metadatasets/, text/) [default: $METAML_PUBLIC_DATA, else "
                    "../shared/data, else fetched from the sources' repositories].")
-@click.option("--kb", "kb_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The knowledge base [default: $METAML_KB, else metaml-data/kb.duckdb].")
+@click.option("--kb", "kb_path", default=None, metavar="LOCATION", callback=check_kb_location,
+              help="The knowledge base, a DuckDB file or a lakehouse URI [default: $METAML_KB, else "
+                   "metaml-data/kb.duckdb].")
 @click.option("--tracking-uri", default=None,
               help="MLflow registry [default: $METAML_TRACKING_URI, else sqlite:///metaml-data/mlflow.db].")
 @click.option("--keys-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -159,7 +160,7 @@ def _admin_key(keys_path: Path) -> dict[str, Any]:
               help="Held-out datasets the meta-learner is evaluated on before training (0: skip the evaluation).")
 @click.option("--retrain", is_flag=True, help="Train and promote a new version even when one is registered.")
 @click.option("--no-serve", is_flag=True, help="Prepare everything, print where it is, and exit.")
-def quickstart(from_path: Path | None, kb_path: Path | None, tracking_uri: str | None, keys_db: Path | None,
+def quickstart(from_path: Path | None, kb_path: str | None, tracking_uri: str | None, keys_db: Path | None,
                host: str | None, port: int | None, max_folds: int, retrain: bool, no_serve: bool) -> None:
     """Build the knowledge base from the public sources, train and promote the meta-learner, create an admin key,
     and serve the API. Run it again: it reuses what exists (ingest adds nothing; no retraining without --retrain)."""
@@ -169,22 +170,22 @@ def quickstart(from_path: Path | None, kb_path: Path | None, tracking_uri: str |
 
     settings = get_settings()
     kb_path = kb_path or settings.kb
-    keys_path = keys_db or (settings.keys_path if kb_path == settings.kb else kb_path.parent / "keys.db")
+    kb = KnowledgeBase(kb_path)
+    keys_path = keys_db or (settings.keys_path if kb_path == settings.kb else kb.home / "keys.db")
     uri = tracking_uri or settings.tracking_uri or DEFAULT_TRACKING_URI
     host = host or settings.host
     port = settings.port if port is None else port
     total = 6
-    kb = KnowledgeBase(kb_path)
     try:
         started = _step(1, total, "public data")
         root = from_path or default_public_data()
         if root is None:
-            dest = kb_path.parent / "sources"
+            dest = kb.home / "sources"
             _info(f"no local copy found: fetching the public sources into {dest}")
             root = fetch_public_data(dest)
         _info(f"reading {root}")
 
-        started = _step(2, total, f"knowledge base {kb_path}: ingesting {root / 'metadatasets'}")
+        started = _step(2, total, f"knowledge base {kb}: ingesting {root / 'metadatasets'}")
         if not (root / "metadatasets").is_dir():
             raise click.ClickException(f"{root} holds no metadatasets/ folder")
         ingested = _ingest(kb, root / "metadatasets")
@@ -201,7 +202,7 @@ def quickstart(from_path: Path | None, kb_path: Path | None, tracking_uri: str |
         _info(f"described {new} dataset(s), {known} already described ({time.perf_counter() - started:.0f}s)")
 
         started = _step(4, total, f"meta-learner (registry {uri})")
-        model = _model(kb_path, uri, kb_path.parent / "models" / "latest", retrain=retrain, max_folds=max_folds)
+        model = _model(kb_path, uri, kb.home / "models" / "latest", retrain=retrain, max_folds=max_folds)
         _info(f"done ({time.perf_counter() - started:.0f}s)")
 
         _step(5, total, f"API keys {keys_path}")
@@ -214,7 +215,7 @@ def quickstart(from_path: Path | None, kb_path: Path | None, tracking_uri: str |
     url = f"http://{host}:{port}"
     lines = [
         "metaml is ready",
-        f"  knowledge base   {kb_path} ({runs:,} runs)",
+        f"  knowledge base   {kb} ({runs:,} runs)",
         f"  meta-model       version {model['version']} (production)" + (" - trained now" if model["trained"] else ""),
         f"  MLflow registry  {uri}",
         f"  API keys         {keys_path}",

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import click
+from collector.cli import check_kb_location
 
 from service.settings import get_settings
 
@@ -37,16 +38,17 @@ def open_reads_warning(host: str) -> str:
 @click.command("serve")
 @click.option("--host", default=None, help="Interface to listen on [default: $METAML_HOST, else 127.0.0.1].")
 @click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port [default: $METAML_PORT, else 8000].")
-@click.option("--kb", "kb_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="The knowledge base [default: $METAML_KB, else metaml-data/kb.duckdb].")
+@click.option("--kb", "kb_path", default=None, metavar="LOCATION", callback=check_kb_location,
+              help="The knowledge base, a DuckDB file or a lakehouse URI [default: $METAML_KB, else "
+                   "metaml-data/kb.duckdb].")
 @click.option("--keys-db", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="The API key file [default: $METAML_KEYS_DB, else keys.db beside the knowledge base].")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Server processes (they share the knowledge base through its file lock).")
+              help="Server processes (they share a DuckDB file through its lock, a lakehouse without one).")
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(host: str | None, port: int | None, kb_path: Path | None, keys_db: Path | None, workers: int,
+def serve(host: str | None, port: int | None, kb_path: str | None, keys_db: Path | None, workers: int,
           reload: bool, log_level: str) -> None:
     """Serve the HTTP API (/v1/runs, /v1/datasets/describe, /v1/sql, /v1/stats, /healthz, /readyz, /metrics).
 
@@ -56,7 +58,7 @@ def serve(host: str | None, port: int | None, kb_path: Path | None, keys_db: Pat
     import uvicorn
 
     if kb_path is not None:
-        os.environ["METAML_KB"] = str(kb_path)
+        os.environ["METAML_KB"] = kb_path
     if keys_db is not None:
         os.environ["METAML_KEYS_DB"] = str(keys_db)
     get_settings.cache_clear()

@@ -34,7 +34,7 @@ async def readyz(kb: KB, request: Request) -> Response:
     holder = request.app.state.extensions.get("predictor")
     loaded = holder.current if holder is not None else None
     model = {"model": "loaded" if loaded else "absent", "model_version": loaded.version if loaded else None}
-    probe = KnowledgeBase(kb.path, lock_timeout=PROBE_LOCK_TIMEOUT_S)
+    probe = KnowledgeBase(kb.location, lock_timeout=PROBE_LOCK_TIMEOUT_S)
     try:
         await run_in_threadpool(probe.count)
     except CollectorError as e:
@@ -48,7 +48,7 @@ async def readyz(kb: KB, request: Request) -> Response:
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}})
 async def metrics(kb: KB, m: MetricsDep) -> Response:
     """Prometheus metrics: requests and latency per route and status, uploads by outcome, runs in the knowledge base."""
-    probe = KnowledgeBase(kb.path, lock_timeout=PROBE_LOCK_TIMEOUT_S)
+    probe = KnowledgeBase(kb.location, lock_timeout=PROBE_LOCK_TIMEOUT_S)
     with suppress(CollectorError):  # keep the last value; readiness reports the problem
         m.kb_runs.set(await run_in_threadpool(probe.count))
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -224,7 +224,7 @@ def _suggest(body: SuggestRequest, loaded: LoadedModel, experience: KnowledgeInd
     started = time.perf_counter()
     observations = _observations(body, ctx.row, rows)
     pred = loaded.model.predict_arrays(rows)
-    knowledge = TaskKnowledge.from_predictions(rows, pred, experience=loaded.model.featurizer_.experience_)
+    knowledge = TaskKnowledge.from_model(loaded.model, rows, pred)
     result = SearchEngine(knowledge, EngineSettings(max_false_skip=body.max_false_skip)).suggest(observations, body.k)
     model_ms = _ms(started)
     items = []
