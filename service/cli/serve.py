@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 import click
-from collector.cli import check_kb_location
 
+from service.cli._common import check_kb_location
 from service.settings import get_settings
 
 
