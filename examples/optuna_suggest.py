@@ -16,11 +16,11 @@ A server that requires keys for reads needs ``--key`` with the ``read`` scope.
 
 from __future__ import annotations
 
-import importlib.util
+import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 
 import optuna
 
@@ -28,14 +28,9 @@ from metaml_client import Client
 from metaml_client.optuna import MetamlSampler, suggest_config
 
 
-def toy() -> ModuleType:
-    """``toy_finetuning.py`` beside this file (loaded by its path: the examples are no package)."""
-    spec = importlib.util.spec_from_file_location("_metaml_toy_finetuning",
-                                                  Path(__file__).resolve().with_name("toy_finetuning.py"))
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def toy() -> SimpleNamespace:
+    """What ``toy_finetuning.py`` beside this file defines (run by its path: the examples are no package)."""
+    return SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().with_name("toy_finetuning.py"))))
 
 
 def storage(where: str | None) -> str | optuna.storages.BaseStorage | None:
@@ -72,11 +67,9 @@ def main(argv: Sequence[str] | None = None) -> optuna.Study:
         study.optimize(objective, n_trials=args.trials, catch=(example.Diverged,))
 
     states = [t.state for t in study.trials]
-    done = any(t.system_attrs.get("metaml:done") for t in study.trials)
-    complete = states.count(optuna.trial.TrialState.COMPLETE)
-    print(f"{len(states)} trials: {complete} completed, {states.count(optuna.trial.TrialState.FAIL)} failed"
-          f"{'; the service had nothing left to propose' if done else ''}; best {study.best_value:.4f} with "
-          f"{study.best_params}", file=sys.stderr)
+    example.summary(len(states), states.count(optuna.trial.TrialState.COMPLETE),
+                    states.count(optuna.trial.TrialState.FAIL),
+                    any(t.system_attrs.get("metaml:done") for t in study.trials), study.best_value, study.best_params)
     return study
 
 

@@ -13,11 +13,11 @@ CPUs is started. A server that requires keys for reads needs ``--key`` with the 
 
 from __future__ import annotations
 
-import importlib.util
+import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 from typing import Any
 
 import ray
@@ -26,15 +26,10 @@ from ray import tune
 from metaml_client.ray_tune import MetamlSearcher, config_from_params
 
 
-def toy() -> ModuleType:
-    """``toy_finetuning.py`` beside this file, loaded by its path and not registered as a module, so that Ray ships
-    its functions to the workers by value (they need not find the file)."""
-    spec = importlib.util.spec_from_file_location("_metaml_toy_finetuning",
-                                                  Path(__file__).resolve().with_name("toy_finetuning.py"))
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def toy() -> SimpleNamespace:
+    """What ``toy_finetuning.py`` beside this file defines (run by its path: the examples are no package, and what
+    it defines is shipped to Ray workers by value)."""
+    return SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().with_name("toy_finetuning.py"))))
 
 
 def main(argv: Sequence[str] | None = None) -> tune.ResultGrid:
@@ -70,9 +65,8 @@ def main(argv: Sequence[str] | None = None) -> tune.ResultGrid:
             ray.shutdown()
 
     best = results.get_best_result()
-    print(f"{len(results)} trials: {len(results) - len(results.errors)} completed, {len(results.errors)} failed"
-          f"{'; the service had nothing left to propose' if searcher.finished else ''}; best "
-          f"{best.metrics['score']:.4f} with {best.config}", file=sys.stderr)
+    example.summary(len(results), len(results) - len(results.errors), len(results.errors), searcher.finished,
+                    best.metrics["score"], best.config)
     return results
 
 

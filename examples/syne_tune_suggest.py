@@ -15,12 +15,12 @@ needs ``--key`` with the ``read`` scope.
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 
 from syne_tune import StoppingCriterion, Tuner
 from syne_tune.backend import LocalBackend
@@ -32,13 +32,9 @@ from metaml_client.syne_tune import MetamlSearcher, build_config_space
 HERE = Path(__file__).resolve().parent
 
 
-def toy() -> ModuleType:
-    """``toy_finetuning.py`` beside this file (loaded by its path: the examples are no package)."""
-    spec = importlib.util.spec_from_file_location("_metaml_toy_finetuning", HERE / "toy_finetuning.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def toy() -> SimpleNamespace:
+    """What ``toy_finetuning.py`` beside this file defines (run by its path: the examples are no package)."""
+    return SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().with_name("toy_finetuning.py"))))
 
 
 def main(argv: Sequence[str] | None = None) -> tuple[Tuner, MetamlSearcher]:
@@ -76,11 +72,9 @@ def main(argv: Sequence[str] | None = None) -> tuple[Tuner, MetamlSearcher]:
 
     final = [e for e in searcher.evaluated if e.score is not None]
     best = max(final, key=lambda e: e.score) if final else None
-    print(f"{len(searcher.suggested)} trials: {len(final)} ran to the end, "
-          f"{len(searcher.evaluated) - len(final)} failed, "
-          f"{len(searcher.suggested) - len(searcher.evaluated)} stopped early"
-          f"{'; the service had nothing left to propose' if searcher.finished else ''}"
-          + (f"; best {best.score:.4f} with {best.params}" if best else ""), file=sys.stderr)
+    example.summary(len(searcher.suggested), len(final), len(searcher.evaluated) - len(final), searcher.finished,
+                    best.score if best else None, best.params if best else None,
+                    stopped=len(searcher.suggested) - len(searcher.evaluated))
     return tuner, searcher
 
 

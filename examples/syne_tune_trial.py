@@ -6,8 +6,9 @@ early. The trial's config comes as a JSON file (``LocalBackend(pass_args_as_json
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 from syne_tune import Reporter
 from syne_tune.utils import add_config_json_to_argparse, load_config_json
@@ -19,11 +20,7 @@ if __name__ == "__main__":
     add_config_json_to_argparse(parser)
     args, _ = parser.parse_known_args()
     given = load_config_json(vars(args))
-    spec = importlib.util.spec_from_file_location("toy_finetuning", Path(__file__).resolve().with_name(
-        "toy_finetuning.py"))
-    assert spec and spec.loader
-    toy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(toy)
+    toy = SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().with_name("toy_finetuning.py"))))
     space = toy.search_space()
     params = {name: given[name] for name in ("model", "method", *space.get("hparams", {}))}
     config = config_from_params(params, space)

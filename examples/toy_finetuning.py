@@ -94,6 +94,20 @@ def check_server(url: str, key: str | None, dataset: str, space: Mapping[str, An
     return first
 
 
+def summary(trials: int, completed: int, failed: int, done: bool, best: float | None, best_params: Any,
+            stopped: int = 0) -> None:
+    """One line on what the search did (to stderr)."""
+    parts = [f"{trials} trials: {completed} completed, {failed} failed"]
+    if stopped:
+        parts.append(f"{stopped} stopped early")
+    text = ", ".join(parts)
+    if done:
+        text += "; the service had nothing left to propose"
+    if best is not None:
+        text += f"; best {best:.4f} with {best_params}"
+    print(text, file=sys.stderr)
+
+
 def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
     """Run an example's ``main``; a refused key or an unreachable server is one message and exit code 2 or 1, no
     traceback."""

@@ -18,7 +18,7 @@ from typing import Any
 from metaml_client._client import Client, MetamlAPIError, Suggestion, SuggestResult
 from metaml_client._space import config_from_params, params_from_config, params_key
 
-__all__ = ["MAX_K", "Evaluated", "Pick", "Proposer"]
+__all__ = ["MAX_K", "Evaluated", "LazyProposer", "Pick", "Proposer"]
 
 log = logging.getLogger("metaml_client")
 
@@ -157,3 +157,28 @@ class Proposer:
         rest = [f for f in free if f is not chosen]
         return Pick(chosen[0], chosen[1], False, answer, unknown, rest)
 
+
+
+class LazyProposer:
+    """A :class:`Proposer` built on first use from the server's URL and key: what a searcher that is pickled with its
+    tuner's state holds (the client, with its connections, does not travel; each copy builds its own).
+
+    Call it for the proposer. The arguments are those of :class:`Proposer`, with ``url``, ``api_key`` and
+    ``timeout`` for the client."""
+
+    def __init__(self, url: str, api_key: str | None, timeout: float, task: Mapping[str, Any] | None,
+                 dataset: str | Mapping[str, Any], space: Mapping[str, Any], **options: Any) -> None:
+        self.url, self.api_key, self.timeout = url, api_key, timeout
+        self.args = (dict(task) if task is not None else None, dataset if isinstance(dataset, str) else dict(dataset),
+                     dict(space))
+        self.options = options
+        self._proposer: Proposer | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_proposer": None}
+
+    def __call__(self) -> Proposer:
+        if self._proposer is None:
+            client = Client(self.url, api_key=self.api_key, timeout=self.timeout)
+            self._proposer = Proposer(client, *self.args, **self.options)
+        return self._proposer

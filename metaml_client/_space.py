@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["INT_HPARAMS", "ParamSpec", "config_from_params", "method_label", "param_specs", "params_from_config",
-           "params_key", "same_method"]
+__all__ = ["INT_HPARAMS", "ParamSpec", "config_from_params", "draw_params", "method_label", "param_specs",
+           "params_from_config", "params_key", "same_method"]
 
 #: Hyperparameters the records hold as integers: their ranges become integer domains.
 INT_HPARAMS = frozenset({"batch_size", "per_device_batch_size", "gradient_accumulation_steps", "max_steps",
@@ -111,6 +112,24 @@ def param_specs(space: Mapping[str, Any]) -> dict[str, ParamSpec]:
     for name, choice in (space.get("hparams") or {}).items():
         out[name] = _range_spec(name, choice) if isinstance(choice, Mapping) else ParamSpec("choice", tuple(choice))
     return out
+
+
+def _draw(spec: ParamSpec, rng: random.Random) -> Any:
+    if spec.kind == "choice":
+        return rng.choice(spec.choices)
+    if spec.log:
+        value = math.exp(rng.uniform(math.log(spec.low), math.log(spec.high)))
+    else:
+        value = rng.uniform(spec.low, spec.high)
+    if spec.kind == "int":
+        return min(int(spec.high), max(int(spec.low), round(value)))
+    return min(spec.high, max(spec.low, value))
+
+
+def draw_params(space: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:
+    """Parameters of ``space`` drawn at random (uniformly, log-uniformly for log ranges): what a tuner integration
+    evaluates when the service cannot be reached."""
+    return {name: _draw(spec, rng) for name, spec in param_specs(space).items()}
 
 
 def _model_choice(model_id: str, choices: tuple[Any, ...]) -> str:

@@ -38,13 +38,13 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import numpy as np
 import ray
 from ray import tune
 from ray.tune import Callback
@@ -52,8 +52,16 @@ from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain
 
 from metaml_client._client import Client, Decision, MetamlAPIError, Recommendation, UploadResult
-from metaml_client._proposer import Evaluated, Proposer
-from metaml_client._space import ParamSpec, config_from_params, method_label, param_specs, params_key, same_method
+from metaml_client._proposer import Evaluated, LazyProposer
+from metaml_client._space import (
+    ParamSpec,
+    config_from_params,
+    draw_params,
+    method_label,
+    param_specs,
+    params_key,
+    same_method,
+)
 
 __all__ = ["MetamlSearcher", "ReportBack", "SkipUnpromising", "WarmStart", "build_param_space", "config_from_params",
            "method_label", "warm_start"]
@@ -169,14 +177,10 @@ class MetamlSearcher(Searcher):
         if (resource_attr is None) != (max_resource is None):
             raise ValueError("give both resource_attr and max_resource, or neither")
         super().__init__(metric=metric, mode=mode)
-        self.url = url
-        self.api_key = api_key
-        self.timeout = timeout
-        self.task = dict(task) if task is not None else None
-        self.dataset = dataset if isinstance(dataset, str) else dict(dataset)
         self.space = dict(space)
-        self.options = {"source": source, "max_false_skip": max_false_skip, "max_candidates": max_candidates,
-                        "samples_per_point": samples_per_point, "seed": seed}
+        self._ask = LazyProposer(url, api_key, timeout, task, dataset, space, source=source,
+                                 max_false_skip=max_false_skip, max_candidates=max_candidates,
+                                 samples_per_point=samples_per_point, seed=seed)
         self.runtime_key = runtime_key
         self.resource_attr = resource_attr
         self.max_resource = max_resource
@@ -185,20 +189,8 @@ class MetamlSearcher(Searcher):
         self.stopped: set[str] = set()  # keys of configurations that ended without a final score
         self.finished = False
         self._extra: dict[str, Domain] = {}
-        self._rng = np.random.default_rng(seed)
+        self._rng = random.Random(seed)
         self._wait = False  # every candidate left is running: ask again once a trial completes
-        self._proposer: Proposer | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_proposer"] = None  # its client does not travel
-        return state
-
-    def _ask(self) -> Proposer:
-        if self._proposer is None:
-            client = Client(self.url, api_key=self.api_key, timeout=self.timeout)
-            self._proposer = Proposer(client, self.task, self.dataset, self.space, **self.options)
-        return self._proposer
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
                               **spec: Any) -> bool:
@@ -221,7 +213,7 @@ class MetamlSearcher(Searcher):
             if isinstance(e, MetamlAPIError) and e.status < 500 and e.status != 429:
                 raise
             log.warning("metaml: /v1/suggest failed (%s); trial %s is drawn at random", e, trial_id)
-            params = {k: d.sample(random_state=self._rng) for k, d in build_param_space(self.space).items()}
+            params = draw_params(self.space, self._rng)
         else:
             if pick.params is None:
                 # nothing free: wait for a running trial, or stop (the service is done, or nothing it proposes is
@@ -231,7 +223,7 @@ class MetamlSearcher(Searcher):
                 return Searcher.FINISHED if self.finished else None
             params = pick.params
         self.running[trial_id] = params
-        return {**params, **{k: d.sample(random_state=self._rng) for k, d in self._extra.items()}}
+        return {**params, **{k: d.sample(random_state=self._rng.randrange(2**32)) for k, d in self._extra.items()}}
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         params = self.running.pop(trial_id, None)

@@ -22,18 +22,18 @@ scheduler with ``do_minimize=False`` (Syne Tune then passes the searcher the neg
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
-import numpy as np
 from syne_tune.config_space import Domain, choice, lograndint, loguniform, randint, uniform
 from syne_tune.optimizer.schedulers.searchers.single_objective_searcher import SingleObjectiveBaseSearcher
 
-from metaml_client._client import Client, MetamlAPIError
-from metaml_client._proposer import Evaluated, Proposer
-from metaml_client._space import ParamSpec, config_from_params, param_specs, params_key
+from metaml_client._client import MetamlAPIError
+from metaml_client._proposer import Evaluated, LazyProposer
+from metaml_client._space import ParamSpec, config_from_params, draw_params, param_specs, params_key
 
 __all__ = ["MetamlSearcher", "build_config_space", "config_from_params"]
 
@@ -71,7 +71,8 @@ class MetamlSearcher(SingleObjectiveBaseSearcher):
     answers None and the Syne Tune tuner ends the run ("searcher out of candidates"); running trials finish when the
     tuner waits for them (``wait_trial_completion_when_stopping=True``). Parameters of the config space outside
     ``space`` are drawn at random from their domains, and so is every parameter while the service cannot be reached
-    (a connection error, a 5xx or 429 after the client's retries; a warning is logged).
+    (a connection error, a 5xx or 429 after the client's retries; a warning is logged): the space's parameters with
+    the searcher's seeded generator, the others as Syne Tune's random searcher draws them.
 
     Args:
         url: the metaml server.
@@ -83,7 +84,7 @@ class MetamlSearcher(SingleObjectiveBaseSearcher):
         max_resource: the multi-fidelity scheduler's ``max_t`` (None under the FIFO scheduler).
         source, max_false_skip, max_candidates, samples_per_point, seed: as :class:`~metaml_client.optuna.
             MetamlSampler` (how the server resolves the dataset, the skip rule's budget, the space's enumeration;
-            ``seed`` seeds the random draws too).
+            ``seed`` seeds the searcher's random draws too).
         timeout: seconds per request.
     """
 
@@ -93,14 +94,10 @@ class MetamlSearcher(SingleObjectiveBaseSearcher):
                  max_false_skip: float | None = None, max_candidates: int | None = None,
                  samples_per_point: int | None = None, seed: int = 0, timeout: float = 30.0) -> None:
         super().__init__(config_space if config_space is not None else build_config_space(space), random_seed=seed)
-        self.url = url
-        self.api_key = api_key
-        self.timeout = timeout
-        self.task = dict(task) if task is not None else None
-        self.dataset = dataset if isinstance(dataset, str) else dict(dataset)
         self.space = dict(space)
-        self.options = {"source": source, "max_false_skip": max_false_skip, "max_candidates": max_candidates,
-                        "samples_per_point": samples_per_point, "seed": seed}
+        self._ask = LazyProposer(url, api_key, timeout, task, dataset, space, source=source,
+                                 max_false_skip=max_false_skip, max_candidates=max_candidates,
+                                 samples_per_point=samples_per_point, seed=seed)
         self.max_resource = max_resource
         self._names = tuple(param_specs(space))
         missing = [n for n in self._names if not isinstance(self.config_space.get(n), Domain)]
@@ -114,22 +111,11 @@ class MetamlSearcher(SingleObjectiveBaseSearcher):
         self.finished = False
         self._final: set[str] = set()
         self._started: dict[str, float] = {}
-        self._rng = np.random.RandomState(seed)
-        self._proposer: Proposer | None = None
+        self._rng = random.Random(seed)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_proposer"] = None  # its client does not travel
-        return state
-
-    def _ask(self) -> Proposer:
-        if self._proposer is None:
-            client = Client(self.url, api_key=self.api_key, timeout=self.timeout)
-            self._proposer = Proposer(client, self.task, self.dataset, self.space, **self.options)
-        return self._proposer
-
-    def _draw(self, names: Mapping[str, Domain]) -> dict[str, Any]:
-        return {k: d.sample(random_state=self._rng) for k, d in names.items()}
+    def _extras(self) -> dict[str, Any]:
+        """The config space's parameters outside the space, drawn as Syne Tune's random searcher draws them."""
+        return {k: d.sample() for k, d in self._extra.items()}
 
     def suggest(self, **kwargs: Any) -> dict[str, Any] | None:
         if self.finished:
@@ -141,7 +127,7 @@ class MetamlSearcher(SingleObjectiveBaseSearcher):
             if isinstance(e, MetamlAPIError) and e.status < 500 and e.status != 429:
                 raise
             log.warning("metaml: /v1/suggest failed (%s); the next trial is drawn at random", e)
-            params = self._draw({k: self.config_space[k] for k in self._names})
+            params = draw_params(self.space, self._rng)
         else:
             if pick.params is None:
                 self.finished = True
@@ -151,7 +137,7 @@ class MetamlSearcher(SingleObjectiveBaseSearcher):
             params = pick.params
         self.suggested.append(params)
         self._started.setdefault(params_key(params), time.monotonic())
-        return {**params, **self._draw(self._extra)}
+        return {**params, **self._extras()}
 
     def _params(self, trial_id: int, config: Mapping[str, Any] | None) -> dict[str, Any] | None:
         if config is not None and all(n in config for n in self._names):

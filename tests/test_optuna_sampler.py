@@ -6,7 +6,6 @@ one storage (SQLite and a journal file) through the example."""
 from __future__ import annotations
 
 import collections
-import importlib.util
 import logging
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 import optuna
 import pytest
+from factories import example_module
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -31,15 +31,7 @@ SPACE = {"models": [{"id": "FacebookAI/roberta-base"}, {"id": "microsoft/deberta
 DRAWS = 3
 
 
-def _toy() -> Any:
-    spec = importlib.util.spec_from_file_location("toy_finetuning", REPO / "examples" / "toy_finetuning.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOY = _toy()
+TOY = example_module("toy_finetuning")
 
 
 def test_parameters_and_distributions_round_trip() -> None:
@@ -152,7 +144,7 @@ def test_two_worker_processes_share_one_storage(kind: str, served: ServerProcess
     is one of the service's candidates, none is evaluated more often than there are workers (a second time only
     when the history changed between the two workers' requests), and every score landed in the storage."""
     where = f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else str(tmp_path / "study.log")
-    storage = _example().storage(where)
+    storage = example_module("optuna_suggest").storage(where)
     optuna.create_study(direction="maximize", storage=storage, study_name="shared")
     cmd = [sys.executable, str(REPO / "examples" / "optuna_suggest.py"), "--url", served.url, "--trials", "8",
            "--storage", where, "--study", "shared", "--seed", "2"]
@@ -181,18 +173,10 @@ def test_two_worker_processes_share_one_storage(kind: str, served: ServerProcess
                 TOY.outcome(config)
 
 
-def _example() -> Any:
-    spec = importlib.util.spec_from_file_location("optuna_suggest", REPO / "examples" / "optuna_suggest.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_optuna_example_end_to_end(served: ServerProcess) -> None:
     """The example runs a study the service drives: trials complete or fail (the toy's diverging runs), and the
     best one found is among the toy's best configurations."""
-    study = _example().main(["--url", served.url, "--trials", "12", "--seed", "1"])
+    study = example_module("optuna_suggest").main(["--url", served.url, "--trials", "12", "--seed", "1"])
     states = collections.Counter(t.state for t in study.trials)
     assert len(study.trials) == 12 and states[TrialState.COMPLETE] >= 8
     assert set(states) <= {TrialState.COMPLETE, TrialState.FAIL}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import example_module
 
 ray = pytest.importorskip("ray")
 tune = pytest.importorskip("ray.tune")
@@ -204,15 +205,6 @@ SUGGEST_SPACE = {"models": [{"id": "roberta-base"}, {"id": "microsoft/deberta-ba
 KNOWN = ("model", "method", "learning_rate")
 
 
-def _toy() -> Any:
-    """The examples' toy outcome, loaded by path and not registered (Ray ships it to the workers by value)."""
-    spec = importlib.util.spec_from_file_location("_toy_for_ray", REPO / "examples" / "toy_finetuning.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _searcher(url: str, **kwargs: Any) -> MetamlSearcher:
     return MetamlSearcher(url, None, "glue/sst2", SUGGEST_SPACE, samples_per_point=3, seed=4, **kwargs)
 
@@ -225,7 +217,7 @@ def test_searcher_drives_a_tuning_run_until_the_service_is_done(ray_session: Non
     its 40 samples."""
     first = served_client.suggest(None, "glue/sst2", space=SUGGEST_SPACE, k=1, samples_per_point=3, seed=4)
     failing = params_from_config(first.suggestions[0].config, SUGGEST_SPACE)
-    outcome = _toy().outcome
+    outcome = example_module("toy_finetuning").outcome
 
     def trainable(params: dict[str, Any]) -> dict[str, Any]:
         known = {k: params[k] for k in KNOWN}
@@ -259,7 +251,7 @@ def test_searcher_under_asha_sends_only_final_results(ray_session: None, served:
                                                       tmp_path: Path) -> None:
     """Under ASHA (3 epochs, halving after 1 and 2) a trial stopped early is no score of its configuration: it is
     left out of the history and never proposed again; the trials that ran all 3 epochs are the history."""
-    curve = _toy().curve
+    curve = example_module("toy_finetuning").curve
 
     def trainable(params: dict[str, Any]) -> None:
         config = config_from_params({k: params[k] for k in KNOWN}, SUGGEST_SPACE)
@@ -297,3 +289,23 @@ def test_searcher_state_round_trips_and_refuses_minimizing(tmp_path: Path) -> No
     assert pickle.loads(pickle.dumps(a)).get_state() == a.get_state()
     with pytest.raises(ValueError, match="mode must be 'max'"):
         _searcher("http://127.0.0.1:9", mode="min")
+
+
+def test_ray_tune_suggest_example_end_to_end(ray_session: None, served: ServerProcess, tmp_path: Path) -> None:
+    """The suggest example: trials two at a time in worker processes, each on a configuration the service chose
+    (never the same twice); the toy's diverging runs are errored trials; the best score is among the toy's good
+    ones."""
+    results = example_module("ray_tune_suggest").main(["--url", served.url, "--trials", "6", "--seed", "1",
+                                                       "--storage-path", str(tmp_path)])
+    assert ray.is_initialized() and len(results) == 6
+    keys = {params_key({k: r.config[k] for k in KNOWN}) for r in results}
+    assert len(keys) == 6
+    toy = example_module("toy_finetuning")
+    for r in results:
+        config = config_from_params({k: r.config[k] for k in KNOWN}, toy.search_space())
+        if r.error is None:
+            assert r.metrics["score"] == pytest.approx(toy.outcome(config)[0])
+        else:
+            with pytest.raises(toy.Diverged):
+                toy.outcome(config)
+    assert results.get_best_result().metrics["score"] > 0.9

@@ -6,12 +6,12 @@ results go to the service), and the example end to end."""
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import example_module
 
 pytest.importorskip("syne_tune")
 
@@ -55,15 +55,7 @@ for epoch, score in enumerate(toy.curve(config, 3), start=1):
 '''
 
 
-def _toy() -> Any:
-    spec = importlib.util.spec_from_file_location("toy_finetuning", REPO / "examples" / "toy_finetuning.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOY = _toy()
+TOY = example_module("toy_finetuning")
 
 
 def test_config_space_builder() -> None:
@@ -158,14 +150,11 @@ def test_asha_sends_only_final_results(served: ServerProcess, tmp_path: Path,
 def test_syne_tune_example_end_to_end(served: ServerProcess, tmp_path: Path) -> None:
     """The example under asynchronous Hyperband: trials run the example's training script, the service chooses
     each configuration, and the best final score is among the toy's good ones."""
-    spec = importlib.util.spec_from_file_location("syne_tune_suggest", REPO / "examples" / "syne_tune_suggest.py")
-    assert spec and spec.loader
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    tuner, searcher = example.main(["--url", served.url, "--trials", "6", "--scheduler", "hyperband",
-                                    "--folder", str(tmp_path), "--seed", "1"])
+    tuner, searcher = example_module("syne_tune_suggest").main([
+        "--url", served.url, "--trials", "6", "--scheduler", "hyperband", "--folder", str(tmp_path), "--seed", "1"])
     assert Path(tuner.tuner_path).is_relative_to(tmp_path)
     assert 6 <= len(searcher.suggested) <= 7 and len({params_key(p) for p in searcher.suggested}) == len(
         searcher.suggested)
     final = [e.score for e in searcher.evaluated if e.score is not None]
     assert final and max(final) > 0.9
+
