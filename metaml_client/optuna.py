@@ -25,7 +25,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from metaml_client._client import Client, Decision, MetamlAPIError, Recommendation, UploadResult
+from metaml_client._client import Client, Decision, MetamlAPIError, Recommendation, Suggestion, UploadResult
 from metaml_client._proposer import Evaluated, Proposer
 from metaml_client._space import ParamSpec, config_from_params, method_label, param_specs, params_key
 
@@ -311,9 +311,8 @@ class MetamlSampler(BaseSampler):
         if pick.params is None:
             self._finish(study, trial)
             return {}
-        params, suggestion = pick.params, pick.suggestion
-        params, suggestion = self._claim(study, trial, params, suggestion, pick.free)
-        assert suggestion is not None
+        assert pick.suggestion is not None  # it comes with the parameters
+        params, suggestion = self._claim(study, trial, pick.params, pick.suggestion, pick.free)
         storage.set_trial_user_attr(trial_id, SUGGESTION_ATTR, {
             "index": suggestion.index, "points": suggestion.points, "belief_points": suggestion.belief_points,
             "p_beat": suggestion.p_beat, "acquisition": suggestion.acquisition,
@@ -325,8 +324,9 @@ class MetamlSampler(BaseSampler):
         claim = t.system_attrs.get(CLAIM_ATTR)
         return self._params(claim.get("params")) if isinstance(claim, Mapping) else None
 
-    def _claim(self, study: optuna.Study, trial: FrozenTrial, params: dict[str, Any], suggestion: Any,
-               free: Sequence[tuple[dict[str, Any], Any]], rounds: int = 3) -> tuple[dict[str, Any], Any]:
+    def _claim(self, study: optuna.Study, trial: FrozenTrial, params: dict[str, Any], suggestion: Suggestion,
+               free: Sequence[tuple[dict[str, Any], Suggestion]],
+               rounds: int = 3) -> tuple[dict[str, Any], Suggestion]:
         """Write ``trial``'s choice, then read the other trials again: a configuration another trial finished
         meanwhile, or one a running trial claimed earlier (by the claim's time, then the trial number), is left to
         it, and the next ``free`` suggestion no other trial holds is taken instead. Both sides of two simultaneous
