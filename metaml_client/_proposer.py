@@ -158,7 +158,6 @@ class Proposer:
         return Pick(chosen[0], chosen[1], False, answer, unknown, rest)
 
 
-
 class LazyProposer:
     """A :class:`Proposer` built on first use from the server's URL and key: what a searcher that is pickled with its
     tuner's state holds (the client, with its connections, does not travel; each copy builds its own).

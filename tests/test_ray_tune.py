@@ -198,7 +198,7 @@ def test_ray_tune_example_end_to_end(ray_session: None, served: ServerProcess, s
 
 
 # -- the searcher over /v1/suggest ------------------------------------------------------------------------------------
-#: Two models x two LoRA ranks x a learning-rate range; 3 draws per grid point: 12 candidates.
+#: Two models x two LoRA ranks x a learning-rate range; 2 draws per grid point: 8 candidates.
 SUGGEST_SPACE = {"models": [{"id": "roberta-base"}, {"id": "microsoft/deberta-base"}],
                  "methods": [{"name": "lora", "lora_r": 8}, {"name": "lora", "lora_r": 16}],
                  "hparams": {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}, "fixed": {"epochs": 3}}
@@ -206,7 +206,7 @@ KNOWN = ("model", "method", "learning_rate")
 
 
 def _searcher(url: str, **kwargs: Any) -> MetamlSearcher:
-    return MetamlSearcher(url, None, "glue/sst2", SUGGEST_SPACE, samples_per_point=3, seed=4, **kwargs)
+    return MetamlSearcher(url, None, "glue/sst2", SUGGEST_SPACE, samples_per_point=2, seed=4, **kwargs)
 
 
 def test_searcher_drives_a_tuning_run_until_the_service_is_done(ray_session: None, served: ServerProcess,
@@ -215,7 +215,7 @@ def test_searcher_drives_a_tuning_run_until_the_service_is_done(ray_session: Non
     run two at a time, each on a distinct candidate; a parameter outside the space is drawn from its domain and a
     constant passes through; once the service has nothing left the searcher says FINISHED and the run ends before
     its 40 samples."""
-    first = served_client.suggest(None, "glue/sst2", space=SUGGEST_SPACE, k=1, samples_per_point=3, seed=4)
+    first = served_client.suggest(None, "glue/sst2", space=SUGGEST_SPACE, k=1, samples_per_point=2, seed=4)
     failing = params_from_config(first.suggestions[0].config, SUGGEST_SPACE)
     outcome = example_module("toy_finetuning").outcome
 
@@ -233,7 +233,7 @@ def test_searcher_drives_a_tuning_run_until_the_service_is_done(ray_session: Non
                        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
     results = tuner.fit()
     assert searcher.finished and not searcher.running
-    assert 2 <= len(results) <= first.n_candidates == 12
+    assert 2 <= len(results) <= first.n_candidates == 8
     assert len(results.errors) == 1
     configs = [r.config for r in results]
     assert len({params_key({k: c[k] for k in KNOWN}) for c in configs}) == len(configs)
@@ -261,11 +261,11 @@ def test_searcher_under_asha_sends_only_final_results(ray_session: None, served:
     searcher = _searcher(served.url, resource_attr="epoch", max_resource=3)
     scheduler = ASHAScheduler(time_attr="epoch", max_t=3, grace_period=1, reduction_factor=2)
     results = tune.Tuner(trainable, tune_config=tune.TuneConfig(
-        metric="score", mode="max", num_samples=8, search_alg=searcher, scheduler=scheduler, max_concurrent_trials=2),
+        metric="score", mode="max", num_samples=6, search_alg=searcher, scheduler=scheduler, max_concurrent_trials=2),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
-    assert not results.errors and len(results) == 8
+    assert not results.errors and len(results) == 6
     epochs = {params_key({k: r.config[k] for k in KNOWN}): r.metrics["epoch"] for r in results}
-    assert len(epochs) == 8  # no configuration twice
+    assert len(epochs) == 6  # no configuration twice
     stopped = {k for k, e in epochs.items() if e < 3}
     assert stopped and searcher.stopped == stopped
     assert {params_key(e.params) for e in searcher.evaluated} == set(epochs) - stopped
