@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 BASE: dict[str, Any] = {
     "task": {"type": "text-classification", "primary_metric": "accuracy"},
@@ -65,3 +69,13 @@ def served_knowledge_base(public_data: Path, work: Path) -> Any:
     enrich_models(kb)
     enrich_datasets(kb, public_data / "text", names=["glue_sst2"])
     return kb
+
+
+def example_module(name: str) -> ModuleType:
+    """``examples/<name>.py`` as a module, loaded by its path and not registered (the examples are no package; Ray
+    ships what such a module defines to its workers by value)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
