@@ -16,6 +16,7 @@ and posts them with a ``Client``).
 from metaml_client._client import (
     AsyncClient,
     Client,
+    CurveDecision,
     Decision,
     DescribeResult,
     Health,
@@ -36,6 +37,7 @@ from metaml_client._client import (
 __all__ = [
     "AsyncClient",
     "Client",
+    "CurveDecision",
     "Decision",
     "DescribeResult",
     "Health",
