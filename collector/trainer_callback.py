@@ -816,7 +816,7 @@ class MetamlCallback(TrainerCallback):
         if self.stop is None or not state.is_world_process_zero or self.stopped is not None:
             return
         try:
-            decision = self._ask_to_stop(args, state)
+            decision = self._ask_to_stop(args, state, kwargs.get("model"))
         except Exception as e:  # never break the training script: a failed request does not stop training
             _warn(f"no stopping decision ({type(e).__name__}: {e}); training continues")
             return
@@ -841,8 +841,9 @@ class MetamlCallback(TrainerCallback):
 
     # -- work ------------------------------------------------------------------------------------------------------
 
-    def _ask_to_stop(self, args: TrainingArguments, state: TrainerState) -> Any:
-        """The service's answer for the primary metric's evaluations so far (None before the first one)."""
+    def _ask_to_stop(self, args: TrainingArguments, state: TrainerState, model: Any) -> Any:
+        """The service's answer for the primary metric's evaluations so far (None before the first one); the dataset
+        goes with its number of classes when the model's config says it (the chance level)."""
         from collector.importers._trainer_card import metric_name
 
         assert self.stop is not None and self.client is not None
@@ -855,8 +856,12 @@ class MetamlCallback(TrainerCallback):
         if max(curve.values()) > 1.0:  # percent, as some compute_metrics report it
             curve = {k: v / 100.0 for k, v in curve.items()}
         rule = self.stop
+        dataset: dict[str, Any] = {"name": self._options["dataset"]}
+        labels = getattr(getattr(_base_model(model), "config", None), "num_labels", None) if model is not None else None
+        if isinstance(labels, int) and labels > 1:
+            dataset["meta"] = {"n_classes": labels}
         return self.client.decide_curve(  # type: ignore[attr-defined]
-            {"primary_metric": metric_name(key[len("eval_"):])}, self._options["dataset"], curve, rule.incumbent,
+            {"primary_metric": metric_name(key[len("eval_"):])}, dataset, curve, rule.incumbent,
             total_steps=int(state.max_steps), history=list(rule.history), tolerance=rule.tolerance,
             max_false_stop=rule.max_false_stop, min_progress=rule.min_progress, min_history=rule.min_history)
 

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metaml._curves import CurveEstimator, History, cut_features, cut_frame, history_cuts, prefix_at
+from metaml._curves import INPUTS, CurveEstimator, History, cut_features, cut_frame, history_cuts, prefix_at
 from metaml._data import chance_points
 
 NON_LANGUAGE_TASK_TYPES = ("image-classification", "other")
@@ -231,8 +231,8 @@ def run_curve(sample: CurveTask, estimator: CurveEstimator, *, max_false_stop: f
                 grid_at.append(float(level))
             if cuts:
                 prior = sample.priors[i] if use_prior else None
-                X = pd.DataFrame([cut_features(p[:k], v[:k], chance=sample.chance, history=history, prior=prior)
-                                  for k in cuts])
+                X = np.array([[f[c] for c in INPUTS] for f in (
+                    cut_features(p[:k], v[:k], chance=sample.chance, history=history, prior=prior) for k in cuts)])
                 if len(history) >= 2:
                     for level in grid_at:
                         if level not in calibrations:

@@ -19,7 +19,6 @@ from metaml._curves import (
     INPUTS,
     CurveEstimator,
     History,
-    cut_features,
     cut_frame,
     decide_curve,
     fit_curve_model,
@@ -35,13 +34,9 @@ GSM8K = "peft_bench|gsm8k|accuracy|n20000"
 @pytest.fixture(scope="module")
 def curve_kb(public_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A knowledge base of the real OPDA DeBERTa and PEFT method comparison files (both carry learning curves)."""
-    from collector.ingest import ingest_path
-    from collector.store import KnowledgeBase
+    from factories import curve_knowledge_base
 
-    kb = KnowledgeBase(tmp_path_factory.mktemp("curves") / "kb.duckdb")
-    for source in ("opda_deberta", "peft_method_comparison"):
-        ingest_path(kb, public_data / "metadatasets" / source)
-    return kb
+    return curve_knowledge_base(public_data, tmp_path_factory.mktemp("curves"))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from metaml._candidates import task_row
 from metaml._curves import decide_curve as decide_run
 from metaml._curves import describe_curve_model, primary_curve
 from metaml._data import chance_points
@@ -29,7 +30,7 @@ from service.api.candidates import (
     resolve_task,
 )
 from service.api.deps import ReadKey, SettingsDep
-from service.api.errors import CurveModelUnavailable
+from service.api.errors import CurveModelUnavailable, UnknownDataset
 from service.api.experience import Experience, ExperienceIndex, SampleFeatures, Samples
 from service.api.predictor import CORES, Holder, LoadedModel
 from service.api.routes._common import ERROR_RESPONSES
@@ -238,10 +239,17 @@ def _curve_arrays(curve: Any, factor: float, loc: tuple[Any, ...]) -> tuple[Any,
 
 def _decide_curve(body: CurveDecideRequest, loaded: LoadedModel, experience: ExperienceIndex,
                   samples: SampleFeatures, settings: Settings) -> dict[str, Any]:
-    ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
-                       max_sample_rows=settings.max_sample_rows)
-    factor = 100.0 if body.unit == "score" else 1.0
     estimator = loaded.curve
+    try:
+        ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
+                           max_sample_rows=settings.max_sample_rows)
+        row = ctx.row
+    except UnknownDataset:
+        if estimator.use_prior:
+            raise
+        # the curve model reads no meta-features: a dataset the knowledge base does not know is answered without
+        row = task_row(body.task.model_dump(exclude_none=True), {"name": body.dataset.name}, source=body.source)
+    factor = 100.0 if body.unit == "score" else 1.0
     progress, values = _curve_arrays(body.curve, factor, ("curve",))
     history = []
     for i, h in enumerate(body.history):
@@ -251,11 +259,13 @@ def _decide_curve(body: CurveDecideRequest, loaded: LoadedModel, experience: Exp
     if estimator.use_prior:
         configs = [body.config, *(h.config for h in body.history)]
         known = [c for c in configs if c is not None]
-        answers = iter(loaded.scorer.predict(as_frame(candidate_columns(ctx.row, known, loc="config")))
+        answers = iter(loaded.scorer.predict(as_frame(candidate_columns(row, known, loc="config")))
                        .to_dict("records") if known else [])
         priors = [next(answers) if c is not None else None for c in configs]
         prior, history_priors = priors[0], priors[1:]
-    chance = float(chance_points(pd.DataFrame([ctx.row])).iloc[0])
+    task_frame = pd.DataFrame([row]).reindex(columns=["task_primary_metric", "task_metric_scale",
+                                                          "dataset_meta_n_classes"])
+    chance = float(chance_points(task_frame).iloc[0])
     d = decide_run(estimator, progress, values, body.incumbent * factor, history=history, prior=prior,
                    history_priors=history_priors, chance=chance, tolerance=body.tolerance * factor,
                    max_false_stop=body.max_false_stop, min_progress=body.min_progress, min_history=body.min_history)
