@@ -36,6 +36,17 @@ def _command_line(ctx: click.Context) -> str:
     return " ".join(parts)
 
 
+def _print_outcome(report: Path, seconds: dict[str, float], goals: dict[str, dict[str, object]],
+                   as_json: bool) -> None:
+    """A benchmark's goals (met or not) and where its report is, as text or JSON."""
+    if as_json:
+        click.echo(json.dumps({"report": str(report), "seconds": seconds, "goals": goals}, indent=2, default=str))
+        return
+    for key, goal in goals.items():
+        click.echo(f"{key}: {'met' if goal['met'] else 'NOT met'} ({goal['target']})")
+    click.echo(f"report: {report}  ({seconds['total']:.0f} s)")
+
+
 @click.group("bench")
 def bench() -> None:
     """Benchmarks: replay AutoML search on held-out tasks with and without the knowledge base."""
@@ -106,14 +117,7 @@ def automl(kb_path: Path, n_tasks: int, task_keys: tuple[str, ...], seeds: int, 
     report = write_report(result, out_dir, context={"command": _command_line(click.get_current_context()),
                                                     "knowledge base": str(kb_path), "runs": f"{len(runs):,}",
                                                     "sources": ", ".join(config.sources), "jobs": jobs})
-    summary = summarize(result)
-    if as_json:
-        click.echo(json.dumps({"report": str(report), "seconds": result.seconds, "goals": summary["goals"]},
-                              indent=2, default=str))
-        return
-    for key, goal in summary["goals"].items():
-        click.echo(f"{key}: {'met' if goal['met'] else 'NOT met'} ({goal['target']})")
-    click.echo(f"report: {report}  ({result.seconds['total']:.0f} s)")
+    _print_outcome(report, result.seconds, summarize(result)["goals"], as_json)
 
 
 DEFAULT_CURVES_OUT = Path("bench") / "out" / "curves"
@@ -171,11 +175,4 @@ def curves(kb_path: Path, task_keys: tuple[str, ...], seeds: int, inner_seeds: i
     report = write_report(result, out_dir, context={"command": _command_line(click.get_current_context()),
                                                     "knowledge base": str(kb_path),
                                                     "runs with curves": f"{len(runs):,}", "jobs": jobs})
-    summary = summarize(result)
-    if as_json:
-        click.echo(json.dumps({"report": str(report), "seconds": result.seconds, "goals": summary["goals"]},
-                              indent=2, default=str))
-        return
-    for key, goal in summary["goals"].items():
-        click.echo(f"{key}: {'met' if goal['met'] else 'NOT met'} ({goal['target']})")
-    click.echo(f"report: {report}  ({result.seconds['total']:.0f} s)")
+    _print_outcome(report, result.seconds, summarize(result)["goals"], as_json)

@@ -198,6 +198,7 @@ def test_replay_methods_account_for_compute() -> None:
     """Every run to the end costs the sum of the costs; top-k with k = all configurations costs the same; top-1 pays
     one epoch of each plus the rest of the best at one epoch; Syne Tune's ASHA spends less, never more, and its
     trace is monotone; the best-stopped flags agree with what was finished."""
+    pytest.importorskip("syne_tune")
     from metaml._curve_bench import run_full, run_syne_tune, run_top_k
 
     task = _toy_task()
@@ -229,6 +230,7 @@ def test_curve_rule_stops_hopeless_runs(curves: pd.DataFrame, gsm8k_model: Curve
 def test_bench_command_writes_a_report(curve_kb: Any, tmp_path: Path) -> None:
     """`metaml bench curves` on both tasks with curves: knobs chosen on the other task, a report with every method
     and the goals, the searches' table."""
+    pytest.importorskip("syne_tune")
     from service.cli import main
 
     out = tmp_path / "report"
