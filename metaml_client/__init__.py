@@ -18,6 +18,7 @@ and posts them with a ``Client``).
 from metaml_client._client import (
     AsyncClient,
     Client,
+    CurveDecision,
     Decision,
     DescribeResult,
     Health,
@@ -40,6 +41,7 @@ from metaml_client._client import (
 __all__ = [
     "AsyncClient",
     "Client",
+    "CurveDecision",
     "Decision",
     "DescribeResult",
     "Health",

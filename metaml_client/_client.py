@@ -298,6 +298,36 @@ class SuggestResult:
 
 
 @dataclass
+class CurveDecision:
+    """Continue or stop a training run (``POST /v1/decide/curve``); scores in points unless named ``_score``."""
+
+    model: dict[str, Any]
+    curve_model: dict[str, Any]
+    action: str
+    p_above: float
+    predicted_points: float
+    predicted_score: float
+    points_lo: float
+    points_hi: float
+    incumbent_points: float
+    tolerance_points: float
+    progress: float
+    n_history: int
+    threshold: float
+    stated_error_rate: float
+    basis: str
+
+    @property
+    def stop(self) -> bool:
+        return self.action == "stop"
+
+
+#: A learning curve as the curve methods take it: ``{step: value}`` / ``{epoch: value}`` (``by`` says which), or a
+#: list of ``{"step": ..., "epoch": ..., "value": ...}`` points.
+CurveLike = Mapping[int, float] | Mapping[float, float] | Sequence[Mapping[str, Any]]
+
+
+@dataclass
 class ModelVersion:
     version: int
     run_id: str | None
@@ -460,6 +490,42 @@ def _suggest_req(task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any
         body["space"] = dict(space or {})
     body |= {"history": [_history_item(h) for h in history], "k": k, "unit": unit}
     return _Req("POST", "/v1/suggest", SuggestResult.from_json, json=body)
+
+def _curve_body(curve: CurveLike, total_steps: int | None, total_epochs: float | None, by: str) -> dict[str, Any]:
+    if by not in ("step", "epoch"):
+        raise ValueError(f"by must be 'step' or 'epoch', not {by!r}")
+    if isinstance(curve, Mapping):
+        points = [{by: (int(k) if by == "step" else float(k)), "value": float(v)} for k, v in sorted(curve.items())]
+    else:
+        points = [{k: v for k, v in dict(p).items() if v is not None} for p in curve]
+    body: dict[str, Any] = {"points": points}
+    if total_steps is not None:
+        body["total_steps"] = int(total_steps)
+    if total_epochs is not None:
+        body["total_epochs"] = float(total_epochs)
+    return body
+
+
+def _decide_curve_req(task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], curve: CurveLike,
+                      incumbent: float, total_steps: int | None, total_epochs: float | None, by: str,
+                      config: Mapping[str, Any] | None, unit: str, tolerance: float,
+                      history: Iterable[Mapping[str, Any]] | None, max_false_stop: float | None,
+                      min_progress: float | None, min_history: int | None, source: str) -> _Req:
+    body = _task_body(task, dataset, source, {"config": dict(config) if config is not None else None,
+                                              "max_false_stop": max_false_stop, "min_progress": min_progress,
+                                              "min_history": min_history})
+    body |= {"curve": _curve_body(curve, total_steps, total_epochs, by), "incumbent": incumbent, "unit": unit,
+             "tolerance": tolerance}
+    if history:
+        items = []
+        for h in history:
+            item: dict[str, Any] = {"curve": _curve_body(h["curve"], h.get("total_steps"), h.get("total_epochs"),
+                                                         h.get("by", by)), "score": h["score"]}
+            if h.get("config") is not None:
+                item["config"] = dict(h["config"])
+            items.append(item)
+        body["history"] = items
+    return _Req("POST", "/v1/decide/curve", lambda d: CurveDecision(**d), json=body)
 
 
 def _sql_req(query: str, max_rows: int | None) -> _Req:
@@ -689,6 +755,28 @@ class Client(_Base):
         """
         return self._send(_suggest_req(task, dataset, candidates, space, history, k, unit, max_false_skip, source,
                                        extra))
+    def decide_curve(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], curve: CurveLike,
+                     incumbent: float, *, total_steps: int | None = None, total_epochs: float | None = None,
+                     by: str = "step", config: Mapping[str, Any] | None = None, unit: str = "score",
+                     tolerance: float = 0.0, history: Iterable[Mapping[str, Any]] | None = None,
+                     max_false_stop: float | None = None, min_progress: float | None = None,
+                     min_history: int | None = None, source: str = "upload") -> CurveDecision:
+        """Continue or stop a training run from its partial learning curve (``POST /v1/decide/curve``).
+
+        Args:
+            curve: the run's evaluations so far: ``{step: value}`` (or ``{epoch: value}`` with ``by="epoch"``), or
+                a list of ``{"step", "epoch", "value"}`` points; values in ``unit``.
+            incumbent: the best final score so far on the task, in ``unit``.
+            total_steps, total_epochs: how long the run is planned to train (progress is measured against it).
+            config: the run's configuration (``model``, ``method``, ``hparams``), for the meta-model's prior.
+            history: the search's finished runs: dicts with ``curve`` (as ``curve``), ``score`` (final, in
+                ``unit``), optionally ``total_steps`` / ``total_epochs``, ``by`` and ``config``.
+            max_false_stop: stop only when P(final > incumbent + tolerance) is below this (server default 0.05).
+            min_progress, min_history: never stop before this share of the plan / with fewer finished runs.
+        """
+        return self._send(_decide_curve_req(task, dataset, curve, incumbent, total_steps, total_epochs, by, config,
+                                            unit, tolerance, history, max_false_stop, min_progress, min_history,
+                                            source))
 
     def models(self) -> ModelList:
         return self._send(_models_req())
@@ -805,6 +893,17 @@ class AsyncClient(_Base):
                       max_false_skip: float | None = None, source: str = "upload", **extra: Any) -> SuggestResult:
         return await self._send(_suggest_req(task, dataset, candidates, space, history, k, unit, max_false_skip,
                                              source, extra))
+    async def decide_curve(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
+                           curve: CurveLike, incumbent: float, *, total_steps: int | None = None,
+                           total_epochs: float | None = None, by: str = "step",
+                           config: Mapping[str, Any] | None = None, unit: str = "score", tolerance: float = 0.0,
+                           history: Iterable[Mapping[str, Any]] | None = None, max_false_stop: float | None = None,
+                           min_progress: float | None = None, min_history: int | None = None,
+                           source: str = "upload") -> CurveDecision:
+        """:meth:`Client.decide_curve`."""
+        return await self._send(_decide_curve_req(task, dataset, curve, incumbent, total_steps, total_epochs, by,
+                                                  config, unit, tolerance, history, max_false_stop, min_progress,
+                                                  min_history, source))
 
     async def models(self) -> ModelList:
         return await self._send(_models_req())

@@ -1,6 +1,6 @@
 """Optuna helpers: a sampler that asks the service what to evaluate next (:class:`MetamlSampler`), warm-starting a
-study with the meta-learner's recommendations, skipping unpromising trials, and reporting finished trials back to the
-knowledge base.
+study with the meta-learner's recommendations, skipping unpromising trials, pruning trials from their partial learning
+curves (:class:`MetamlPruner`), and reporting finished trials back to the knowledge base.
 
 The parameters follow the recommendation's own names: ``model`` (a model id), ``method`` (a label such as ``full``
 or ``lora(lora_r=8)``, see :func:`method_label`) and each varied hyperparameter (``learning_rate``...). An objective
@@ -15,7 +15,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,12 +26,20 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from metaml_client._client import Client, Decision, MetamlAPIError, Recommendation, Suggestion, UploadResult
+from metaml_client._client import (
+    Client,
+    CurveDecision,
+    Decision,
+    MetamlAPIError,
+    Recommendation,
+    Suggestion,
+    UploadResult,
+)
 from metaml_client._proposer import Evaluated, Proposer
 from metaml_client._space import ParamSpec, config_from_params, method_label, param_specs, params_key
 
-__all__ = ["MetamlSampler", "SearchDone", "SkipUnpromising", "config_from_params", "distributions", "method_label",
-           "report_back", "suggest_config", "warm_start"]
+__all__ = ["MetamlPruner", "MetamlSampler", "SearchDone", "SkipUnpromising", "config_from_params", "distributions",
+           "method_label", "report_back", "suggest_config", "warm_start"]
 
 log = logging.getLogger("metaml_client")
 
@@ -382,3 +391,91 @@ class MetamlSampler(BaseSampler):
 
     def reseed_rng(self) -> None:
         self.inner.reseed_rng()
+
+class MetamlPruner(optuna.pruners.BasePruner):
+    """Prune a trial when its intermediate values say it cannot finish above the study's best value.
+
+    At each report, the trial's intermediate values (step -> value, on the normalized scale of the task's primary
+    metric) are sent to ``/v1/decide/curve`` with the planned number of steps, the best completed value as the
+    incumbent and the completed trials' intermediate values and final values as the history (the ``max_history``
+    most recent); the trial is pruned when the server answers stop. Each answer is kept in :attr:`decisions` under
+    the trial's number. A failed request never prunes (it warns).
+
+    Args:
+        client: a :class:`~metaml_client.Client`.
+        task: the task (``{"primary_metric": "accuracy"}``...), or None for accuracy.
+        dataset: the dataset's name, or a dataset spec as ``/v1/predict`` takes it.
+        total_steps: the step a trial that trains to the end reports last (its planned number of steps or epochs,
+            in the unit of ``trial.report``'s ``step``).
+        by: ``step`` when the reported steps are training steps, ``epoch`` when they are epochs.
+        config: a function from the trial to its configuration (``model``, ``method``, ``hparams``), sent for the
+            meta-model's prior; default: the ``metaml_config`` user attribute :class:`SkipUnpromising` sets, if any.
+        max_false_stop, tolerance, min_progress, min_history: as ``/v1/decide/curve`` takes them (None: the
+            server's default).
+        min_completed: never prune before this many trials have completed.
+        max_history: completed trials sent as the history at most (the most recent).
+        source: whose evaluation protocol the scores follow.
+    """
+
+    def __init__(self, client: Client, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], *,
+                 total_steps: float, by: str = "step",
+                 config: Callable[[optuna.trial.FrozenTrial], Mapping[str, Any] | None] | None = None,
+                 max_false_stop: float | None = None, tolerance: float = 0.0, min_progress: float | None = None,
+                 min_history: int | None = None, min_completed: int = 1, max_history: int = 100,
+                 source: str = "upload") -> None:
+        if by not in ("step", "epoch"):
+            raise ValueError(f"by must be 'step' or 'epoch', not {by!r}")
+        if not total_steps or total_steps <= 0:
+            raise ValueError("total_steps must be the planned number of reported steps (> 0)")
+        self.client = client
+        self.task = task
+        self.dataset = dataset
+        self.total_steps = total_steps
+        self.by = by
+        self.config = config or (lambda t: t.user_attrs.get(CONFIG_ATTR))
+        self.max_false_stop = max_false_stop
+        self.tolerance = tolerance
+        self.min_progress = min_progress
+        self.min_history = min_history
+        self.min_completed = min_completed
+        self.max_history = max_history
+        self.source = source
+        self.decisions: dict[int, CurveDecision] = {}
+        self.pruned = 0
+
+    def _totals(self) -> dict[str, Any]:
+        if self.by == "step":
+            return {"total_steps": int(self.total_steps)}
+        return {"total_epochs": float(self.total_steps)}
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Whether to prune ``trial`` now (see the class docstring)."""
+        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+            raise ValueError("MetamlPruner needs a study that maximizes the score")
+        values = {int(s) if self.by == "step" else float(s): float(v)
+                  for s, v in trial.intermediate_values.items() if v is not None and v == v}
+        if not values:
+            return False
+        done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.value is not None]
+        if len(done) < max(1, self.min_completed):
+            return False
+        incumbent = max(float(t.value) for t in done)
+        history = []
+        for t in done[-self.max_history:]:
+            if t.intermediate_values:
+                history.append({"curve": dict(t.intermediate_values), "score": float(t.value), "by": self.by,
+                                "config": self.config(t), **self._totals()})
+        try:
+            decision = self.client.decide_curve(
+                self.task, self.dataset, values, incumbent, by=self.by, config=self.config(trial),
+                tolerance=self.tolerance, history=history, max_false_stop=self.max_false_stop,
+                min_progress=self.min_progress, min_history=self.min_history, source=self.source,
+                **self._totals())
+        except (MetamlAPIError, httpx.HTTPError) as e:
+            warnings.warn(f"metaml: no pruning decision for trial {trial.number} ({e})", stacklevel=2)
+            return False
+        self.decisions[trial.number] = decision
+        if decision.stop:
+            self.pruned += 1
+        return decision.stop

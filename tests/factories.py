@@ -79,3 +79,25 @@ def example_module(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+def curve_knowledge_base(public_data: Path, work: Path) -> Any:
+    """A knowledge base of the real files whose runs carry learning curves: the OPDA DeBERTa random search on
+    MultiNLI (accuracy every 1,000 steps) and the PEFT method comparison (GSM8K and an image task)."""
+    from collector.ingest import ingest_path
+    from collector.store import KnowledgeBase
+
+    kb = KnowledgeBase(work / "kb.duckdb")
+    for source in ("opda_deberta", "peft_method_comparison"):
+        ingest_path(kb, public_data / "metadatasets" / source)
+    return kb
+
+
+def curve_model_artifact(kb: Any, directory: Path) -> Path:
+    """A small meta-model of ``kb`` with the curve estimator fit on its curves, saved as one artifact."""
+    from metaml._artifact import save_model
+    from metaml._curves import fit_curve_model, load_curve_runs
+    from metaml._data import load_runs
+    from metaml._estimators import MetaModel, OutcomeEstimator
+
+    model = MetaModel(outcome=OutcomeEstimator(n_estimators=30, random_state=0), random_state=0).fit(load_runs(kb))
+    return save_model(model, directory, curve=fit_curve_model(load_curve_runs(kb), n_estimators=100))

@@ -310,10 +310,6 @@ def test_async_suggest(served: ServerProcess) -> None:
     assert asyncio.run(go()) == [s.index for s in sync.suggestions]
 
 
-@pytest.mark.xfail(strict=True, reason="the server matches a history entry to its candidate by the string of each "
-                                       "configuration column, whose dtype follows the rows around it: a LoRA entry "
-                                       "(lora_r 8) misses its candidate (8.0) when the space also holds full "
-                                       "fine-tuning and the history holds no such entry")
 def test_a_lora_history_of_a_mixed_space_matches_its_candidates(served_client: Client) -> None:
     """A configuration the server proposed, sent back as it came, is one of its candidates."""
     space = {**LORA_SPACE, "methods": [{"name": "full"}, {"name": "lora", "lora_r": 8}]}
