@@ -780,7 +780,7 @@ class MetamlCallback(TrainerCallback):
     def _ask_to_stop(self, args: TrainingArguments, state: TrainerState, model: Any) -> Any:
         """The service's answer for the primary metric's evaluations so far (None before the first one); the dataset
         goes with its number of classes when the model's config says it (the chance level)."""
-        from collector.importers._trainer_card import metric_name
+        from collector.importers.hf.card import metric_name
 
         assert self.stop is not None and self.client is not None
         name = self._options["primary_metric"] or args.metric_for_best_model or "accuracy"
