@@ -58,7 +58,7 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 
 def served_knowledge_base(public_data: Path, work: Path) -> Any:
     """The knowledge base the service and client tests serve: the real TransferGraph and OPDA DeBERTa files, model
-    features, and SST-2's meta-features computed from its text."""
+    features, and SST-2's and MultiNLI's meta-features computed from their text."""
     from collector.enrich import enrich_datasets, enrich_models
     from collector.ingest import ingest_path
     from collector.store import KnowledgeBase
@@ -67,7 +67,7 @@ def served_knowledge_base(public_data: Path, work: Path) -> Any:
     for source in ("transfergraph", "opda_deberta"):
         ingest_path(kb, public_data / "metadatasets" / source)
     enrich_models(kb)
-    enrich_datasets(kb, public_data / "text", names=["glue_sst2"])
+    enrich_datasets(kb, public_data / "text", names=["glue_sst2", "glue_mnli"])
     return kb
 
 
