@@ -55,6 +55,7 @@ class GroupWriter:
         self.max_group_rows = max_group_rows
         self.idle_s = idle_s
         self._models: dict[str, dict[str, Any]] = {}  # model id -> its features ({} when nothing is known)
+        self._stored: set[str] = set()  # model ids this writer has committed to the models table (rows stay)
         self._registry: ModelRegistry | None = None
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -110,7 +111,8 @@ class GroupWriter:
             self._commit(jobs)
 
     def _features_of(self, table: pa.Table) -> dict[str, dict[str, Any]]:
-        """Registry features of the models ``table`` names (looked up once per model id and process)."""
+        """Registry features of the models ``table`` names (looked up once per model id and process), but those this
+        writer already added to the ``models`` table (rows there are replaced, never deleted)."""
         ids = batch_model_ids(table)
         new = ids - self._models.keys()
         if new:
@@ -118,13 +120,16 @@ class GroupWriter:
                 self._registry = ModelRegistry.load_default()
             found = model_features(new, self._registry)
             self._models.update({mid: found.get(mid, {}) for mid in new})
-        return {mid: self._models[mid] for mid in ids if self._models[mid]}
+        return {mid: self._models[mid] for mid in ids - self._stored if self._models[mid]}
 
     def _commit(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
         try:
             table = jobs[0].table if len(jobs) == 1 else pa.concat_tables([j.table for j in jobs])
-            inserted = set(self.kb.append(table, attach_features=True, models=self._features_of(table)).inserted)
+            models = self._features_of(table)
+            inserted = set(self.kb.append(table, attach_features=True, models=models).inserted)
+            if inserted:  # the models were added with them
+                self._stored |= models.keys()
         except BaseException as e:  # every caller learns of the failure; the thread lives on
             for j in jobs:
                 j.future.set_exception(e)

@@ -76,13 +76,14 @@ _T = TypeVar("_T")
 
 _DATASET_FIELDS = list(DatasetMeta.model_fields)
 _MODEL_FIELDS = [name for name in Model.model_fields if name not in ("id", "revision")]
-_PLAIN_INSERT = "INSERT INTO runs BY NAME SELECT * FROM fresh"
-#: Inserts the runs of ``fresh`` with their missing features filled from the side tables (what ``_attach`` does).
+_PLAIN_INSERT = "INSERT INTO runs BY NAME SELECT * FROM {source}"
+#: Inserts the runs of the view ``{source}`` with their missing features filled from the side tables (as
+#: ``_attach`` does).
 _ATTACHING_INSERT = (
     "INSERT INTO runs BY NAME SELECT f.* REPLACE ("
     + ", ".join([f"coalesce(f.dataset_meta_{c}, d.{c}) AS dataset_meta_{c}" for c in _DATASET_FIELDS]
                 + [f"coalesce(f.model_{c}, m.{c}) AS model_{c}" for c in _MODEL_FIELDS])
-    + ") FROM fresh f LEFT JOIN datasets d ON d.name = f.dataset_name LEFT JOIN models m ON m.model_id = f.model_id")
+    + ") FROM {source} f LEFT JOIN datasets d ON d.name = f.dataset_name LEFT JOIN models m ON m.model_id = f.model_id")
 
 
 def _side_table_ddl(table: str, key: str, model: type, fields: Sequence[str], extra: str = "", *,
@@ -312,9 +313,13 @@ class KnowledgeBase(ABC):
                         pc.invert(pc.is_in(batch.column("run_id"), value_set=pa.array(sorted(present)))))
                     if models:
                         self._add_models(con, models)
-                    con.register("fresh", fresh)
-                    con.execute(_ATTACHING_INSERT if attach_features else _PLAIN_INSERT)
-                    con.unregister("fresh")
+                    insert = _ATTACHING_INSERT if attach_features else _PLAIN_INSERT
+                    if present:
+                        con.register("fresh", fresh)
+                        con.execute(insert.format(source="fresh"))
+                        con.unregister("fresh")
+                    else:  # the common case: every run is new, ``incoming`` is what to insert
+                        con.execute(insert.format(source="incoming"))
                     self._guard_append(con)
                 return present
             finally:
