@@ -53,6 +53,13 @@ What the record holds:
 * ``provenance``: source ``trainer_callback``, locator = ``output_dir``, the uploader given (the server replaces it
   with its API key's name, and the source with ``upload:<key name>`` unless the key is an admin key).
 
+Stopping early: with ``stop=StopRule(incumbent=...)`` and a ``client`` that has ``decide_curve``
+(:class:`metaml_client.Client`), after each evaluation the callback sends the primary metric's evaluations so far
+(by step, against the Trainer's planned ``max_steps``) to the service's ``/v1/decide/curve`` with the search's best
+final score so far (and its finished runs' curves, when given); when the answer is stop, training stops
+(``control.should_training_stop``) and the record is stored with ``outcome.status = "stopped"``: no score, its curve
+kept. A failed request never stops training (it warns). :attr:`MetamlCallback.decisions` holds every answer.
+
 Sinks: ``client=`` posts the record (:meth:`Client.upload_runs`, the key needs the ``write`` scope); ``kb=`` validates
 and appends it to a local DuckDB knowledge base through the collector's ingestion pipeline. The record is always
 written to ``<output_dir>/metaml_run.json``. A record the server or the pipeline rejects is reported with the reason.
@@ -81,7 +88,8 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -92,7 +100,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 if TYPE_CHECKING:
     from collector.ingest import IngestReport
 
-__all__ = ["RECORD_FILE", "SOURCE", "SPOOL_FILE", "MetamlCallback", "MetamlCallbackWarning", "RunClient",
+__all__ = ["RECORD_FILE", "SOURCE", "SPOOL_FILE", "MetamlCallback", "MetamlCallbackWarning", "RunClient", "StopRule",
            "build_record"]
 
 #: ``provenance.source`` of the records this module builds.
@@ -118,6 +126,28 @@ class RunClient(Protocol):
     def upload_runs(self, records: Any, **kwargs: Any) -> Any: ...
 
     def describe_dataset(self, texts: Any = None, labels: Any = None, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When the callback stops a run from its partial learning curve (see the module docstring).
+
+    Attributes:
+        incumbent: the best final score so far in the search, on the normalized scale (0.91, not 91).
+        history: the search's finished runs, as :meth:`metaml_client.Client.decide_curve` takes them (dicts with
+            ``curve`` ({step: value}), ``score`` and ``total_steps``).
+        max_false_stop: stop only when P(final > incumbent + tolerance) is below this (the stated error rate).
+        tolerance: continue only runs that may finish this much above the incumbent.
+        min_progress: never stop before this share of the planned steps.
+        min_history: never stop with fewer finished runs in ``history``.
+    """
+
+    incumbent: float
+    history: Sequence[Mapping[str, Any]] = ()
+    max_false_stop: float = 0.05
+    tolerance: float = 0.0
+    min_progress: float = 0.0
+    min_history: int = 0
 
 
 class MetamlCallbackWarning(UserWarning):
@@ -709,6 +739,7 @@ class MetamlCallback(TrainerCallback):
         uploader: ``provenance.uploader`` (a server sets it to its key's name).
         spool_file: file in ``output_dir`` receiving the records that could not be posted.
         record_file: file in ``output_dir`` receiving the record (``None``: not written).
+        stop: stop the run early from its partial curve (:class:`StopRule`; needs ``client``).
 
     Attributes:
         record: the last record built (a nested dict), or ``None``.
@@ -718,6 +749,8 @@ class MetamlCallback(TrainerCallback):
         record_path: where the record was written.
         spooled_to: the spool file, when the last upload failed.
         error: why the last record could not be built or stored, or ``None``.
+        decisions: the service's answers to the stopping questions of the last run, in order.
+        stopped: the answer that stopped the last run, or ``None``.
 
     Peak memory (``outcome.peak_memory_gb``, GiB): when training on CUDA, ``torch.cuda.max_memory_allocated`` on the
     training device, whose peak counter the callback resets when training begins; otherwise the process's peak
@@ -730,9 +763,11 @@ class MetamlCallback(TrainerCallback):
                  primary_metric: str | None = None, split: str = "validation", max_seq_length: int | None = None,
                  extra_hparams: Mapping[str, Any] | None = None, features: str = "auto", domain: str | None = None,
                  landmark_sample: int = 2000, uploader: str | None = None, spool_file: str = SPOOL_FILE,
-                 record_file: str | None = RECORD_FILE) -> None:
+                 record_file: str | None = RECORD_FILE, stop: StopRule | None = None) -> None:
         if features not in FEATURE_MODES:
             raise ValueError(f"features must be one of {', '.join(FEATURE_MODES)}, not {features!r}")
+        if stop is not None and not hasattr(client, "decide_curve"):
+            raise ValueError("stop needs a client with decide_curve (metaml_client.Client)")
         if not dataset or not str(dataset).strip():
             raise ValueError("dataset must name the dataset")
         self.client = client
@@ -754,6 +789,9 @@ class MetamlCallback(TrainerCallback):
         self.record_path: Path | None = None
         self.spooled_to: Path | None = None
         self.error: str | None = None
+        self.stop = stop
+        self.decisions: list[Any] = []
+        self.stopped: Any = None
         self._started: float | None = None
 
     # -- events ----------------------------------------------------------------------------------------------------
@@ -763,6 +801,7 @@ class MetamlCallback(TrainerCallback):
         self.record = self.run_id = self.upload_result = self.ingest_report = None
         self.record_path = self.spooled_to = None
         self.error = None
+        self.decisions, self.stopped = [], None
         self._started = time.perf_counter()
         try:
             import torch
@@ -771,6 +810,23 @@ class MetamlCallback(TrainerCallback):
                 torch.cuda.reset_peak_memory_stats(args.device)
         except (AttributeError, ImportError, RuntimeError):
             pass
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        if self.stop is None or not state.is_world_process_zero or self.stopped is not None:
+            return
+        try:
+            decision = self._ask_to_stop(args, state, kwargs.get("model"))
+        except Exception as e:  # never break the training script: a failed request does not stop training
+            _warn(f"no stopping decision ({type(e).__name__}: {e}); training continues")
+            return
+        if decision is not None:
+            self.decisions.append(decision)
+            if decision.action == "stop":
+                self.stopped = decision
+                control.should_training_stop = True
+                logger.info("stopping the run at step %s: P(final > %.4f) = %.3f < %g", state.global_step,
+                            self.stop.incumbent, decision.p_above, decision.threshold)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:
@@ -785,6 +841,30 @@ class MetamlCallback(TrainerCallback):
 
     # -- work ------------------------------------------------------------------------------------------------------
 
+    def _ask_to_stop(self, args: TrainingArguments, state: TrainerState, model: Any) -> Any:
+        """The service's answer for the primary metric's evaluations so far (None before the first one); the dataset
+        goes with its number of classes when the model's config says it (the chance level)."""
+        from collector.importers._trainer_card import metric_name
+
+        assert self.stop is not None and self.client is not None
+        name = self._options["primary_metric"] or args.metric_for_best_model or "accuracy"
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        curve = {int(e["step"]): float(e[key]) for e in state.log_history or []
+                 if isinstance(e, Mapping) and isinstance(e.get(key), int | float) and e.get("step")}
+        if not curve or not state.max_steps:
+            return None
+        if max(curve.values()) > 1.0:  # percent, as some compute_metrics report it
+            curve = {k: v / 100.0 for k, v in curve.items()}
+        rule = self.stop
+        dataset: dict[str, Any] = {"name": self._options["dataset"]}
+        labels = getattr(getattr(_base_model(model), "config", None), "num_labels", None) if model is not None else None
+        if isinstance(labels, int) and labels > 1:
+            dataset["meta"] = {"n_classes": labels}
+        return self.client.decide_curve(  # type: ignore[attr-defined]
+            {"primary_metric": metric_name(key[len("eval_"):])}, dataset, curve, rule.incumbent,
+            total_steps=int(state.max_steps), history=list(rule.history), tolerance=rule.tolerance,
+            max_false_stop=rule.max_false_stop, min_progress=rule.min_progress, min_history=rule.min_history)
+
     def _record_run(self, args: TrainingArguments, state: TrainerState, model: Any, loader: Any) -> None:
         if model is None:
             raise ValueError("the trainer passed no model to the callback")
@@ -792,6 +872,10 @@ class MetamlCallback(TrainerCallback):
         runtime = time.perf_counter() - self._started if self._started is not None else None
         self.record = build_record(args, state, model, train_data=data, client=self.client, runtime_s=runtime,
                                    **self._options)
+        if self.stopped is not None and self.record["outcome"].get("status") == "ok":
+            # stopped by its search: no final score, what it reported is its curve
+            self.record["outcome"]["status"] = "stopped"
+            self.record["outcome"].pop("score", None)
         self.run_id = _run_id(self.record)
         out = Path(args.output_dir) if args.output_dir else Path.cwd()
         if self.record_file:

@@ -4,7 +4,9 @@ Rules:
 
 * **Layout.** ``model.joblib`` is the fitted :class:`~metaml._estimators.MetaModel` (featurizer and estimators
   together) written by joblib; ``metadata.json`` describes it (see :func:`save_model`). ``metadata.json`` records the
-  SHA-256 of ``model.joblib``, so a file truncated, swapped or corrupted after saving is detected on load.
+  SHA-256 of ``model.joblib``, so a file truncated, swapped or corrupted after saving is detected on load. An
+  artifact may also hold ``curve.joblib``, the :class:`~metaml._curves.CurveEstimator` trained with the meta-model
+  (final scores from partial learning curves), described and checksummed under ``curve_model`` in the metadata.
 * **Compatibility.** ``artifact_format`` is the layout version (:data:`ARTIFACT_FORMAT`); code reads every format up
   to its own and refuses newer ones. ``schema_version`` is the knowledge-base record schema the model was trained
   on; a model is refused when its major version differs from this code's (its features would not match).
@@ -37,6 +39,7 @@ from metaml.errors import ArtifactError
 ARTIFACT_FORMAT = 1
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
+CURVE_FILE = "curve.joblib"
 _LIBRARIES = {"lightgbm": "lightgbm", "sklearn": "scikit-learn", "pandas": "pandas", "numpy": "numpy",
               "joblib": "joblib", "metaml": "metaml"}
 
@@ -106,12 +109,14 @@ def _write_atomic(path: Path, write: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save_model(model: MetaModel, directory: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+def save_model(model: MetaModel, directory: str | Path, *, metadata: dict[str, Any] | None = None,
+               curve: Any = None) -> Path:
     """Write a fitted meta-model and its metadata to ``directory`` (created if missing; an artifact there is replaced).
 
     Args:
         model: a fitted :class:`MetaModel`.
         directory: the artifact directory.
+        curve: a fitted :class:`~metaml._curves.CurveEstimator` to keep beside it (``curve.joblib``), or None.
         metadata: what the caller knows about the model: ``kb_snapshot`` (see :func:`snapshot_id`), ``evaluation``
             (a dict of metrics, default empty), ``created_at`` (default now) and any other JSON-able keys, kept as
             given. The keys this function derives from the model (``artifact_format``, ``schema_version``,
@@ -130,11 +135,27 @@ def save_model(model: MetaModel, directory: str | Path, *, metadata: dict[str, A
         check_is_fitted(model, "outcome_")
     except NotFittedError as e:
         raise ArtifactError("the meta-model is not fitted; call fit(runs) before saving it") from e
+    curve_meta = None
+    if curve is not None:
+        from metaml._curves import CurveEstimator, describe_curve_model
+
+        if not isinstance(curve, CurveEstimator):
+            raise ArtifactError(f"expected a CurveEstimator beside the meta-model, got {type(curve).__name__}")
+        try:
+            curve_meta = describe_curve_model(curve)
+        except NotFittedError as e:
+            raise ArtifactError("the curve estimator is not fitted") from e
     directory = Path(directory)
     given = dict(metadata or {})
+    given.pop("curve_model", None)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         _write_atomic(directory / MODEL_FILE, lambda p: joblib.dump(model, p))
+        if curve is not None:
+            _write_atomic(directory / CURVE_FILE, lambda p: joblib.dump(curve, p))
+            curve_meta = {**(curve_meta or {}), "file": CURVE_FILE, "sha256": _sha256(directory / CURVE_FILE)}
+        else:
+            (directory / CURVE_FILE).unlink(missing_ok=True)
         meta = {
             **given,
             "artifact_format": ARTIFACT_FORMAT,
@@ -150,6 +171,8 @@ def save_model(model: MetaModel, directory: str | Path, *, metadata: dict[str, A
             "versions": library_versions(),
             "model_sha256": _sha256(directory / MODEL_FILE),
         }
+        if curve_meta is not None:
+            meta["curve_model"] = curve_meta
         text = json.dumps(_jsonable(meta), indent=2, sort_keys=False, allow_nan=False)
         _write_atomic(directory / METADATA_FILE, lambda p: p.write_text(text + "\n", encoding="utf-8"))
     except OSError as e:
@@ -221,5 +244,33 @@ def load_model(directory: str | Path) -> tuple[MetaModel, dict[str, Any]]:
     return model, meta
 
 
-__all__ = ["ARTIFACT_FORMAT", "library_versions", "load_model", "model_params", "read_metadata", "save_model",
-           "snapshot_id"]
+def load_curve_model(directory: str | Path, metadata: dict[str, Any] | None = None) -> Any:
+    """The :class:`~metaml._curves.CurveEstimator` of an artifact, or None when it holds none.
+
+    Raises:
+        ArtifactError: the metadata names one that is missing, changed since it was saved, or unreadable.
+    """
+    directory = Path(directory)
+    meta = metadata if metadata is not None else read_metadata(directory)
+    info = meta.get("curve_model")
+    if not info:
+        return None
+    path = directory / CURVE_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{directory} names a curve model but {CURVE_FILE} is missing")
+    if info.get("sha256") and _sha256(path) != info["sha256"]:
+        raise ArtifactError(f"{path} does not match the checksum in {METADATA_FILE}: the file is corrupt or was "
+                            "replaced; save the model again")
+    from metaml._curves import CurveEstimator
+
+    try:
+        curve = joblib.load(path)
+    except Exception as e:  # unpickling raises anything
+        raise ArtifactError(f"cannot load {path}: {type(e).__name__}: {e}") from e
+    if not isinstance(curve, CurveEstimator):
+        raise ArtifactError(f"{path} holds a {type(curve).__name__}, not a CurveEstimator")
+    return curve
+
+
+__all__ = ["ARTIFACT_FORMAT", "CURVE_FILE", "library_versions", "load_curve_model", "load_model", "model_params",
+           "read_metadata", "save_model", "snapshot_id"]

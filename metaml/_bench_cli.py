@@ -18,7 +18,7 @@ DEFAULT_OUT = Path("bench") / "out" / "automl"
 
 def _command_line(ctx: click.Context) -> str:
     """The command as typed, up to option order: every option that differs from its default."""
-    parts = ["metaml bench automl"]
+    parts = [f"metaml bench {ctx.command.name}"]
     for param in ctx.command.params:
         if not isinstance(param, click.Option) or param.name is None:
             continue
@@ -35,6 +35,17 @@ def _command_line(ctx: click.Context) -> str:
         else:
             parts.append(f"{flag} {value}")
     return " ".join(parts)
+
+
+def _print_outcome(report: Path, seconds: dict[str, float], goals: dict[str, dict[str, object]],
+                   as_json: bool) -> None:
+    """A benchmark's goals (met or not) and where its report is, as text or JSON."""
+    if as_json:
+        click.echo(json.dumps({"report": str(report), "seconds": seconds, "goals": goals}, indent=2, default=str))
+        return
+    for key, goal in goals.items():
+        click.echo(f"{key}: {'met' if goal['met'] else 'NOT met'} ({goal['target']})")
+    click.echo(f"report: {report}  ({seconds['total']:.0f} s)")
 
 
 @click.group("bench")
@@ -109,11 +120,62 @@ def automl(kb_path: Path, task_keys: tuple[str, ...], seeds: int, gp_seeds: int,
     report = write_report(result, out_dir, context={"command": _command_line(click.get_current_context()),
                                                     "knowledge base": str(kb_path), "runs": f"{len(runs):,}",
                                                     "sources": ", ".join(config.sources), "jobs": jobs})
-    summary = summarize(result)
-    if as_json:
-        click.echo(json.dumps({"report": str(report), "seconds": result.seconds, "goals": summary.get("goals", {})},
-                              indent=2, default=str))
-        return
-    for key, goal in summary.get("goals", {}).items():
-        click.echo(f"{key}: {'met' if goal['met'] else 'NOT met'} ({goal['target']}: {goal['value']})")
-    click.echo(f"report: {report}  ({result.seconds['total']:.0f} s)")
+    _print_outcome(report, result.seconds, summarize(result)["goals"], as_json)
+
+
+DEFAULT_CURVES_OUT = Path("bench") / "out" / "curves"
+
+
+@bench.command("curves")
+@kb_option
+@click.option("--task", "task_keys", multiple=True,
+              help="Hold out this task key (source|dataset|metric|regime) [default: every language task with curves "
+                   "on at least 20 configurations].")
+@click.option("--seeds", type=click.IntRange(1), default=20, show_default=True, help="Searches per task.")
+@click.option("--inner-seeds", type=click.IntRange(1), default=10, show_default=True,
+              help="Searches per inner task when choosing the knobs.")
+@click.option("--configs", "n_configs", type=click.IntRange(2), default=100, show_default=True,
+              help="Configurations per search (all of the task's when it has fewer).")
+@click.option("--levels", type=click.IntRange(3), default=27, show_default=True,
+              help="Progress levels per run: the curve rule's decision points and ASHA/Hyperband's resource.")
+@click.option("--max-best-stopped", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="The knob choice's limit on the share of inner searches that stop the best configuration.")
+@click.option("--no-syne-tune", is_flag=True, help="Leave out ASHA and Hyperband (Syne Tune).")
+@click.option("--jobs", type=click.IntRange(1), default=2, show_default=True, help="Worker processes.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CURVES_OUT,
+              show_default=True, help="Report directory (report.md, results.json, searches.csv, sweep.csv, a PNG).")
+@json_option
+def curves(kb_path: Path, task_keys: tuple[str, ...], seeds: int, inner_seeds: int, n_configs: int, levels: int,
+           max_best_stopped: float, no_syne_tune: bool, jobs: int, out_dir: Path, as_json: bool) -> None:
+    """Replay searches on the tasks whose runs carry learning curves, stopping runs from their partial curves.
+
+    \b
+    Compares the curve rule (metaml's curve estimator trained leave-one-dataset-out, its knobs chosen by nested
+    leave-one-dataset-out) with training every configuration to the end, Syne Tune's ASHA and asynchronous Hyperband
+    (simulated backend over the tabulated curves) and top-k after one epoch: compute saved, the share of searches that
+    stopped the best configuration, regret, and regret at equal compute.
+    """
+    from metaml._curve_bench import CurveBenchConfig, run_curve_benchmark, summarize, write_report
+    from metaml._curves import load_curve_runs
+
+    try:
+        runs = load_curve_runs(KnowledgeBase(kb_path))
+    except CollectorError as e:
+        raise fail(str(e)) from e
+    if runs.empty:
+        raise fail(f"the knowledge base {kb_path} holds no runs with learning curves")
+    config = CurveBenchConfig(n_configs=n_configs, seeds=seeds, inner_seeds=inner_seeds, levels=levels,
+                              max_best_stopped=max_best_stopped, syne_tune=not no_syne_tune, jobs=jobs)
+    started = time.perf_counter()
+
+    def say(msg: str) -> None:
+        click.echo(f"[{time.perf_counter() - started:6.0f}s] {msg}", err=True)
+
+    try:
+        result = run_curve_benchmark(runs, config, tasks=task_keys or None, progress=None if as_json else say)
+    except ValueError as e:
+        raise fail(str(e)) from e
+    report = write_report(result, out_dir, context={"command": _command_line(click.get_current_context()),
+                                                    "knowledge base": str(kb_path),
+                                                    "runs with curves": f"{len(runs):,}", "jobs": jobs})
+    _print_outcome(report, result.seconds, summarize(result)["goals"], as_json)

@@ -105,7 +105,17 @@ CONFIG_COLUMNS: tuple[str, ...] = (
 def config_keys(df: pd.DataFrame) -> pd.Series:
     """One key per distinct configuration: runs that differ only by seed or data split share it."""
     cols = [c for c in CONFIG_COLUMNS if c in df]
-    return pd.util.hash_pandas_object(df[cols].astype("string").fillna("\x00"), index=False).astype(str)
+    return pd.util.hash_pandas_object(pd.DataFrame({c: _canonical_text(df[c]) for c in cols}), index=False).astype(str)
+
+
+def _canonical_text(values: pd.Series) -> pd.Series:
+    """A column as text in which equal numbers read alike whatever the column's dtype (8, 8.0 and "8" as "8.0")."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype("string").fillna("\x00")
+    numbers = pd.to_numeric(values, errors="coerce") if not pd.api.types.is_numeric_dtype(values) else values
+    text = values.astype("string")
+    as_float = pd.Series(numbers, index=values.index).astype("float64").astype("string")
+    return as_float.where(as_float.notna(), text).fillna("\x00")
 
 
 def chance_points(df: pd.DataFrame) -> pd.Series:

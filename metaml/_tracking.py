@@ -42,7 +42,7 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 
-from metaml._artifact import METADATA_FILE, load_model, read_metadata, save_model
+from metaml._artifact import METADATA_FILE, load_curve_model, load_model, read_metadata, save_model
 from metaml._data import LEARN_COLUMNS
 from metaml._estimators import MetaModel
 from metaml.errors import ArtifactError, TrackingError
@@ -366,7 +366,7 @@ def _aliases(client: MlflowClient, registered_name: str) -> dict[str, str]:
 def log_model_version(model: MetaModel, metadata: Mapping[str, Any] | None, *, tracking_uri: str,
                       experiment: str = DEFAULT_EXPERIMENT, params: Mapping[str, Any] | None = None,
                       metrics: Mapping[str, Any] | None = None, artifacts_dir: str | Path | None = None,
-                      registered_name: str = REGISTERED_MODEL) -> ModelVersionInfo:
+                      registered_name: str = REGISTERED_MODEL, curve: Any = None) -> ModelVersionInfo:
     """Log a trained meta-model as one MLflow run and register it as a new version of ``registered_name``.
 
     Args:
@@ -379,6 +379,7 @@ def log_model_version(model: MetaModel, metadata: Mapping[str, Any] | None, *, t
         metrics: extra metrics (nested dicts allowed), added to ``metadata["evaluation"]``'s.
         artifacts_dir: a directory of report files logged under ``reports/``.
         registered_name: the registered model.
+        curve: the :class:`~metaml._curves.CurveEstimator` trained with it, kept in the same artifact (or None).
 
     Returns:
         The new version.
@@ -392,7 +393,7 @@ def log_model_version(model: MetaModel, metadata: Mapping[str, Any] | None, *, t
         raise TrackingError(f"artifacts directory {artifacts_dir} does not exist")
     with tempfile.TemporaryDirectory(prefix="metaml-model-") as tmp:
         local = Path(tmp)
-        save_model(model, local / "meta_model", metadata=metadata)
+        save_model(model, local / "meta_model", metadata=metadata, curve=curve)
         meta = read_metadata(local / "meta_model")
         run_metrics = {**flatten_metrics(meta.get("evaluation") or {}), **flatten_metrics(metrics or {})}
         with _mlflow_errors(f"cannot log the model to {tracking_uri}"):
@@ -482,6 +483,20 @@ def load_version(*, tracking_uri: str, registered_name: str = REGISTERED_MODEL, 
         TrackingError: no registry, no such version, or no version carries ``alias`` (nothing promoted yet).
         ArtifactError: the version's artifact is unreadable or incompatible with this code.
     """
+    model, meta, _ = load_version_and_curve(tracking_uri=tracking_uri, registered_name=registered_name,
+                                            version=version, alias=alias)
+    return model, meta
+
+
+def load_version_and_curve(*, tracking_uri: str, registered_name: str = REGISTERED_MODEL,
+                           version: int | str | None = None,
+                           alias: str = PRODUCTION_ALIAS) -> tuple[MetaModel, dict[str, Any], Any]:
+    """:func:`load_version`, and the :class:`~metaml._curves.CurveEstimator` its artifact holds (None when none).
+
+    Raises:
+        TrackingError: as :func:`load_version`.
+        ArtifactError: as :func:`load_version`, or the curve model is unreadable.
+    """
     with _mlflow_errors(f"cannot load {registered_name} from {tracking_uri}"):
         client = _client(tracking_uri, create=False)
         try:
@@ -504,10 +519,11 @@ def load_version(*, tracking_uri: str, registered_name: str = REGISTERED_MODEL, 
             if not (Path(local) / METADATA_FILE).exists():
                 raise TrackingError(f"the run {mv.run_id} of version {mv.version} holds no meta_model/ artifact")
             model, meta = load_model(local)
+            curve = load_curve_model(local, meta)
         info = _version_info(client, mv, aliases)
         meta["registry"] = {"name": registered_name, "version": info.version, "run_id": info.run_id,
                             "aliases": list(info.aliases), "tracking_uri": tracking_uri}
-        return model, meta
+        return model, meta, curve
 
 
 def log_evaluation(summary: pd.DataFrame, *, protocol: str, tracking_uri: str, report_dir: str | Path | None = None,
@@ -543,5 +559,5 @@ def log_evaluation(summary: pd.DataFrame, *, protocol: str, tracking_uri: str, r
 
 
 __all__ = ["DEFAULT_TRACKING_URI", "KEY_METRICS", "PRODUCTION_ALIAS", "REGISTERED_MODEL", "ModelVersionInfo",
-           "artifact_location", "flatten_metrics", "list_versions", "load_version", "log_evaluation",
-           "log_model_version", "promote", "served_outcome_frame"]
+           "artifact_location", "flatten_metrics", "list_versions", "load_version", "load_version_and_curve",
+           "log_evaluation", "log_model_version", "promote", "served_outcome_frame"]

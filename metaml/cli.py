@@ -147,13 +147,15 @@ def train_cmd(kb_path: Path, sources: tuple[str, ...], exclude_sources: tuple[st
     except (CollectorError, MetamlError) as e:
         raise fail(str(e)) from e
     out: dict[str, Any] = {"artifact": str(result.artifact), "train_runs": result.train_runs,
-                           "train_seconds": result.train_seconds}
+                           "train_seconds": result.train_seconds, "curve_train_rows": result.curve_train_rows}
     if result.version is not None:
         out.update(version=result.version, run_id=result.run_id, tracking_uri=result.tracking_uri)
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
     else:
         click.echo(f"trained on {result.train_runs:,} runs in {result.train_seconds:.0f}s; artifact: {result.artifact}")
+        if result.curve_train_rows:
+            click.echo(f"curve estimator (stopping runs from partial curves) on {result.curve_train_rows:,} curve cuts")
         if "version" in out:
             click.echo(f"registered as version {out['version']} (promote with `metaml models promote "
                        f"{out['version']}`)")

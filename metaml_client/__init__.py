@@ -7,8 +7,10 @@ with Client("http://127.0.0.1:8000", api_key="mk_...") as c:
     rec = c.recommend(None, "glue/sst2", {"models": [{"id": "roberta-base"}]}, budget=5)
 ```
 
-Integrations, each importing its framework (this package itself does not): ``metaml_client.optuna`` and
-``metaml_client.ray_tune`` (warm start, skipping unpromising trials, reporting runs back). The Hugging Face
+Integrations, each importing its framework (this package itself does not): ``metaml_client.optuna`` (a sampler
+that asks ``/v1/suggest``, warm start, skipping unpromising trials, reporting runs back), ``metaml_client.ray_tune``
+(a searcher over ``/v1/suggest``, warm start, skipping, reporting back) and ``metaml_client.syne_tune`` (a searcher
+over ``/v1/suggest`` for Syne Tune's FIFO and ASHA / Hyperband schedulers). The Hugging Face
 ``Trainer`` callback that records each run is ``collector.trainer_callback`` (it builds records with the collector
 and posts them with a ``Client``).
 """
@@ -16,6 +18,7 @@ and posts them with a ``Client``).
 from metaml_client._client import (
     AsyncClient,
     Client,
+    CurveDecision,
     Decision,
     DescribeResult,
     Health,
@@ -30,12 +33,15 @@ from metaml_client._client import (
     RecordStatus,
     RunPage,
     SqlResult,
+    Suggestion,
+    SuggestResult,
     UploadResult,
 )
 
 __all__ = [
     "AsyncClient",
     "Client",
+    "CurveDecision",
     "Decision",
     "DescribeResult",
     "Health",
@@ -50,5 +56,7 @@ __all__ = [
     "RecordStatus",
     "RunPage",
     "SqlResult",
+    "SuggestResult",
+    "Suggestion",
     "UploadResult",
 ]

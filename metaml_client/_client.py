@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ __all__ = [
     "RecordStatus",
     "RunPage",
     "SqlResult",
+    "SuggestResult",
+    "Suggestion",
     "UploadResult",
 ]
 
@@ -57,6 +60,19 @@ class MetamlAPIError(Exception):
             return cls(response.status_code, str(err.get("code")), str(err.get("message")), err.get("details"))
         except (ValueError, KeyError, TypeError, AttributeError):
             return cls(response.status_code, "http_error", response.text[:500] or response.reason_phrase)
+
+    def key_hint(self, scope: str = "read") -> str | None:
+        """For a missing, invalid or under-scoped key (401, 403): which key the operation needs and how an operator
+        creates one; None for any other error. The scope is the one the answer names, else ``scope``."""
+        if self.status not in (401, 403):
+            return None
+        named = re.search(r"'(\w+)' scope", self.message)
+        needed = self.details.get("needed") if isinstance(self.details, Mapping) else None
+        needed = str(needed or (named.group(1) if named else scope))
+        return (f"this server needs an API key with the '{needed}' scope (it answered {self.status}: "
+                f"{self.message}).\nAn operator creates one on the server's machine with:\n"
+                f"    metaml keys create --name NAME --scope {needed}\n"
+                "and the key it prints once (mk_...) is passed as the client's api_key (the examples' --key).")
 
 
 # -- typed results ----------------------------------------------------------------------------------------------------
@@ -227,6 +243,91 @@ class Decision:
 
 
 @dataclass
+class Suggestion:
+    """One configuration ``/v1/suggest`` proposes to evaluate next: its ``index`` among the candidates (the request's
+    list, or the space as the server enumerates it), the full ``config``, the meta-model's prediction (points and
+    interval), the engine's belief after the history (``belief_points`` +- ``belief_sd``), the probability it beats
+    the best so far, the expected improvement, the acquisition value it was chosen by, and the predicted runtime and
+    failure probability."""
+
+    index: int
+    config: dict[str, Any]
+    points: float
+    points_lo: float
+    points_hi: float
+    belief_points: float
+    belief_sd: float
+    p_beat: float
+    expected_improvement: float
+    acquisition: float
+    runtime_s: float | None
+    p_fail: float
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Suggestion:
+        return cls(index=d["index"], config=dict(d["config"]), points=d["points"], points_lo=d["points_lo"],
+                   points_hi=d["points_hi"], belief_points=d["belief_points"], belief_sd=d["belief_sd"],
+                   p_beat=d["p_beat"], expected_improvement=d["expected_improvement"], acquisition=d["acquisition"],
+                   runtime_s=d.get("runtime_s"), p_fail=d["p_fail"])
+
+
+@dataclass
+class SuggestResult:
+    """The answer of ``/v1/suggest``: the ``suggestions`` (best first; empty when nothing is left), the candidates
+    the skip rule ``excluded`` now and their summed probability of beating the best so far
+    (``skip_budget_spent``), ``done`` (every remaining candidate is evaluated or excluded: stop the search) and the
+    ``basis`` of the belief (mechanism, history size, past tasks weighed)."""
+
+    model: dict[str, Any]
+    model_ms: float
+    n_candidates: int
+    truncated: bool
+    task: dict[str, Any]
+    suggestions: list[Suggestion]
+    excluded: list[int]
+    skip_budget_spent: float
+    done: bool
+    basis: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SuggestResult:
+        return cls(model=dict(d["model"]), model_ms=d["model_ms"], n_candidates=d["n_candidates"],
+                   truncated=d["truncated"], task=dict(d["task"]),
+                   suggestions=[Suggestion.from_json(s) for s in d["suggestions"]], excluded=list(d["excluded"]),
+                   skip_budget_spent=d["skip_budget_spent"], done=d["done"], basis=dict(d["basis"]))
+
+
+@dataclass
+class CurveDecision:
+    """Continue or stop a training run (``POST /v1/decide/curve``); scores in points unless named ``_score``."""
+
+    model: dict[str, Any]
+    curve_model: dict[str, Any]
+    action: str
+    p_above: float
+    predicted_points: float
+    predicted_score: float
+    points_lo: float
+    points_hi: float
+    incumbent_points: float
+    tolerance_points: float
+    progress: float
+    n_history: int
+    threshold: float
+    stated_error_rate: float
+    basis: str
+
+    @property
+    def stop(self) -> bool:
+        return self.action == "stop"
+
+
+#: A learning curve as the curve methods take it: ``{step: value}`` / ``{epoch: value}`` (``by`` says which), or a
+#: list of ``{"step": ..., "epoch": ..., "value": ...}`` points.
+CurveLike = Mapping[int, float] | Mapping[float, float] | Sequence[Mapping[str, Any]]
+
+
+@dataclass
 class ModelVersion:
     version: int
     run_id: str | None
@@ -357,6 +458,74 @@ def _decide_req(task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any]
     if history:
         body["history"] = [{"config": dict(config), "score": score} for config, score in history]
     return _Req("POST", "/v1/decide", lambda d: Decision(**d), json=body)
+
+
+#: One evaluated configuration of a search: a ``{"config", "score", "runtime_s"}`` mapping, or a
+#: ``(config, score)`` / ``(config, score, runtime_s)`` tuple; ``score`` None for a failed run.
+HistoryEntry = Mapping[str, Any] | tuple[Any, ...]
+
+
+def _history_item(entry: HistoryEntry) -> dict[str, Any]:
+    if isinstance(entry, Mapping):
+        item = {"config": dict(entry["config"]), "score": entry.get("score")}
+        runtime = entry.get("runtime_s")
+    else:
+        config, score, *rest = entry
+        item, runtime = {"config": dict(config), "score": score}, (rest[0] if rest else None)
+    if runtime is not None:
+        item["runtime_s"] = runtime
+    return item
+
+
+def _suggest_req(task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
+                 candidates: Sequence[Mapping[str, Any]] | None, space: Mapping[str, Any] | None,
+                 history: Iterable[HistoryEntry], k: int, unit: str, max_false_skip: float | None, source: str,
+                 extra: Mapping[str, Any]) -> _Req:
+    if (candidates is None) == (space is None):
+        raise ValueError("give the candidates either as `candidates` (a list) or as a `space`, not both")
+    body = _task_body(task, dataset, source, {"max_false_skip": max_false_skip, **extra})
+    if candidates is not None:
+        body["candidates"] = [dict(c) for c in candidates]
+    else:
+        body["space"] = dict(space or {})
+    body |= {"history": [_history_item(h) for h in history], "k": k, "unit": unit}
+    return _Req("POST", "/v1/suggest", SuggestResult.from_json, json=body)
+
+def _curve_body(curve: CurveLike, total_steps: int | None, total_epochs: float | None, by: str) -> dict[str, Any]:
+    if by not in ("step", "epoch"):
+        raise ValueError(f"by must be 'step' or 'epoch', not {by!r}")
+    if isinstance(curve, Mapping):
+        points = [{by: (int(k) if by == "step" else float(k)), "value": float(v)} for k, v in sorted(curve.items())]
+    else:
+        points = [{k: v for k, v in dict(p).items() if v is not None} for p in curve]
+    body: dict[str, Any] = {"points": points}
+    if total_steps is not None:
+        body["total_steps"] = int(total_steps)
+    if total_epochs is not None:
+        body["total_epochs"] = float(total_epochs)
+    return body
+
+
+def _decide_curve_req(task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], curve: CurveLike,
+                      incumbent: float, total_steps: int | None, total_epochs: float | None, by: str,
+                      config: Mapping[str, Any] | None, unit: str, tolerance: float,
+                      history: Iterable[Mapping[str, Any]] | None, max_false_stop: float | None,
+                      min_progress: float | None, min_history: int | None, source: str) -> _Req:
+    body = _task_body(task, dataset, source, {"config": dict(config) if config is not None else None,
+                                              "max_false_stop": max_false_stop, "min_progress": min_progress,
+                                              "min_history": min_history})
+    body |= {"curve": _curve_body(curve, total_steps, total_epochs, by), "incumbent": incumbent, "unit": unit,
+             "tolerance": tolerance}
+    if history:
+        items = []
+        for h in history:
+            item: dict[str, Any] = {"curve": _curve_body(h["curve"], h.get("total_steps"), h.get("total_epochs"),
+                                                         h.get("by", by)), "score": h["score"]}
+            if h.get("config") is not None:
+                item["config"] = dict(h["config"])
+            items.append(item)
+        body["history"] = items
+    return _Req("POST", "/v1/decide/curve", lambda d: CurveDecision(**d), json=body)
 
 
 def _sql_req(query: str, max_rows: int | None) -> _Req:
@@ -557,6 +726,58 @@ class Client(_Base):
         return self._send(_decide_req(task, dataset, candidate, incumbent, tolerance, unit, incumbent_config,
                                       max_false_skip, source, history))
 
+    def suggest(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], *,
+                candidates: Sequence[Mapping[str, Any]] | None = None, space: Mapping[str, Any] | None = None,
+                history: Iterable[HistoryEntry] = (), k: int = 1, unit: str = "score",
+                max_false_skip: float | None = None, source: str = "upload", **extra: Any) -> SuggestResult:
+        """The ``k`` configurations to evaluate next on a task, learning from what its search has shown so far.
+
+        Args:
+            task: the record's task part (None: accuracy).
+            dataset: a dataset name or spec dict.
+            candidates: the configurations to choose from; or
+            space: a search space the server enumerates as ``recommend`` does. ``extra`` takes its
+                ``max_candidates``, ``samples_per_point`` and ``seed``: keep them fixed during a search, so that the
+                same candidates come back (each history entry must be one of them).
+            history: every configuration evaluated so far, each ``{"config", "score", "runtime_s"}`` or a tuple
+                ``(config, score[, runtime_s])``; ``score`` in ``unit`` (``score``: normalized, or ``points``),
+                None for a failed run. The service is stateless: send the whole history every time.
+            k: how many to propose (1 to 100).
+            max_false_skip: the skip rule's budget per search (server default 0.05; 0 skips nothing).
+
+        Returns:
+            the suggestions, best first; ``done`` True when nothing is left to propose (stop the search).
+
+        Raises:
+            ValueError: both or neither of ``candidates`` and ``space``.
+            MetamlAPIError: 422 for a history entry that is no candidate or a score outside the metric's scale
+                (``details`` gives each place, ``["body", "history", j, "config"]``), too many candidates...
+        """
+        return self._send(_suggest_req(task, dataset, candidates, space, history, k, unit, max_false_skip, source,
+                                       extra))
+    def decide_curve(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], curve: CurveLike,
+                     incumbent: float, *, total_steps: int | None = None, total_epochs: float | None = None,
+                     by: str = "step", config: Mapping[str, Any] | None = None, unit: str = "score",
+                     tolerance: float = 0.0, history: Iterable[Mapping[str, Any]] | None = None,
+                     max_false_stop: float | None = None, min_progress: float | None = None,
+                     min_history: int | None = None, source: str = "upload") -> CurveDecision:
+        """Continue or stop a training run from its partial learning curve (``POST /v1/decide/curve``).
+
+        Args:
+            curve: the run's evaluations so far: ``{step: value}`` (or ``{epoch: value}`` with ``by="epoch"``), or
+                a list of ``{"step", "epoch", "value"}`` points; values in ``unit``.
+            incumbent: the best final score so far on the task, in ``unit``.
+            total_steps, total_epochs: how long the run is planned to train (progress is measured against it).
+            config: the run's configuration (``model``, ``method``, ``hparams``), for the meta-model's prior.
+            history: the search's finished runs: dicts with ``curve`` (as ``curve``), ``score`` (final, in
+                ``unit``), optionally ``total_steps`` / ``total_epochs``, ``by`` and ``config``.
+            max_false_stop: stop only when P(final > incumbent + tolerance) is below this (server default 0.05).
+            min_progress, min_history: never stop before this share of the plan / with fewer finished runs.
+        """
+        return self._send(_decide_curve_req(task, dataset, curve, incumbent, total_steps, total_epochs, by, config,
+                                            unit, tolerance, history, max_false_stop, min_progress, min_history,
+                                            source))
+
     def models(self) -> ModelList:
         return self._send(_models_req())
 
@@ -665,6 +886,24 @@ class AsyncClient(_Base):
                      history: Iterable[tuple[Mapping[str, Any], float | None]] | None = None) -> Decision:
         return await self._send(_decide_req(task, dataset, candidate, incumbent, tolerance, unit, incumbent_config,
                                             max_false_skip, source, history))
+
+    async def suggest(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any], *,
+                      candidates: Sequence[Mapping[str, Any]] | None = None, space: Mapping[str, Any] | None = None,
+                      history: Iterable[HistoryEntry] = (), k: int = 1, unit: str = "score",
+                      max_false_skip: float | None = None, source: str = "upload", **extra: Any) -> SuggestResult:
+        return await self._send(_suggest_req(task, dataset, candidates, space, history, k, unit, max_false_skip,
+                                             source, extra))
+    async def decide_curve(self, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
+                           curve: CurveLike, incumbent: float, *, total_steps: int | None = None,
+                           total_epochs: float | None = None, by: str = "step",
+                           config: Mapping[str, Any] | None = None, unit: str = "score", tolerance: float = 0.0,
+                           history: Iterable[Mapping[str, Any]] | None = None, max_false_stop: float | None = None,
+                           min_progress: float | None = None, min_history: int | None = None,
+                           source: str = "upload") -> CurveDecision:
+        """:meth:`Client.decide_curve`."""
+        return await self._send(_decide_curve_req(task, dataset, curve, incumbent, total_steps, total_epochs, by,
+                                                  config, unit, tolerance, history, max_false_stop, min_progress,
+                                                  min_history, source))
 
     async def models(self) -> ModelList:
         return await self._send(_models_req())

@@ -1,10 +1,14 @@
-"""Ray Tune helpers: warm-start a tuning run with the meta-learner's recommendations, skip unpromising trials, and
-report finished trials back to the knowledge base.
+"""Ray Tune helpers: a searcher that asks the service what to evaluate next (:class:`MetamlSearcher`), warm-starting
+a tuning run with the meta-learner's recommendations, skipping unpromising trials, and reporting finished trials back
+to the knowledge base.
 
 The parameters are those of the Optuna helpers (``metaml_client.optuna``): ``model`` (a model id), ``method`` (a
 label such as ``full`` or ``lora(lora_r=8)``) and each varied hyperparameter (``learning_rate``...);
 :func:`~metaml_client._space.config_from_params` turns a trial's ``config`` into the configuration it stands for.
 
+* :class:`MetamlSearcher`, a Tune ``Searcher`` (``TuneConfig(search_alg=...)``), asks ``/v1/suggest`` for each
+  trial's configuration with the finished trials as the history, and tells Tune it is finished when the service has
+  nothing left to propose.
 * :func:`warm_start` asks ``/v1/recommend`` for the ``budget`` best configurations of a search space and returns them
   as ``points_to_evaluate`` together with a Tune ``param_space`` built from the same space
   (:func:`build_param_space`), so that both name the same parameters and values.
@@ -33,6 +37,8 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
+import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,12 +48,23 @@ import httpx
 import ray
 from ray import tune
 from ray.tune import Callback
+from ray.tune.search import Searcher
+from ray.tune.search.sample import Domain
 
 from metaml_client._client import Client, Decision, MetamlAPIError, Recommendation, UploadResult
-from metaml_client._space import config_from_params, method_label, same_method
+from metaml_client._proposer import Evaluated, LazyProposer
+from metaml_client._space import (
+    ParamSpec,
+    config_from_params,
+    draw_params,
+    method_label,
+    param_specs,
+    params_key,
+    same_method,
+)
 
-__all__ = ["ReportBack", "SkipUnpromising", "WarmStart", "build_param_space", "config_from_params", "method_label",
-           "warm_start"]
+__all__ = ["MetamlSearcher", "ReportBack", "SkipUnpromising", "WarmStart", "build_param_space", "config_from_params",
+           "method_label", "warm_start"]
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +73,15 @@ P_BEAT_KEY = "metaml_p_beat"
 INCUMBENT_KEY = "metaml_incumbent"
 COMPLETED_KEY = "metaml_completed"
 
-#: Hyperparameters the records hold as integers: their ranges become integer domains.
-INT_HPARAMS = frozenset({"batch_size", "per_device_batch_size", "gradient_accumulation_steps", "max_steps",
-                         "warmup_steps", "max_seq_length", "seed"})
-
 
 # -- warm start -------------------------------------------------------------------------------------------------------
-def _range_domain(name: str, spec: Mapping[str, Any]) -> Any:
-    low, high, log_scale = spec["low"], spec["high"], bool(spec.get("log", False))
-    if name in INT_HPARAMS or (isinstance(low, int) and isinstance(high, int)):
-        lo, hi = math.ceil(low), math.floor(high)
-        if hi < lo:  # no integer inside the range: its nearest one, as the server draws
-            return tune.choice([round(low)])
-        return tune.lograndint(lo, hi + 1) if log_scale else tune.randint(lo, hi + 1)  # upper bound exclusive
-    if low == high:
-        return tune.choice([float(low)])
-    return tune.loguniform(float(low), float(high)) if log_scale else tune.uniform(float(low), float(high))
+def _domain(spec: ParamSpec) -> Any:
+    if spec.kind == "choice":
+        return tune.choice(list(spec.choices))
+    if spec.kind == "int":  # Tune's upper bound is exclusive
+        lo, hi = int(spec.low), int(spec.high) + 1
+        return tune.lograndint(lo, hi) if spec.log else tune.randint(lo, hi)
+    return tune.loguniform(spec.low, spec.high) if spec.log else tune.uniform(spec.low, spec.high)
 
 
 def build_param_space(space: Mapping[str, Any], points: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
@@ -82,16 +92,16 @@ def build_param_space(space: Mapping[str, Any], points: Sequence[Mapping[str, An
 
     ``points`` (e.g. ``points_to_evaluate``) make both agree: their model names are added to the choices and a method
     label they spell differently (parameters in another order) replaces the space's own spelling."""
+    specs = param_specs(space)
     methods = list(space.get("methods") or [{"name": "full"}])
     labels = []
-    for m in methods:
+    for label, m in zip(specs["method"].choices, methods, strict=True):
         spelled = [str(p["method"]) for p in points if "method" in p and same_method(str(p["method"]), m)]
-        labels.append(spelled[0] if spelled else method_label(m))
-    models = [str(m["id"]) for m in space["models"]]
+        labels.append(spelled[0] if spelled else label)
+    models = list(specs["model"].choices)
     models += sorted({str(p["model"]) for p in points if "model" in p} - set(models))
     out: dict[str, Any] = {"model": tune.choice(models), "method": tune.choice(labels)}
-    for name, choice in (space.get("hparams") or {}).items():
-        out[name] = _range_domain(name, choice) if isinstance(choice, Mapping) else tune.choice(list(choice))
+    out.update({name: _domain(spec) for name, spec in specs.items() if name not in out})
     return out
 
 
@@ -115,6 +125,140 @@ def warm_start(client: Client, task: Mapping[str, Any] | None, dataset: str | Ma
     rec = client.recommend(task, dataset, space, budget, **kwargs)
     points = [dict(p) for p in rec.priors.get("ray_tune", {}).get("points_to_evaluate", [])[:budget]]
     return WarmStart(points, build_param_space(space, points), rec)
+
+
+# -- the searcher -----------------------------------------------------------------------------------------------------
+class MetamlSearcher(Searcher):
+    """A Tune searcher that asks ``/v1/suggest`` which configuration of a search space each trial evaluates.
+
+    Use it as ``tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=MetamlSearcher(...), num_samples=N,
+    max_concurrent_trials=C))``. A trial's ``config`` holds ``model`` (a model id of the space), ``method`` (a label
+    such as ``lora(lora_r=8)``) and each hyperparameter the space varies: :func:`config_from_params` reads it as the
+    configuration. Other parameters of the Tuner's ``param_space`` (outside the knowledge) are drawn at random from
+    their domains; constants pass through.
+
+    The service is stateless: each suggestion sends the finished trials as the history (the trial's last ``metric``
+    as the normalized score, ``runtime_key`` or Tune's ``time_total_s`` as the runtime; an errored trial as a
+    failure) and steps around the configurations of running trials. With a scheduler that stops trials early (ASHA,
+    HyperBand) pass ``resource_attr`` and ``max_resource``: a trial that ended below ``max_resource`` is not a score
+    of its configuration; it is never proposed again but is left out of the history (so is a trial without a finite
+    ``metric``, e.g. one :class:`SkipUnpromising` skipped). When every remaining candidate is running the searcher
+    answers None (Tune asks again later); when the service has nothing left to propose it answers
+    ``Searcher.FINISHED`` and Tune starts no more trials. Should the service be unreachable (a connection error, a
+    5xx or 429 after the client's retries), the trial's configuration is drawn at random from the space (a warning is
+    logged).
+
+    The searcher lives on the driver; it holds the server's URL and key and builds its client there (it is
+    pickled with the Tuner's state). :meth:`save` and :meth:`restore` keep the history and the running trials.
+
+    Args:
+        url: the metaml server.
+        task: the record's task part (None: accuracy).
+        dataset: a dataset name or spec dict.
+        space: the search space (as ``/v1/recommend`` takes it).
+        api_key: sent with each request.
+        metric: the result key holding the normalized score (maximized; ``mode`` must be ``max``).
+        source, max_false_skip, max_candidates, samples_per_point, seed: as :class:`~metaml_client.optuna.
+            MetamlSampler` (how the server resolves the dataset, the skip rule's budget, the space's enumeration).
+        runtime_key: the result key with the trial's training time in seconds.
+        resource_attr, max_resource: a trial's result counts as final when ``result[resource_attr] >=
+            max_resource``.
+        timeout: seconds per request.
+    """
+
+    def __init__(self, url: str, task: Mapping[str, Any] | None, dataset: str | Mapping[str, Any],
+                 space: Mapping[str, Any], *, api_key: str | None = None, metric: str | None = "score",
+                 mode: str | None = "max", source: str = "upload", max_false_skip: float | None = None,
+                 max_candidates: int | None = None, samples_per_point: int | None = None, seed: int = 0,
+                 runtime_key: str = "runtime_s", resource_attr: str | None = None,
+                 max_resource: float | None = None, timeout: float = 30.0) -> None:
+        if mode not in (None, "max"):
+            raise ValueError("MetamlSearcher maximizes the normalized score: mode must be 'max'")
+        if (resource_attr is None) != (max_resource is None):
+            raise ValueError("give both resource_attr and max_resource, or neither")
+        super().__init__(metric=metric, mode=mode)
+        self.space = dict(space)
+        self._ask = LazyProposer(url, api_key, timeout, task, dataset, space, source=source,
+                                 max_false_skip=max_false_skip, max_candidates=max_candidates,
+                                 samples_per_point=samples_per_point, seed=seed)
+        self.runtime_key = runtime_key
+        self.resource_attr = resource_attr
+        self.max_resource = max_resource
+        self.evaluated: list[Evaluated] = []
+        self.running: dict[str, dict[str, Any]] = {}  # trial id -> its parameters
+        self.stopped: set[str] = set()  # keys of configurations that ended without a final score
+        self.finished = False
+        self._extra: dict[str, Domain] = {}
+        self._rng = random.Random(seed)
+        self._wait = False  # every candidate left is running: ask again once a trial completes
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
+                              **spec: Any) -> bool:
+        if mode not in (None, "max"):
+            raise ValueError("MetamlSearcher maximizes the normalized score: mode must be 'max'")
+        self._metric = self._metric or metric
+        names = param_specs(self.space)
+        self._extra = {k: v for k, v in (config or {}).items() if k not in names and isinstance(v, Domain)}
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.finished:
+            return Searcher.FINISHED
+        if self._wait:
+            return None
+        taken = {params_key(p) for p in self.running.values()} | self.stopped
+        try:
+            pick = self._ask().next(self.evaluated, taken)
+        except (httpx.TransportError, MetamlAPIError) as e:
+            if isinstance(e, MetamlAPIError) and e.status < 500 and e.status != 429:
+                raise
+            log.warning("metaml: /v1/suggest failed (%s); trial %s is drawn at random", e, trial_id)
+            params = draw_params(self.space, self._rng)
+        else:
+            if pick.params is None:
+                # nothing free: wait for a running trial, or stop (the service is done, or nothing it proposes is
+                # free and nothing runs that could change that)
+                self.finished = pick.done or not self.running
+                self._wait = not self.finished
+                return Searcher.FINISHED if self.finished else None
+            params = pick.params
+        self.running[trial_id] = params
+        return {**params, **{k: d.sample(random_state=self._rng.randrange(2**32)) for k, d in self._extra.items()}}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        params = self.running.pop(trial_id, None)
+        self._wait = False
+        if params is None:
+            return
+        result = result or {}
+        runtime = _finite(result.get(self.runtime_key, result.get("time_total_s")))
+        score = _finite(result.get(self._metric)) if self._metric else None
+        if error:
+            self.evaluated.append(Evaluated(params, None, runtime))
+        elif score is None or (self.resource_attr is not None
+                               and (_finite(result.get(self.resource_attr)) or 0.0) < float(self.max_resource or 0)):
+            self.stopped.add(params_key(params))
+        else:
+            self.evaluated.append(Evaluated(params, score, runtime))
+
+    def get_state(self) -> dict[str, Any]:
+        return {"evaluated": [(e.params, e.score, e.runtime_s) for e in self.evaluated],
+                "running": dict(self.running), "stopped": sorted(self.stopped), "finished": self.finished}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.evaluated = [Evaluated(p, s, r) for p, s, r in state["evaluated"]]
+        self.running = dict(state["running"])
+        self.stopped = set(state["stopped"])
+        self.finished = bool(state["finished"])
+        self._wait = False
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
 
 
 # -- skipping ---------------------------------------------------------------------------------------------------------

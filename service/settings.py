@@ -136,6 +136,7 @@ class Settings(BaseSettings):
                             max_name_chars=self.max_name_chars, max_text_chars=self.max_text_chars,
                             max_json_field_bytes=self.max_config_bytes)
 
+    @property
     def kb_home(self) -> Path:
         """The local directory of the knowledge base's companions (see ``KnowledgeBase.home``)."""
         return parse_kb_location(self.kb).home

@@ -113,6 +113,15 @@ def served(served_world: dict[str, Any]) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
+def served_with_keys(served_world: dict[str, Any]) -> Iterator[ServerProcess]:
+    """The server of :func:`served_world` with ``read_requires_key``: every operation but health checks needs a
+    key (the examples' key hint is tested against it)."""
+    with ServerProcess(served_world["kb"].path, settings={"tracking_uri": served_world["uri"],
+                                                           "read_requires_key": True}) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
 def served_client(served: ServerProcess, served_world: dict[str, Any]) -> Iterator[Client]:
     """A client of :func:`served` with the admin key."""
     with Client(served.url, api_key=served_world["keys"]["root"], timeout=120) as c:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 BASE: dict[str, Any] = {
     "task": {"type": "text-classification", "primary_metric": "accuracy"},
@@ -65,3 +69,35 @@ def served_knowledge_base(public_data: Path, work: Path) -> Any:
     enrich_models(kb)
     enrich_datasets(kb, public_data / "text", names=["glue_sst2"])
     return kb
+
+
+def example_module(name: str) -> ModuleType:
+    """``examples/<name>.py`` as a module, loaded by its path and not registered (the examples are no package; Ray
+    ships what such a module defines to its workers by value)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+def curve_knowledge_base(public_data: Path, work: Path) -> Any:
+    """A knowledge base of the real files whose runs carry learning curves: the OPDA DeBERTa random search on
+    MultiNLI (accuracy every 1,000 steps) and the PEFT method comparison (GSM8K and an image task)."""
+    from collector.ingest import ingest_path
+    from collector.store import KnowledgeBase
+
+    kb = KnowledgeBase(work / "kb.duckdb")
+    for source in ("opda_deberta", "peft_method_comparison"):
+        ingest_path(kb, public_data / "metadatasets" / source)
+    return kb
+
+
+def curve_model_artifact(kb: Any, directory: Path) -> Path:
+    """A small meta-model of ``kb`` with the curve estimator fit on its curves, saved as one artifact."""
+    from metaml._artifact import save_model
+    from metaml._curves import fit_curve_model, load_curve_runs
+    from metaml._data import load_runs
+    from metaml._estimators import MetaModel, OutcomeEstimator
+
+    model = MetaModel(outcome=OutcomeEstimator(n_estimators=30, random_state=0), random_state=0).fit(load_runs(kb))
+    return save_model(model, directory, curve=fit_curve_model(load_curve_runs(kb), n_estimators=100))

@@ -1,6 +1,6 @@
 """The standalone client (`metaml_client`) against a live server (uvicorn in a child process) over a real knowledge
-base and MLflow registry: every method's typed result, error mapping, retries, the async client, and the Optuna
-example end to end."""
+base and MLflow registry: every method's typed result, error mapping, retries, the async client, `suggest`, the key
+hint the examples print, and the Optuna example end to end."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from metaml_client import (
     Recommendation,
     RunPage,
     SqlResult,
+    SuggestResult,
     UploadResult,
 )
 from service.testing import ServerProcess
@@ -253,3 +254,101 @@ def test_optuna_example_end_to_end(served: ServerProcess, served_client: Client,
     assert before + completed >= len(posted) >= before + 1
     assert {r["dataset"]["name"] for r in posted} == {"glue/sst2"}
     assert all(r["provenance"]["uploader"] == "root" for r in posted)
+
+
+# -- suggest ----------------------------------------------------------------------------------------------------------
+LORA_SPACE = {"models": [{"id": "FacebookAI/roberta-base"}, {"id": "microsoft/deberta-base"}],
+              "methods": [{"name": "lora", "lora_r": 8}, {"name": "lora", "lora_r": 16}],
+              "hparams": {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}, "fixed": {"epochs": 3}}
+
+
+def test_suggest_from_a_space_and_from_candidates(served_client: Client) -> None:
+    """Typed suggestions from a space (best first, full configurations with the server's names) and from a list
+    (indices into it); a history as tuples or dicts moves the proposals on; both or neither candidate source is a
+    ValueError before any request; a history entry that is no candidate is a 422 naming its place."""
+    first = served_client.suggest(None, "glue/sst2", space=LORA_SPACE, k=3, samples_per_point=2, seed=1)
+    assert isinstance(first, SuggestResult) and first.n_candidates == 8 and not first.done and not first.truncated
+    assert len(first.suggestions) == 3 and first.basis["mechanism"] == "meta-model" and first.basis["history"] == 0
+    acq = [s.acquisition for s in first.suggestions]
+    assert acq == sorted(acq, reverse=True) and len({s.index for s in first.suggestions}) == 3
+    top = first.suggestions[0]
+    assert top.config["model"]["id"] in {"roberta-base", "microsoft/deberta-base"}
+    assert top.config["hparams"]["epochs"] == 3 and 1e-5 <= top.config["hparams"]["learning_rate"] <= 1e-3
+    assert top.points_lo <= top.points <= top.points_hi and 0 <= top.p_fail <= 1 and 0 <= top.p_beat <= 1
+
+    history = [(first.suggestions[0].config, 0.91, 300.0), {"config": first.suggestions[1].config, "score": None}]
+    again = served_client.suggest(None, "glue/sst2", space=LORA_SPACE, k=2, samples_per_point=2, seed=1,
+                                  history=history)
+    assert again.basis["evaluated"] == 2 and again.basis["failed"] == 1
+    assert not {s.index for s in again.suggestions} & {first.suggestions[0].index, first.suggestions[1].index}
+
+    listed = [s.config for s in first.suggestions]
+    by_list = served_client.suggest(None, "glue/sst2", candidates=listed, history=[(listed[2], 0.9)], k=5)
+    assert by_list.n_candidates == 3 and {s.index for s in by_list.suggestions} <= {0, 1}
+    assert all(s.config["model"] == listed[s.index]["model"] for s in by_list.suggestions)
+
+    with pytest.raises(ValueError, match="not both"):
+        served_client.suggest(None, "glue/sst2")
+    with pytest.raises(ValueError, match="not both"):
+        served_client.suggest(None, "glue/sst2", space=LORA_SPACE, candidates=listed)
+    stranger = {"model": {"id": "roberta-base"}, "method": {"name": "lora", "lora_r": 8},
+                "hparams": {"learning_rate": 0.5, "epochs": 3}}
+    with pytest.raises(MetamlAPIError) as e:
+        served_client.suggest(None, "glue/sst2", space=LORA_SPACE, samples_per_point=2, seed=1,
+                              history=[(listed[0], 0.9), (stranger, 0.8)])
+    assert e.value.status == 422 and e.value.details[0]["loc"] == ["body", "history", 1, "config"]
+
+
+def test_async_suggest(served: ServerProcess) -> None:
+    async def go() -> list[int]:
+        async with AsyncClient(served.url, timeout=120) as c:
+            answer = await c.suggest(None, "glue/sst2", space=LORA_SPACE, k=2, samples_per_point=2, seed=1)
+            return [s.index for s in answer.suggestions]
+
+    with Client(served.url, timeout=120) as c:
+        sync = c.suggest(None, "glue/sst2", space=LORA_SPACE, k=2, samples_per_point=2, seed=1)
+    assert asyncio.run(go()) == [s.index for s in sync.suggestions]
+
+
+def test_a_lora_history_of_a_mixed_space_matches_its_candidates(served_client: Client) -> None:
+    """A configuration the server proposed, sent back as it came, is one of its candidates."""
+    space = {**LORA_SPACE, "methods": [{"name": "full"}, {"name": "lora", "lora_r": 8}]}
+    answer = served_client.suggest(None, "glue/sst2", space=space, k=24, samples_per_point=2, seed=1)
+    lora = [s.config for s in answer.suggestions if s.config["method"]["name"] == "lora"]
+    assert lora
+    served_client.suggest(None, "glue/sst2", space=space, samples_per_point=2, seed=1, history=[(lora[0], 0.9)])
+
+
+# -- the examples' key hint -------------------------------------------------------------------------------------------
+def test_key_hint_names_the_scope_and_the_command(served_with_keys: ServerProcess,
+                                                  served_world: dict[str, Any]) -> None:
+    """A 401 (no key, or a bad one) and a 403 (a key without the scope) each give a hint naming the scope and the
+    `metaml keys create` command; other errors give none."""
+    with Client(served_with_keys.url, retries=0) as anonymous, pytest.raises(MetamlAPIError) as e:
+        anonymous.suggest(None, "glue/sst2", space=LORA_SPACE)
+    hint = e.value.key_hint()
+    assert e.value.status == 401 and "'read' scope" in hint and "metaml keys create --name NAME --scope read" in hint
+    with Client(served_with_keys.url, api_key="mk_000000000000_not-a-key", retries=0) as bad, \
+            pytest.raises(MetamlAPIError) as e:
+        bad.suggest(None, "glue/sst2", space=LORA_SPACE)
+    assert e.value.status == 401 and "--scope read" in e.value.key_hint()
+    with Client(served_with_keys.url, api_key=served_world["keys"]["reader"], retries=0) as reader, \
+            pytest.raises(MetamlAPIError) as e:
+        reader.sql("SELECT 1")
+    assert e.value.status == 403 and "--scope analyst" in e.value.key_hint()
+    assert MetamlAPIError(422, "validation_error", "bad").key_hint() is None
+
+
+@pytest.mark.parametrize("example", ["optuna_suggest.py", "ray_tune_suggest.py", "syne_tune_suggest.py"])
+def test_examples_without_a_key_say_which_key_and_how(example: str, served_with_keys: ServerProcess) -> None:
+    """Run without a key against a server that requires one, each suggest example exits 2 with the hint and no
+    traceback, before starting any worker."""
+    if example.startswith("ray"):
+        pytest.importorskip("ray")
+    if example.startswith("syne"):
+        pytest.importorskip("syne_tune")
+    done = subprocess.run([sys.executable, str(REPO / "examples" / example), "--url", served_with_keys.url,
+                           "--trials", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "metaml keys create --name NAME --scope read" in done.stderr and "--key" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout

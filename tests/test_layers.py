@@ -40,7 +40,8 @@ def test_lower_layers_never_import_higher_ones(package: str) -> None:
 
 
 @pytest.mark.parametrize("module", ["collector.schema", "collector.store", "collector.ingest", "collector.formats",
-                                   "collector.features"])
+                                   "collector.features", "metaml_client", "metaml_client.optuna",
+                                   "metaml_client.ray_tune", "metaml_client.syne_tune"])
 def test_exported_names_match_all(module: str) -> None:
     """Every name in a package's __all__ exists, and every public name it defines at top level is in __all__."""
     mod = importlib.import_module(module)

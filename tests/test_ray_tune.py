@@ -1,6 +1,7 @@
 """The Ray Tune integration (`metaml_client.ray_tune`) against a live server with a trained meta-model: the param-space
 builder, warm-start points, the skip check across trials in Ray worker processes (with the incumbent shared through a
-Ray actor), reporting completed trials back, and the example end to end."""
+Ray actor), reporting completed trials back, the searcher over `/v1/suggest` under the FIFO and ASHA schedulers, and
+the examples end to end."""
 
 from __future__ import annotations
 
@@ -13,15 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import example_module
 
 ray = pytest.importorskip("ray")
 tune = pytest.importorskip("ray.tune")
 
+from ray.tune.schedulers import ASHAScheduler  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
 from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Uniform  # noqa: E402
 
 from metaml_client import Client  # noqa: E402
+from metaml_client._proposer import Evaluated  # noqa: E402
+from metaml_client._space import params_from_config, params_key  # noqa: E402
 from metaml_client.ray_tune import (  # noqa: E402
+    MetamlSearcher,
     ReportBack,
     SkipUnpromising,
     build_param_space,
@@ -188,3 +195,117 @@ def test_ray_tune_example_end_to_end(ray_session: None, served: ServerProcess, s
     assert {r["provenance"]["locator"] for r in posted} == {f"{experiment}/{m['trial_id']}" for m in ran}
     assert {r["dataset"]["name"] for r in posted} == {"glue/sst2"}
     assert all(r["provenance"]["uploader"] == "root" and r["hparams"]["epochs"] == 3 for r in posted)
+
+
+# -- the searcher over /v1/suggest ------------------------------------------------------------------------------------
+#: Two models x two LoRA ranks x a learning-rate range; 2 draws per grid point: 8 candidates.
+SUGGEST_SPACE = {"models": [{"id": "roberta-base"}, {"id": "microsoft/deberta-base"}],
+                 "methods": [{"name": "lora", "lora_r": 8}, {"name": "lora", "lora_r": 16}],
+                 "hparams": {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}, "fixed": {"epochs": 3}}
+KNOWN = ("model", "method", "learning_rate")
+
+
+def _searcher(url: str, **kwargs: Any) -> MetamlSearcher:
+    return MetamlSearcher(url, None, "glue/sst2", SUGGEST_SPACE, samples_per_point=2, seed=4, **kwargs)
+
+
+def test_searcher_drives_a_tuning_run_until_the_service_is_done(ray_session: None, served: ServerProcess,
+                                                                  served_client: Client, tmp_path: Path) -> None:
+    """The first trial runs the service's first proposal (and errors: a failure the next requests carry); trials
+    run two at a time, each on a distinct candidate; a parameter outside the space is drawn from its domain and a
+    constant passes through; once the service has nothing left the searcher says FINISHED and the run ends before
+    its 40 samples."""
+    first = served_client.suggest(None, "glue/sst2", space=SUGGEST_SPACE, k=1, samples_per_point=2, seed=4)
+    failing = params_from_config(first.suggestions[0].config, SUGGEST_SPACE)
+    outcome = example_module("toy_finetuning").outcome
+
+    def trainable(params: dict[str, Any]) -> dict[str, Any]:
+        known = {k: params[k] for k in KNOWN}
+        if known == failing:
+            raise RuntimeError("CUDA out of memory")
+        score, runtime = outcome(config_from_params(known, SUGGEST_SPACE))
+        return {"score": score, "runtime_s": runtime, "pid": os.getpid()}
+
+    searcher = _searcher(served.url)
+    tuner = tune.Tuner(trainable, param_space={"dropout": tune.uniform(0.0, 0.3), "data": "sst2"},
+                       tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=40, search_alg=searcher,
+                                                   max_concurrent_trials=2),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
+    results = tuner.fit()
+    assert searcher.finished and not searcher.running
+    assert 2 <= len(results) <= first.n_candidates == 8
+    assert len(results.errors) == 1
+    configs = [r.config for r in results]
+    assert len({params_key({k: c[k] for k in KNOWN}) for c in configs}) == len(configs)
+    assert failing in [{k: c[k] for k in KNOWN} for c in configs]
+    assert all(0.0 <= c["dropout"] <= 0.3 and c["data"] == "sst2" for c in configs)
+    assert sum(e.score is None for e in searcher.evaluated) == 1 and len(searcher.evaluated) == len(results)
+    for r in results:
+        if r.error is None:
+            config = config_from_params({k: r.config[k] for k in KNOWN}, SUGGEST_SPACE)
+            assert r.metrics["score"] == pytest.approx(outcome(config)[0]) and r.metrics["pid"] != os.getpid()
+    assert searcher.suggest("one-more") == Searcher.FINISHED
+
+
+def test_searcher_under_asha_sends_only_final_results(ray_session: None, served: ServerProcess,
+                                                      tmp_path: Path) -> None:
+    """Under ASHA (3 epochs, halving after 1 and 2) a trial stopped early is no score of its configuration: it is
+    left out of the history and never proposed again; the trials that ran all 3 epochs are the history."""
+    curve = example_module("toy_finetuning").curve
+
+    def trainable(params: dict[str, Any]) -> None:
+        config = config_from_params({k: params[k] for k in KNOWN}, SUGGEST_SPACE)
+        for epoch, score in enumerate(curve(config, 3), start=1):
+            tune.report({"score": score, "epoch": epoch})
+
+    searcher = _searcher(served.url, resource_attr="epoch", max_resource=3)
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=3, grace_period=1, reduction_factor=2)
+    results = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+        metric="score", mode="max", num_samples=6, search_alg=searcher, scheduler=scheduler, max_concurrent_trials=2),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    assert not results.errors and len(results) == 6
+    epochs = {params_key({k: r.config[k] for k in KNOWN}): r.metrics["epoch"] for r in results}
+    assert len(epochs) == 6  # no configuration twice
+    stopped = {k for k, e in epochs.items() if e < 3}
+    assert stopped and searcher.stopped == stopped
+    assert {params_key(e.params) for e in searcher.evaluated} == set(epochs) - stopped
+    assert all(e.score is not None for e in searcher.evaluated)
+
+
+def test_searcher_state_round_trips_and_refuses_minimizing(tmp_path: Path) -> None:
+    """save/restore keep the history, the running trials and the stopped configurations; the searcher pickles
+    without its client; a minimizing mode is refused."""
+    import pickle
+
+    a = _searcher("http://127.0.0.1:9")
+    a.evaluated.append(Evaluated({"model": "roberta-base", "method": "lora(lora_r=8)", "learning_rate": 1e-4}, 0.91,
+                                 120.0))
+    a.running["t1"] = {"model": "roberta-base", "method": "lora(lora_r=16)", "learning_rate": 2e-4}
+    a.stopped.add("k")
+    a.save(str(tmp_path / "searcher.pkl"))
+    b = _searcher("http://127.0.0.1:9")
+    b.restore(str(tmp_path / "searcher.pkl"))
+    assert b.get_state() == a.get_state() and b.evaluated[0].score == 0.91
+    assert pickle.loads(pickle.dumps(a)).get_state() == a.get_state()
+    with pytest.raises(ValueError, match="mode must be 'max'"):
+        _searcher("http://127.0.0.1:9", mode="min")
+
+
+def test_ray_tune_suggest_example_end_to_end(ray_session: None, served: ServerProcess, tmp_path: Path) -> None:
+    """The suggest example: trials two at a time in worker processes, each on a configuration the service chose
+    (never the same twice); the toy's diverging runs are errored trials; the best score is among the toy's good
+    ones."""
+    results = example_module("ray_tune_suggest").main(["--url", served.url, "--trials", "6", "--seed", "1",
+                                                       "--storage-path", str(tmp_path)])
+    assert ray.is_initialized() and len(results) == 6
+    keys = {params_key({k: r.config[k] for k in KNOWN}) for r in results}
+    assert len(keys) == 6
+    toy = example_module("toy_finetuning")
+    for r in results:
+        config = config_from_params({k: r.config[k] for k in KNOWN}, toy.search_space())
+        if r.error is None:
+            assert r.metrics["score"] == pytest.approx(toy.outcome(config)[0])
+        else:
+            with pytest.raises(toy.Diverged):
+                toy.outcome(config)
+    assert results.get_best_result().metrics["score"] > 0.9

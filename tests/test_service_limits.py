@@ -24,7 +24,7 @@ from factories import DELETE, record
 from collector.schema import RunRecord
 from collector.store import KnowledgeBase
 from metaml import load_runs
-from service.api.experience import load_snapshot
+from metaml.serving import load_snapshot
 from service.keys import create_key
 from service.testing import ServerProcess, free_port, wait_until_answering
 

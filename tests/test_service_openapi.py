@@ -64,12 +64,15 @@ def test_openapi_matches_snapshot(tmp_path: Path) -> None:
 
 
 def _tiny_model(directory: Path) -> Path:
-    """A meta-model artifact fitted on a few factory records, so that the prediction endpoints answer."""
+    """A meta-model artifact fitted on a few factory records, and a curve estimator on random curve inputs, so that
+    the prediction endpoints answer."""
+    import numpy as np
     import pandas as pd
     from factories import record
 
     from collector.schema import RunRecord, to_row
     from metaml._artifact import save_model
+    from metaml._curves import INPUTS, CurveEstimator
     from metaml._data import LEARN_COLUMNS
     from metaml._estimators import CostEstimator, FailureEstimator, MetaModel, OutcomeEstimator
 
@@ -78,7 +81,10 @@ def _tiny_model(directory: Path) -> Path:
                          for i in range(80)])[list(LEARN_COLUMNS)]
     model = MetaModel(outcome=OutcomeEstimator(n_estimators=5, min_child_samples=2),
                       cost=CostEstimator(n_estimators=5), failure=FailureEstimator(n_estimators=5)).fit(runs)
-    return save_model(model, directory)
+    rng = np.random.default_rng(0)
+    inputs = rng.uniform(0, 100, (60, len(INPUTS)))
+    curve = CurveEstimator(n_estimators=5, min_child_samples=2).fit(inputs, inputs[:, 0] + rng.normal(0, 2, 60))
+    return save_model(model, directory, curve=curve)
 
 
 @pytest.fixture(scope="module")

@@ -331,15 +331,21 @@ def test_suggest_from_a_space_and_its_bad_inputs(client: httpx.Client) -> None:
     assert many.status_code in (413, 422) and many.json()["error"]["code"] == "batch_too_large"
 
 
+# the fields of the OPDA search space: its runs all carry them, so a candidate that leaves them out sits where the
+# knowledge base holds no runs of this grid
+OPDA_SPACE = {"batch_size": 32, "epochs": 3, "max_steps": 7000, "warmup_steps": 100, "dropout": 0.1}
+
+
 def test_decide_skips_a_clearly_bad_candidate_and_evaluates_a_strong_one(client: httpx.Client) -> None:
     """On the OPDA task (DeBERTa on MNLI: learning rates near 1e-3 diverge to chance), a candidate predicted far
     below the incumbent's configuration is skipped with p_beat below the threshold; the incumbent's configuration
     against a weak incumbent is evaluated; the incumbent in points or normalized gives the same decision."""
     lrs = [1e-5, 2e-5, 5e-5, 2e-4, 6e-4, 9.5e-4]
-    configs = [{"model": {"id": "microsoft/deberta-base"},
-                "hparams": {"learning_rate": lr, "batch_size": 32, "epochs": 3}} for lr in lrs]
+    configs = [{"model": {"id": "microsoft/deberta-base"}, "hparams": {**OPDA_SPACE, "learning_rate": lr}}
+               for lr in lrs]
     task = {"dataset": {"name": "glue/mnli"}, "source": "opda"}
-    preds = client.post("/v1/predict", json={**task, "candidates": configs, "support": 0}).json()["predictions"]
+    preds = client.post("/v1/predict", json={**task, "candidates": configs, "support": 0}).json()
+    preds = preds["predictions"]
     worst = configs[int(np.argmin([p["points"] for p in preds]))]
     best = configs[int(np.argmax([p["points"] for p in preds]))]
     assert max(p["points"] for p in preds) - min(p["points"] for p in preds) > 15
@@ -370,8 +376,8 @@ def test_decide_recalibrates_to_the_search_history(client: httpx.Client) -> None
     it: a history whose scores sit exactly on the predictions makes the rule sharper than one whose scores scatter
     20 points around them; failed runs (null) are left out of the count; fewer than 3 scored falls back."""
     lrs = [1e-5, 2e-5, 5e-5, 2e-4, 6e-4]
-    configs = [{"model": {"id": "microsoft/deberta-base"},
-                "hparams": {"learning_rate": lr, "batch_size": 32, "epochs": 3}} for lr in lrs]
+    configs = [{"model": {"id": "microsoft/deberta-base"}, "hparams": {**OPDA_SPACE, "learning_rate": lr}}
+               for lr in lrs]
     task = {"dataset": {"name": "glue/mnli"}, "source": "opda"}
     preds = client.post("/v1/predict", json={**task, "candidates": configs, "support": 0}).json()["predictions"]
     points = [p["points"] for p in preds]

@@ -33,7 +33,7 @@ from collector.formats import RawRecord  # noqa: E402
 from collector.ingest import ingest_path, validate  # noqa: E402
 from collector.schema import from_row  # noqa: E402
 from collector.store import KnowledgeBase  # noqa: E402
-from collector.trainer_callback import MetamlCallback, MetamlCallbackWarning, build_record  # noqa: E402
+from collector.trainer_callback import MetamlCallback, MetamlCallbackWarning, StopRule, build_record  # noqa: E402
 from metaml_client import Client  # noqa: E402
 
 N_TRAIN, N_DEV, MAX_LEN, STEPS = 320, 64, 48, 8
@@ -328,3 +328,47 @@ def test_misuse_is_refused_early() -> None:
         MetamlCallback("glue/sst2", features="remote")
     with pytest.raises(ValueError, match="dataset"):
         MetamlCallback(" ")
+
+
+def test_a_run_is_stopped_from_its_partial_curve(sst2: dict[str, Any], public_data: Path, tmp_path: Path) -> None:
+    """Against a live server whose artifact holds a curve estimator (fit on the real OPDA and PEFT comparison
+    curves): with the search's best at 0.99, the tiny model's accuracy at its first evaluation (half its steps) cannot
+    get there, so training stops there and the run is stored as stopped (no score, its curve kept); with the best at
+    0.0 it trains to the end and is stored with its score."""
+    from factories import curve_knowledge_base, curve_model_artifact
+
+    from service.keys import create_key
+    from service.testing import ServerProcess
+
+    kb = curve_knowledge_base(public_data, tmp_path)
+    settings = {"model_path": curve_model_artifact(kb, tmp_path / "model"),
+                "tracking_uri": f"sqlite:///{tmp_path / 'no-registry' / 'mlflow.db'}"}
+    key = create_key(tmp_path / "keys.db", "trainer", ["read", "write"])[1]
+    with ServerProcess(kb.path, settings=settings) as server, Client(server.url, api_key=key, timeout=60) as client:
+        stopping = MetamlCallback("glue/sst2", client=client, train_data=sst2["train"], features="none",
+                                  stop=StopRule(incumbent=0.99))
+        stopped = _train(sst2, tmp_path / "stopped", _model(len(sst2["tokenizer"])), [stopping])
+        running = MetamlCallback("glue/sst2", client=client, train_data=sst2["train"], features="none",
+                                 stop=StopRule(incumbent=0.0))
+        finished = _train(sst2, tmp_path / "finished", _model(len(sst2["tokenizer"])), [running])
+        stored = client.get_run(stopping.upload_result.records[0].run_id)
+
+    assert stopped.state.global_step == STEPS // 2 and len(stopping.decisions) == 1
+    decision = stopping.stopped
+    assert decision is not None and decision.stop and decision.p_above < decision.threshold
+    assert decision.progress == pytest.approx(0.5) and decision.incumbent_points == pytest.approx(99.0)
+    outcome = stopping.record["outcome"]
+    assert outcome["status"] == "stopped" and "score" not in outcome and stopping.run_id is not None
+    assert any(p["metric"] == "accuracy" and p["step"] == STEPS // 2 for p in outcome["curve"])
+    assert stopping.upload_result.accepted == 1 and stored["outcome"]["status"] == "stopped"
+    assert stored["outcome"].get("score") is None
+    assert finished.state.global_step == STEPS and running.stopped is None
+    assert [d.action for d in running.decisions] == ["continue", "continue"]
+    assert running.record["outcome"]["status"] == "ok"
+    assert running.record["outcome"]["score"] == pytest.approx(_final_eval(finished)["eval_accuracy"])
+
+
+def test_stopping_needs_a_client_that_can_ask() -> None:
+    """A stop rule without a client (or with one that has no decide_curve) is refused at construction."""
+    with pytest.raises(ValueError, match="decide_curve"):
+        MetamlCallback("glue/sst2", stop=StopRule(incumbent=0.9))

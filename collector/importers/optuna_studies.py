@@ -261,7 +261,7 @@ def is_optuna_journal(path: Path) -> bool:
         with open(path, "rb") as f:
             line = f.readline(JOURNAL_SNIFF)
         op = json.loads(line)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(op, dict) and "op_code" in op and "worker_id" in op
 

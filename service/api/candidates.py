@@ -1,7 +1,8 @@
 """From requests to the rows the meta-model scores (through :mod:`metaml.serving`), and from its answers to bodies.
 
 * :func:`resolve_task`: the task part of every row, with the dataset's meta-features from the knowledge base, a
-  sample, or the request (an unknown dataset with nothing to describe it is a 422 ``unknown_dataset``).
+  sample, or the request (a name the knowledge base holds runs for but nothing describes is scored on its runs'
+  experience with unknown meta-features; an unknown name with nothing to describe it is a 422 ``unknown_dataset``).
 * :func:`rows_of`: the candidates' runs-table rows, with invalid parts answered as 422 at their place.
 * :func:`prediction_items` / :func:`ranked_items`: the answers' items.
 """
@@ -69,7 +70,7 @@ def resolve_task(task: Any, dataset: DatasetSpec, source: str, *, experience: Kn
     by the request's ``meta``.
 
     Raises:
-        UnknownDataset: only a name is given and the knowledge base holds no meta-features for it.
+        UnknownDataset: only a name is given and the knowledge base holds neither meta-features nor runs for it.
         BatchTooLarge: the sample holds more than ``max_sample_rows`` rows.
         RequestValidationError: the sample is inconsistent (labels of another length...).
         CollectorError: only a name is given and the knowledge base cannot be read.
@@ -81,6 +82,9 @@ def resolve_task(task: Any, dataset: DatasetSpec, source: str, *, experience: Kn
     layers: list[tuple[str, dict[str, Any]]] = []
     if name is not None and snapshot is not None and (known := snapshot.dataset_meta(name)) is not None:
         layers.append(("knowledge_base", known.model_dump(exclude_none=True)))
+    elif name is not None and snapshot is not None and name in snapshot.ds_index:
+        # runs but no meta-features: the runs' experience still grounds the prediction
+        layers.append(("knowledge_base", {}))
     if dataset.sample is not None:
         s = dataset.sample
         if len(s.texts) > max_sample_rows:

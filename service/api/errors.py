@@ -45,6 +45,10 @@ class ModelUnavailable(ServiceError):
     """No meta-model is loaded (none promoted yet, or the promoted one could not be loaded at startup)."""
 
 
+class CurveModelUnavailable(ModelUnavailable):
+    """The served model artifact holds no curve estimator (its knowledge base had no runs with learning curves)."""
+
+
 class UnknownDataset(ServiceError):
     """A task names a dataset whose meta-features the knowledge base does not hold, and sends none."""
 
@@ -59,6 +63,7 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str, bool]] = [
     (UnsupportedMediaType, 415, "unsupported_media_type", True),
     (BatchTooLarge, 422, "batch_too_large", True),
     (UnknownDataset, 422, "unknown_dataset", True),
+    (CurveModelUnavailable, 503, "curve_model_unavailable", True),
     (ModelUnavailable, 503, "model_unavailable", True),
     (KeyStoreError, 503, "key_store_unavailable", False),
     (ServiceError, 400, "bad_request", True),

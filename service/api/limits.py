@@ -29,6 +29,9 @@ from service.api.errors import answer_for, error_response
 from service.errors import ServiceError, Unauthorized
 from service.settings import Settings
 
+#: The web pages' prefix: they check the key themselves, so a refused key gets the page's key form, not JSON.
+UI_PREFIX = "/ui"
+
 
 class RequestGate:
     """Pure ASGI middleware: authenticate before the body, bound the body's size and pauses (see the module).
@@ -62,7 +65,8 @@ class RequestGate:
 
         needed, max_bytes = self._rules(scope)
         try:
-            await self._authenticate(scope, headers, needed)
+            if not scope.get("path", "").startswith(UI_PREFIX):  # pages gate themselves, answering a key form
+                await self._authenticate(scope, headers, needed)
         except ServiceError as e:
             await answer_for(e, retry_after_s=self.settings.retry_after_s)(scope, receive, send_closing)
             return

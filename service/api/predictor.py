@@ -55,6 +55,7 @@ class LoadedModel:
         version: the registered version (None for a local artifact).
         run_id: the MLflow run that logged it (None for a local artifact).
         loaded_at: when this process loaded it (UTC, ISO 8601).
+        curve: the artifact's curve estimator (:mod:`metaml._curves`), or None when it holds none.
     """
 
     model: MetaModel
@@ -63,6 +64,7 @@ class LoadedModel:
     version: int | None = None
     run_id: str | None = None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    curve: Any = None
 
     def describe(self) -> dict[str, Any]:
         """What the API says about the served model."""
@@ -116,7 +118,7 @@ def load_registered(settings: Settings, *, version: int | None = None) -> Loaded
         TrackingError: the registry cannot be read, or has no such version.
         ArtifactError: the version's artifact is unreadable or incompatible.
     """
-    from metaml._tracking import PRODUCTION_ALIAS, list_versions, load_version
+    from metaml._tracking import PRODUCTION_ALIAS, list_versions, load_version_and_curve
 
     uri = tracking_uri(settings)
     if version is None:
@@ -124,10 +126,10 @@ def load_registered(settings: Settings, *, version: int | None = None) -> Loaded
         if not any(PRODUCTION_ALIAS in v.aliases for v in versions):
             return None
     started = time.perf_counter()
-    model, meta = load_version(tracking_uri=uri, version=version)
+    model, meta, curve = load_version_and_curve(tracking_uri=uri, version=version)
     registry = meta.get("registry", {})
     loaded = LoadedModel(model=model, metadata=meta, source="registry", version=registry.get("version"),
-                         run_id=registry.get("run_id"))
+                         run_id=registry.get("run_id"), curve=curve)
     log.info("loaded meta-model version %s in %.1fs", loaded.version, time.perf_counter() - started)
     return loaded
 
@@ -138,10 +140,10 @@ def load_local(path: Path, settings: Settings) -> LoadedModel:
     Raises:
         ArtifactError: missing, unreadable or incompatible.
     """
-    from metaml._artifact import load_model
+    from metaml._artifact import load_curve_model, load_model
 
     model, meta = load_model(path)
-    return LoadedModel(model=model, metadata=meta, source="path")
+    return LoadedModel(model=model, metadata=meta, source="path", curve=load_curve_model(path, meta))
 
 
 def load_predictor(app: FastAPI, settings: Settings) -> None:

@@ -474,6 +474,110 @@ class SuggestResult(_Model):
     basis: dict[str, Any] = Field(description="What the belief rests on: mechanism (meta-model, experts, +gp), "
                                               "history size, past tasks weighed and the heaviest ones.")
 
+# -- stopping a run from its partial learning curve ---------------------------------------------------------------
+
+
+class CurveValue(_Model):
+    """One evaluation of the run's primary metric: at a training step, an epoch, or both."""
+
+    step: int | None = Field(None, ge=0, description="Training step of the evaluation.")
+    epoch: float | None = Field(None, ge=0, allow_inf_nan=False, description="Epoch of the evaluation.")
+    value: float = Field(ge=-1e4, le=1e4, description="The primary metric, in the request's `unit`.")
+
+    @model_validator(mode="after")
+    def _placed(self) -> CurveValue:
+        if self.step is None and self.epoch is None:
+            raise ValueError("give the evaluation's `step` or `epoch`")
+        return self
+
+
+class LearningCurve(_Model):
+    """A run's evaluations of its primary metric, and how long it is planned to train (the progress axis: steps
+    when every point has one, else epochs)."""
+
+    points: list[CurveValue] = Field(min_length=1, max_length=10_000)
+    total_steps: int | None = Field(None, gt=0, description="Planned training steps (max_steps).")
+    total_epochs: float | None = Field(None, gt=0, allow_inf_nan=False, description="Planned epochs.")
+
+    @model_validator(mode="after")
+    def _axis(self) -> LearningCurve:
+        if not all(p.step is not None for p in self.points) and not all(p.epoch is not None for p in self.points):
+            raise ValueError("every point needs a `step`, or every point an `epoch`")
+        return self
+
+
+class FinishedRun(_Model):
+    """A run of the same search that trained to the end: its whole curve and final score."""
+
+    curve: LearningCurve = Field(description="Its evaluations; without a planned total, its last point is its end.")
+    score: float = Field(ge=-1e4, le=1e4, description="Its final score, in the request's `unit`.")
+    config: Candidate | None = Field(None, description="Its configuration (used when the curve model reads the "
+                                                       "meta-model's prior).")
+
+
+class CurveDecideRequest(_TaskRequest):
+    """Continue or stop a training run, from its partial learning curve and the best final score so far."""
+
+    curve: LearningCurve = Field(description="The run's evaluations so far, with its planned total steps (when the "
+                                             "points have steps) or epochs.")
+    incumbent: float = Field(ge=-1e4, le=1e4, description="The best final score so far on this task, in `unit`.")
+    unit: Literal["points", "score"] = Field(
+        "score", description="Unit of the curve values, scores, `incumbent` and `tolerance`: `score` (normalized, "
+                             "e.g. 0.91) or `points` (91.0).")
+    config: Candidate | None = Field(None, description="The run's configuration (the meta-model's prior for it is "
+                                                       "read when the curve model uses priors).")
+    tolerance: float = Field(0.0, ge=0, le=1e4,
+                             description="Continue only runs that may finish this much above the incumbent.")
+    history: list[FinishedRun] = Field(
+        default_factory=list, max_length=500,
+        description="Runs of this search that trained to the end: features, and (from 2) the recalibration of the "
+                    "error distribution to this task.")
+    max_false_stop: float = Field(0.05, gt=0, lt=1, description="Stop only when P(final > incumbent + tolerance) "
+                                                                "is below this: the stated error rate.")
+    min_progress: float = Field(0.0, ge=0, le=1, description="Never stop before this share of the planned training.")
+    min_history: int = Field(1, ge=0, le=1000, description="Never stop while fewer runs have finished.")
+
+    @model_validator(mode="after")
+    def _planned(self) -> CurveDecideRequest:
+        by_step = all(p.step is not None for p in self.curve.points)
+        if by_step and self.curve.total_steps is None and self.curve.total_epochs is None:
+            raise ValueError("curve: give the run's planned `total_steps` (or `total_epochs` with epochs on every "
+                             "point): progress is measured against the plan")
+        if not by_step and self.curve.total_epochs is None:
+            raise ValueError("curve: give the run's planned `total_epochs`: progress is measured against the plan")
+        return self
+
+
+class CurveModelInfo(_Model):
+    """The curve estimator that answered (trained with the served meta-model)."""
+
+    n_train_rows: int = Field(description="Curve cuts (run x progress level) it learned from.")
+    n_train_datasets: int
+    calibration: str = Field(description="How its error distribution was calibrated.")
+    uses_prior: bool = Field(description="Whether it reads the meta-model's prior for the configuration.")
+    interval_level: float = Field(description="Coverage of the interval (0.8: 80%).")
+
+
+class CurveDecideResult(_Model):
+    """The decision and the probability behind it (from metaml._curves.decide_curve)."""
+
+    model: ServedModel
+    curve_model: CurveModelInfo
+    action: Literal["continue", "stop"]
+    p_above: float = Field(description="P(the run's final score > incumbent + tolerance).")
+    predicted_points: float = Field(description="The run's predicted final score, in points (median).")
+    predicted_score: float
+    points_lo: float = Field(description="Lower end of the interval of its final score, in points.")
+    points_hi: float
+    incumbent_points: float
+    tolerance_points: float
+    progress: float = Field(description="Share of its planned training the run has done.")
+    n_history: int = Field(description="Finished runs the answer used.")
+    threshold: float
+    stated_error_rate: float = Field(description="Per decision, the chance of stopping a run that would have "
+                                                 "finished above the incumbent + tolerance.")
+    basis: str
+
 
 class ModelVersion(_Model):
     """One registered version of the meta-model."""

@@ -119,7 +119,7 @@ def _gate(request: Request, settings: SettingsDep, page: str, title: str) -> HTM
     if not token and auth.lower().startswith("bearer "):
         token = auth[7:]
     try:
-        read_access(settings, current_key(settings, None, token))
+        read_access(settings, current_key(request, settings, None, token))
     except Unauthorized as e:
         status, reason = 401, e.message
     except Forbidden as e:

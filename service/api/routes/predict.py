@@ -11,16 +11,19 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import numpy as np
+import pandas as pd
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from metaml._data import config_keys
+from metaml._curves import decide_curve as decide_run
+from metaml._curves import describe_curve_model, primary_curve
+from metaml._data import chance_points, config_keys
 from metaml._decision import decide as decide_one
 from metaml._decision import recommend as recommend_space
 from metaml._estimators import metric_range
 from metaml.search import EngineSettings, Observation, SearchEngine, TaskKnowledge
-from metaml.serving import KnowledgeIndex, SampleFeatures, enumerate_space
+from metaml.serving import KnowledgeIndex, SampleFeatures, enumerate_space, task_row
 from service.api._json import jsonable
 from service.api.candidates import (
     finite,
@@ -32,10 +35,13 @@ from service.api.candidates import (
     validated,
 )
 from service.api.deps import ReadKey, SettingsDep
+from service.api.errors import CurveModelUnavailable, UnknownDataset
 from service.api.experience import Experience, Samples
 from service.api.predictor import CORES, Holder, LoadedModel
 from service.api.routes._common import ERROR_RESPONSES
 from service.api.schemas import (
+    CurveDecideRequest,
+    CurveDecideResult,
     DecideRequest,
     DecideResult,
     PredictRequest,
@@ -271,3 +277,93 @@ def _observations(body: SuggestRequest, task: dict[str, Any], rows: Any) -> list
         raise RequestValidationError(errors)
     return out
 
+# -- stopping a run from its partial learning curve ---------------------------------------------------------------
+
+_CURVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    503: {"model": ERROR_RESPONSES[503]["model"],
+          "description": "No meta-model is loaded (`model_unavailable`), the served artifact holds no curve model "
+                         "(`curve_model_unavailable`), or the knowledge base is unavailable."},
+}
+#: Requests with at most this many finished runs (and no dataset sample) are answered on the event loop.
+INLINE_HISTORY = 16
+NO_CURVE_MODEL_MESSAGE = ("the served model has no curve estimator: its knowledge base held no runs with learning "
+                          "curves when it was trained; ingest some (OPDA, the PEFT method comparison, Trainer runs, "
+                          "Optuna studies with pruned trials...) and train a new version with `metaml train`")
+
+
+@router.post("/decide/curve", operation_id="decide_curve", response_model=CurveDecideResult,
+             responses=_CURVE_RESPONSES)
+async def decide_curve(request: Request, body: CurveDecideRequest, holder: Holder, experience: Experience,
+                       samples: Samples, settings: SettingsDep, _key: ReadKey) -> JSONResponse:
+    """Continue or stop a training run, from its partial learning curve and the best final score so far.
+
+    The curve estimator trained with the served meta-model (metaml._curves) predicts the run's final score from its
+    curve so far (progress = steps or epochs done / planned), the search's finished runs (`history`) and, when it
+    reads them, the meta-model's prior for the run's configuration; with 2 or more finished runs its error
+    distribution is recalibrated to this task. The run is stopped when P(final > incumbent + tolerance) is below
+    `max_false_stop`, the stated error rate, once it has trained `min_progress` of its plan and `min_history` runs
+    have finished.
+    """
+    loaded = holder.require()
+    if loaded.curve is None:
+        raise CurveModelUnavailable(NO_CURVE_MODEL_MESSAGE)
+    inline = len(body.history) <= INLINE_HISTORY and _inline(body, 1, experience)
+    return JSONResponse(await _run(request, inline, _decide_curve, body, loaded, experience, samples, settings))
+
+
+def _curve_arrays(curve: Any, factor: float, loc: tuple[Any, ...]) -> tuple[Any, Any]:
+    """A request curve as (progress, points) arrays (:func:`metaml._curves.primary_curve`).
+
+    Raises:
+        RequestValidationError: no point lies past the start of training.
+    """
+    points = [{"step": p.step, "epoch": p.epoch, "metric": "primary", "value": p.value * factor}
+              for p in curve.points]
+    progress, values = primary_curve(points, "primary", max_steps=curve.total_steps, epochs=curve.total_epochs)
+    if len(progress) == 0:
+        raise RequestValidationError([{"loc": ("body", *loc, "points"), "type": "value_error",
+                                       "msg": "no evaluation after the start of training (step or epoch > 0)"}])
+    return progress, values
+
+
+def _decide_curve(body: CurveDecideRequest, loaded: LoadedModel, experience: KnowledgeIndex,
+                  samples: SampleFeatures, settings: Settings) -> dict[str, Any]:
+    estimator = loaded.curve
+    try:
+        ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
+                           max_sample_rows=settings.max_sample_rows)
+        row = ctx.row
+    except UnknownDataset:
+        if estimator.use_prior:
+            raise
+        # the curve model reads no meta-features: a dataset the knowledge base does not know is answered without
+        row = task_row(body.task.model_dump(exclude_none=True), {"name": body.dataset.name}, source=body.source)
+    factor = 100.0 if body.unit == "score" else 1.0
+    progress, values = _curve_arrays(body.curve, factor, ("curve",))
+    history = []
+    for i, h in enumerate(body.history):
+        p, v = _curve_arrays(h.curve, factor, ("history", i, "curve"))
+        history.append((p, v, h.score * factor))
+    prior, history_priors = None, None
+    if estimator.use_prior:
+        configs = [body.config, *(h.config for h in body.history)]
+        known = [c for c in configs if c is not None]
+        answers = iter(loaded.model.predict(rows_of(row, known, loc="config")).to_dict("records") if known else [])
+        priors = [next(answers) if c is not None else None for c in configs]
+        prior, history_priors = priors[0], priors[1:]
+    task_frame = pd.DataFrame([row]).reindex(columns=["task_primary_metric", "task_metric_scale",
+                                                          "dataset_meta_n_classes"])
+    chance = float(chance_points(task_frame).iloc[0])
+    d = decide_run(estimator, progress, values, body.incumbent * factor, history=history, prior=prior,
+                   history_priors=history_priors, chance=chance, tolerance=body.tolerance * factor,
+                   max_false_stop=body.max_false_stop, min_progress=body.min_progress, min_history=body.min_history)
+    info = describe_curve_model(estimator)
+    return jsonable({"model": loaded.describe(),
+                     "curve_model": {k: info[k] for k in ("n_train_rows", "n_train_datasets", "calibration",
+                                                          "uses_prior", "interval_level")},
+                     "action": d.action, "p_above": d.p_above, "predicted_points": d.predicted,
+                     "predicted_score": d.predicted / 100.0, "points_lo": d.lo, "points_hi": d.hi,
+                     "incumbent_points": d.incumbent, "tolerance_points": d.tolerance, "progress": d.progress,
+                     "n_history": d.n_history, "threshold": d.threshold, "stated_error_rate": d.stated_error_rate,
+                     "basis": d.basis})
