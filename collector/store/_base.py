@@ -78,6 +78,14 @@ _T = TypeVar("_T")
 
 _DATASET_FIELDS = list(DatasetMeta.model_fields)
 _MODEL_FIELDS = [name for name in Model.model_fields if name not in ("id", "revision")]
+_PLAIN_INSERT = "INSERT INTO runs BY NAME SELECT * FROM {source}"
+#: Inserts the runs of the view ``{source}`` with their missing features filled from the side tables (as
+#: ``_attach`` does).
+_ATTACHING_INSERT = (
+    "INSERT INTO runs BY NAME SELECT f.* REPLACE ("
+    + ", ".join([f"coalesce(f.dataset_meta_{c}, d.{c}) AS dataset_meta_{c}" for c in _DATASET_FIELDS]
+                + [f"coalesce(f.model_{c}, m.{c}) AS model_{c}" for c in _MODEL_FIELDS])
+    + ") FROM {source} f LEFT JOIN datasets d ON d.name = f.dataset_name LEFT JOIN models m ON m.model_id = f.model_id")
 
 
 def _side_table_ddl(table: str, key: str, model: type, fields: Sequence[str], extra: str = "", *,
@@ -195,6 +203,11 @@ class KnowledgeBase(ABC):
         """Reorganize storage (the lakehouse merges small files); returns what was done."""
         return {}
 
+    def keep_open(self, idle_s: float = 1.0) -> None:  # noqa: B027 - optional
+        """Ask this process to keep the knowledge base open between writes (a process that writes often: a
+        server's group writer), until ``idle_s`` seconds pass without a write; :meth:`close` ends it. The lakehouse
+        always keeps its connection; a DuckDB file gives way to other processes as soon as they wait for it."""
+
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release what this process keeps open for this location (the lakehouse's connections; any later call
         opens them again). Nothing is kept open for a DuckDB file."""
@@ -272,7 +285,8 @@ class KnowledgeBase(ABC):
 
     # -- writes ----------------------------------------------------------------------------------------------------
 
-    def append(self, batch: pa.Table) -> AppendResult:
+    def append(self, batch: pa.Table, *, attach_features: bool = False,
+               models: Mapping[str, Mapping[str, Any]] | None = None) -> AppendResult:
         """Insert the runs of ``batch`` that are not stored yet, in one transaction.
 
         This is the one place duplicates are decided on the ingest path: callers pass every row they read (a run
@@ -282,6 +296,10 @@ class KnowledgeBase(ABC):
 
         Args:
             batch: rows in :func:`arrow_schema` (extra columns are refused, missing ones are null).
+            attach_features: fill the inserted runs' missing dataset meta-features and model features from the
+                ``datasets`` and ``models`` tables (as :meth:`attach_features` does for every run).
+            models: model id -> features (``collector.enrich.model_features``) to add to the ``models`` table where
+                it has no row for the id yet, in the same transaction (before the features are attached).
 
         Returns:
             The ids inserted, and one id per row that was not (already present, or repeating an earlier row of the
@@ -302,9 +320,15 @@ class KnowledgeBase(ABC):
                     # the runs this transaction found absent (writers are serialized: lock or conflicting guard)
                     fresh = batch if not present else batch.filter(
                         pc.invert(pc.is_in(batch.column("run_id"), value_set=pa.array(sorted(present)))))
-                    con.register("fresh", fresh)
-                    con.execute("INSERT INTO runs BY NAME SELECT * FROM fresh")
-                    con.unregister("fresh")
+                    if models:
+                        self._add_models(con, models)
+                    insert = _ATTACHING_INSERT if attach_features else _PLAIN_INSERT
+                    if present:
+                        con.register("fresh", fresh)
+                        con.execute(insert.format(source="fresh"))
+                        con.unregister("fresh")
+                    else:  # the common case: every run is new, ``incoming`` is what to insert
+                        con.execute(insert.format(source="incoming"))
                     self._guard_append(con)
                 return present
             finally:
@@ -343,12 +367,29 @@ class KnowledgeBase(ABC):
         if not features:
             return 0
         cols = ["model_id", *_MODEL_FIELDS, "feature_source"]
+        table = self._models_table({mid: {"feature_source": feature_source, **f} for mid, f in features.items()})
+        self._replace_rows("models", "model_id", cols, table)
+        return table.num_rows
+
+    @staticmethod
+    def _models_table(features: Mapping[str, Mapping[str, Any]]) -> pa.Table:
+        """Rows of the ``models`` table for ``features`` (model id -> features)."""
+        cols = ["model_id", *_MODEL_FIELDS, "feature_source"]
         rows = [{"model_id": mid, **{c: f.get(c) for c in _MODEL_FIELDS}, "feature_source": f.get(
-            "feature_source", feature_source)} for mid, f in features.items()]
+            "feature_source", "registry")} for mid, f in features.items()]
         schema = pa.schema([pa.field(c, _column_type(Model.model_fields[c].annotation)[0]) if c in Model.model_fields
                             else pa.field(c, pa.string()) for c in cols])
-        self._replace_rows("models", "model_id", cols, pa.Table.from_pylist(rows, schema=schema))
-        return len(rows)
+        return pa.Table.from_pylist(rows, schema=schema)
+
+    def _add_models(self, con: duckdb.DuckDBPyConnection, features: Mapping[str, Mapping[str, Any]]) -> None:
+        """Insert the models of ``features`` the ``models`` table has no row for (inside a write)."""
+        cols = ", ".join(["model_id", *_MODEL_FIELDS, "feature_source"])
+        con.register("incoming_models", self._models_table(features))
+        try:
+            con.execute(f"INSERT INTO models ({cols}) SELECT {cols} FROM incoming_models "
+                        "WHERE model_id NOT IN (SELECT model_id FROM models)")
+        finally:
+            con.unregister("incoming_models")
 
     def _replace_rows(self, table: str, key: str, cols: Sequence[str], rows: pa.Table) -> None:
         """Replace the rows of side table ``table`` that ``rows`` names by ``key``, then attach them to the runs."""
