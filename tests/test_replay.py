@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from metaml.search import EngineSettings, ReplayEnv, ReplayTask
-from metaml.search._bench import BenchConfig, run_benchmark, write_report
+from metaml.search._bench import BenchConfig, choose_engine, run_benchmark, write_report
 
 
 def _toy() -> ReplayTask:
@@ -146,3 +146,21 @@ def test_bench_automl_command(transfergraph_kb: Path, tmp_path: Path) -> None:
     assert Path(payload["report"]).exists() and "vs_zero_shot_10x" in payload["goals"]
     assert "--task transfergraph|glue/cola" in (out / "report.md").read_text()
     assert list((out / "cache").glob("*.joblib"))
+
+
+def test_the_nested_engine_choice_keeps_the_best_skipped_limit_and_never_sees_the_task() -> None:
+    """A setting that is faster but wrongly skips the best configuration in more than 5% of the inner searches loses
+    to a safe one; each task's choice is made on the other datasets' tasks only, so a setting that is best only on
+    the task itself is not chosen for it."""
+    rows = []
+    tasks = {f"src|d{i}|accuracy|full": f"d{i}" for i in range(4)}
+    for t in tasks:
+        rows.append({"task": t, "searcher": "tpe", "variant": "", "compute": 100.0, "best_excluded": False,
+                     "reached": True, "evals_to_band": 10})
+        for variant, compute, excluded in (("fast", 10.0, True), ("safe", 20.0, False),
+                                           ("lucky", 1.0 if t.endswith("d0|accuracy|full") else 500.0, False)):
+            rows.append({"task": t, "searcher": "engine", "variant": variant, "compute": compute,
+                         "best_excluded": excluded, "reached": True, "evals_to_band": 2})
+    chosen = choose_engine(pd.DataFrame(rows), tasks)
+    assert set(chosen.values()) == {"engine[safe]"}
+    assert choose_engine(pd.DataFrame(rows), tasks, max_best_excluded=1.0)["src|d1|accuracy|full"] == "engine[fast]"
