@@ -263,9 +263,10 @@ def test_searcher_under_asha_sends_only_final_results(ray_session: None, served:
     results = tune.Tuner(trainable, tune_config=tune.TuneConfig(
         metric="score", mode="max", num_samples=6, search_alg=searcher, scheduler=scheduler, max_concurrent_trials=2),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
-    assert not results.errors and len(results) == 6
+    n = len(results)  # all 6, or fewer when the service had nothing left worth evaluating
+    assert not results.errors and 3 <= n <= 6 and (n == 6 or searcher.finished)
     epochs = {params_key({k: r.config[k] for k in KNOWN}): r.metrics["epoch"] for r in results}
-    assert len(epochs) == 6  # no configuration twice
+    assert len(epochs) == n  # no configuration twice
     stopped = {k for k, e in epochs.items() if e < 3}
     assert stopped and searcher.stopped == stopped
     assert {params_key(e.params) for e in searcher.evaluated} == set(epochs) - stopped

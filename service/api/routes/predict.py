@@ -199,9 +199,9 @@ async def suggest(request: Request, body: SuggestRequest, holder: Holder, experi
     """Which configurations to evaluate next on a task, learning from what it has shown so far.
 
     The engine (`metaml.search.SearchEngine`, see docs/api.md) starts from the meta-model's predictions, weighs the
-    past tasks of the knowledge base by how well they agree with this task's history, models what they miss with a
-    Gaussian process over configuration features, and proposes the candidates with the best expected improvement
-    over the best score so far, discounted by the failure probability, per unit of predicted training time. A
+    past tasks of the knowledge base by how well they agree with this task's history, and proposes the candidates
+    with the best expected improvement over the best score so far, discounted by the failure probability, per unit
+    of predicted training time. A
     candidate already in the history is never proposed, nor one the skip rule excludes (`max_false_skip` is a budget
     per search); `done` says when nothing is left. Stateless: any replica answers.
     """
