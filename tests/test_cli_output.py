@@ -3,6 +3,7 @@ pace, and where the rejected records' reasons are."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -64,3 +65,29 @@ def test_progress_lines_come_at_the_interval_while_an_input_is_read(public_data:
     reads = [_n(m["read"]) for m in ticks]
     assert reads == sorted(reads) and reads[-1] > reads[0]
     assert _n(done[0]["read"]) == sum(r.read for r in reports) and _n(done[0]["rejected"]) == reports[0].rejected
+
+
+def test_ingest_that_rejects_says_where_the_reasons_are(public_data: Path, tmp_path: Path) -> None:
+    """Ingesting the real TransferGraph runs rejects 5 broken rows: the summary says how many of how many were
+    rejected, names the rejects report (which holds those 5 with place and reason), and shows the reasons with
+    counts; with two inputs rejecting (TransferGraph and LM-BFF) it also lists the top reasons over both."""
+    kb = tmp_path / "kb.duckdb"
+    code, out, err = _metaml(tmp_path, "ingest", str(public_data / "metadatasets" / "transfergraph"),
+                             "--kb", str(kb), "--no-enrich")
+    assert code == 2, err
+    pointer = next(line for line in out.splitlines() if line.startswith("rejected "))
+    assert pointer.startswith("rejected 5 of 5,448 records; each one, with its place and reason, is in ")
+    report = Path(pointer.rsplit(" is in ", 1)[1])
+    assert report.parent == tmp_path / "rejects" and report.suffix == ".jsonl"
+    rejects = [json.loads(line) for line in report.read_text().splitlines()]
+    assert len(rejects) == 5 and all(r["locator"] and r["reason"] for r in rejects)
+    assert re.search(r"^\s+4 x model: malformed row", out, re.M) and re.search(r"^\s+1 x eval_accuracy", out, re.M)
+
+    code, out, err = _metaml(tmp_path, "ingest", str(public_data / "metadatasets" / "transfergraph"),
+                             str(public_data / "metadatasets" / "lmbff"), "--kb", str(tmp_path / "two.duckdb"),
+                             "--no-enrich", "--rejects", str(tmp_path / "two.jsonl"))
+    assert code == 2, err
+    assert f"rejected 60 of 20,448 records; each one, with its place and reason, is in {tmp_path / 'two.jsonl'}" in out
+    top = out.split("top reasons:\n", 1)[1].splitlines()
+    assert re.match(r"^\s+55 x outcome\.score: no score", top[0]) and re.match(r"^\s+4 x model: malformed", top[1])
+    assert len((tmp_path / "two.jsonl").read_text().splitlines()) == 60

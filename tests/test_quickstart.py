@@ -42,6 +42,13 @@ def test_quickstart_builds_everything_once_and_reuses_it(public_data: Path, tmp_
     for step in range(1, 6):
         assert f"[{step}/6]" in first.stderr
     assert "[6/6]" not in first.stderr and "ingested 5,443" in first.stderr and "described 1 dataset" in first.stderr
+    # without a terminal, progress comes as plain lines; rejects are counted, reported in a file and explained
+    assert "ingest transfergraph: transfergraph: done, read 5,448, stored 5,443, duplicates 0, rejected 5" \
+        in first.stderr
+    pointer = next(line.strip() for line in first.stderr.splitlines() if line.strip().startswith("rejected 5 of"))
+    report = Path(pointer.rsplit(" is in ", 1)[1])
+    assert report.parent == home / "data" / "rejects" and len(report.read_text().splitlines()) == 5
+    assert "top reasons:" in first.stderr and "4 x model: malformed row" in first.stderr
     out = first.stdout
     assert out.startswith("metaml is ready")
     assert f"knowledge base   {kb_path} (5,443 runs)" in out

@@ -9,6 +9,7 @@ the chunk in flight, and running the same ingest again stores exactly what is mi
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -77,7 +78,7 @@ class IngestReport:
 
     def top_reasons(self, n: int = 5) -> list[tuple[str, int]]:
         """The most common rejection reasons, with counts (field-qualified, numbers folded)."""
-        return Counter(_reason_key(r) for r in self.rejects).most_common(n)
+        return top_reasons([self], n)
 
     def to_dict(self, *, with_rejects: bool = True) -> dict[str, Any]:
         out = {
@@ -95,6 +96,30 @@ class IngestReport:
         if with_rejects:
             out["rejects"] = [r.to_dict() for r in self.rejects]
         return out
+
+
+def top_reasons(reports: Iterable[IngestReport], n: int = 5) -> list[tuple[str, int]]:
+    """The ``n`` most common rejection reasons over every report, with counts (field-qualified, numbers and quoted
+    values folded, so that one cause counts once however many values it met)."""
+    return Counter(_reason_key(r) for rep in reports for r in rep.rejects).most_common(n)
+
+
+def rejects_path(home: Path, now: datetime | None = None) -> Path:
+    """Where an ingest's rejects report goes by default: ``<home>/rejects/<UTC time>.jsonl``."""
+    return home / "rejects" / f"{now or datetime.now(UTC):%Y%m%dT%H%M%S}.jsonl"
+
+
+def write_rejects(reports: Iterable[IngestReport], dest: Path) -> int:
+    """Write every reject of ``reports`` to ``dest`` as JSONL, one ``{uri, locator, field, reason}`` object a line
+    (parent folders created, an existing file replaced). Returns the number written."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(dest, "w", encoding="utf-8") as f:
+        for rep in reports:
+            for r in rep.rejects:
+                f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+                n += 1
+    return n
 
 
 def _reason_key(r: Reject) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from collector.errors import CollectorError
-from service.cli._common import check_kb_location, default_public_data
+from service.cli._common import check_kb_location, default_public_data, rejects_lines
 from service.errors import KeyStoreError
 from service.settings import get_settings
 
@@ -58,19 +58,26 @@ def fetch_public_data(dest: Path) -> Path:
     return dest
 
 
-def _ingest(kb: Any, root: Path) -> dict[str, int]:
+def _ingest(kb: Any, root: Path) -> tuple[dict[str, int], list[str]]:
+    """Ingest ``root``; returns the totals and, when records were rejected, the lines that say where the rejects
+    report is and the top reasons (the report is written to ``<kb dir>/rejects/``)."""
     from collector.enrich import enrich_models
-    from collector.ingest import ingest_path
+    from collector.ingest import ingest_path, rejects_path, write_rejects
 
     reports = ingest_path(kb, root, progress=True)
     totals = {k: sum(getattr(r, k) for r in reports) for k in ("read", "ingested", "duplicates", "rejected")}
     errors = [r for r in reports if r.error]
     for r in errors:
         _info(f"could not read {r.uri}: {r.error}")
+    rejects: list[str] = []
+    if totals["rejected"]:
+        path = rejects_path(kb.home)
+        write_rejects(reports, path)
+        rejects = rejects_lines(reports, path)
     if totals["ingested"]:
         enrich_models(kb)
         kb.attach_features()
-    return {**totals, "errors": len(errors)}
+    return {**totals, "errors": len(errors)}, rejects
 
 
 def _describe_texts(kb: Any, text_root: Path) -> tuple[int, int]:
@@ -188,9 +195,11 @@ def quickstart(from_path: Path | None, kb_path: str | None, tracking_uri: str | 
         started = _step(2, total, f"knowledge base {kb}: ingesting {root / 'metadatasets'}")
         if not (root / "metadatasets").is_dir():
             raise click.ClickException(f"{root} holds no metadatasets/ folder")
-        ingested = _ingest(kb, root / "metadatasets")
+        ingested, rejects = _ingest(kb, root / "metadatasets")
         _info(f"read {ingested['read']:,}: ingested {ingested['ingested']:,}, already there "
               f"{ingested['duplicates']:,}, rejected {ingested['rejected']:,} ({time.perf_counter() - started:.0f}s)")
+        for line in rejects:
+            _info(line)
         runs = kb.count()
         if runs == 0:
             raise click.ClickException(f"no runs could be read from {root / 'metadatasets'}")
