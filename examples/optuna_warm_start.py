@@ -12,14 +12,18 @@ training to use it for real.
 
     python examples/optuna_warm_start.py --url http://127.0.0.1:8000 --key mk_... --trials 12
 
-The key needs the ``analyst`` scope (SQL) and ``write`` (uploads), e.g. an ``admin`` key.
+The key needs the ``analyst`` scope (SQL) and ``write`` (uploads), and ``read`` on a server that requires keys for
+reads: e.g. an ``admin`` key. Without one, the example says which key to create and exits with code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import runpy
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -30,6 +34,13 @@ from metaml_client.optuna import SkipUnpromising, config_from_params, method_lab
 MODELS = ("roberta-base", "bert-base-uncased", "microsoft/deberta-base")
 METHODS = ({"name": "full"}, {"name": "lora", "lora_r": 8})
 LR_LOW, LR_HIGH = 1e-5, 1e-3
+SCOPES = ("read", "analyst", "write")
+"""The scopes the example's key needs: read (recommend, decide), analyst (SQL), write (uploads)."""
+
+
+def toy() -> SimpleNamespace:
+    """What ``toy_finetuning.py`` beside this file defines (its ``run`` reports a missing key)."""
+    return SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().with_name("toy_finetuning.py"))))
 
 
 def _q(value: str) -> str:
@@ -63,7 +74,7 @@ def argument_parser(description: str) -> argparse.ArgumentParser:
     """The options every example takes: server, key, trials, dataset, warm-start budget, seed."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--key", default=None, help="an API key with the analyst and write scopes")
+    parser.add_argument("--key", default=None, help="an API key with the read, analyst and write scopes")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--dataset", default="glue/sst2")
     parser.add_argument("--budget", type=int, default=4, help="configurations to warm-start with")
@@ -105,4 +116,4 @@ def main(argv: Sequence[str] | None = None) -> optuna.Study:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(toy().run(main, scopes=SCOPES))

@@ -12,7 +12,8 @@ base through the client's ``sql``. Replace it with real training to use it for r
 
     python examples/ray_tune_warm_start.py --url http://127.0.0.1:8000 --key mk_... --trials 12
 
-The key needs the ``analyst`` scope (SQL) and ``write`` (uploads), e.g. an ``admin`` key. ``--address`` joins a
+The key needs the ``analyst`` scope (SQL) and ``write`` (uploads), and ``read`` on a server that requires keys for
+reads: e.g. an ``admin`` key (without one, the example says which key to create and exits 2). ``--address`` joins a
 running Ray cluster (the workers must reach the server's URL); without it a local one with two CPUs is started.
 """
 
@@ -96,4 +97,5 @@ def main(argv: Sequence[str] | None = None) -> tune.ResultGrid:
 
 
 if __name__ == "__main__":
-    main()
+    optuna_example = _optuna_example()
+    sys.exit(optuna_example.toy().run(main, scopes=optuna_example.SCOPES))

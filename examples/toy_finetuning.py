@@ -1,5 +1,6 @@
-"""What the ``*_suggest.py`` examples share: a search space, a toy fine-tuning outcome to stand in for training, and
-their command line (options, the server check, the exit codes).
+"""What the examples share: a search space, a toy fine-tuning outcome to stand in for training, and their command
+line (options, the server check, and :func:`run`, which every example that talks to the server runs its ``main``
+through: a missing or refused key is a message naming the key to create, and an exit code, never a traceback).
 
 The outcome is a made-up but deterministic function of the configuration, so the examples run anywhere in seconds:
 each model has a ceiling, LoRA its own learning-rate optimum, the score falls off quadratically in log learning rate
@@ -108,16 +109,31 @@ def summary(trials: int, completed: int, failed: int, done: bool, best: float | 
     print(text, file=sys.stderr)
 
 
-def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
+def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None, *,
+        scopes: Sequence[str] = ("read",)) -> int:
     """Run an example's ``main``; a refused key or an unreachable server is one message and exit code 2 or 1, no
-    traceback."""
+    traceback.
+
+    Args:
+        main: the example's ``main(argv)``.
+        argv: its arguments (``sys.argv[1:]`` when None).
+        scopes: every scope the example's key needs on a server that requires keys for reads; when it needs more
+            than the one the server named, the message also gives the command creating a key with all of them.
+
+    Returns:
+        0 when ``main`` returned, 2 for a missing, invalid or under-scoped key (401, 403), 1 for an unreachable
+        server. Other errors propagate.
+    """
     try:
         main(argv)
     except MetamlAPIError as e:
-        hint = e.key_hint()
+        hint = e.key_hint(scopes[0])
         if hint is None:
             raise
         print(f"error: {hint}", file=sys.stderr)
+        if len(scopes) > 1:
+            print(f"This example needs a key with the scopes {', '.join(scopes)} (an admin key holds them all):\n"
+                  f"    metaml keys create --name NAME {' '.join(f'--scope {s}' for s in scopes)}", file=sys.stderr)
         return 2
     except httpx.TransportError as e:
         print(f"error: cannot reach the metaml server ({type(e).__name__}: {e}); start it with `metaml serve` or "

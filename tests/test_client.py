@@ -339,10 +339,28 @@ def test_key_hint_names_the_scope_and_the_command(served_with_keys: ServerProces
     assert MetamlAPIError(422, "validation_error", "bad").key_hint() is None
 
 
-@pytest.mark.parametrize("example", ["optuna_suggest.py", "ray_tune_suggest.py", "syne_tune_suggest.py"])
+#: Every example that talks to the server, with the key-creating command it must print when run without a key.
+EXAMPLE_KEYS = {
+    "optuna_suggest.py": "metaml keys create --name NAME --scope read",
+    "ray_tune_suggest.py": "metaml keys create --name NAME --scope read",
+    "syne_tune_suggest.py": "metaml keys create --name NAME --scope read",
+    "optuna_warm_start.py": "metaml keys create --name NAME --scope read --scope analyst --scope write",
+    "ray_tune_warm_start.py": "metaml keys create --name NAME --scope read --scope analyst --scope write",
+}
+#: The examples' shared helpers and the trial script Syne Tune runs: they call no server themselves.
+EXAMPLE_HELPERS = {"toy_finetuning.py", "syne_tune_trial.py"}
+
+
+def test_every_example_is_checked_without_a_key() -> None:
+    """Each script in examples/ is either run without a key below or is a helper that calls no server."""
+    assert {p.name for p in (REPO / "examples").glob("*.py")} == set(EXAMPLE_KEYS) | EXAMPLE_HELPERS
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLE_KEYS))
 def test_examples_without_a_key_say_which_key_and_how(example: str, served_with_keys: ServerProcess) -> None:
-    """Run without a key against a server that requires one, each suggest example exits 2 with the hint and no
-    traceback, before starting any worker."""
+    """Run without a key against a server that requires one, each example exits 2, before starting any worker, with
+    the scope the server asked for, the `metaml keys create` command for the key the example needs, and no
+    traceback."""
     if example.startswith("ray"):
         pytest.importorskip("ray")
     if example.startswith("syne"):
@@ -350,5 +368,6 @@ def test_examples_without_a_key_say_which_key_and_how(example: str, served_with_
     done = subprocess.run([sys.executable, str(REPO / "examples" / example), "--url", served_with_keys.url,
                            "--trials", "2"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "metaml keys create --name NAME --scope read" in done.stderr and "--key" in done.stderr
+    assert "needs an API key with the 'read' scope" in done.stderr and "--key" in done.stderr
+    assert EXAMPLE_KEYS[example] in done.stderr
     assert "Traceback" not in done.stderr + done.stdout

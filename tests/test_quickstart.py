@@ -22,9 +22,10 @@ def _quickstart(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Comple
 
 def test_quickstart_builds_everything_once_and_reuses_it(public_data: Path, tmp_path: Path) -> None:
     """From a folder holding the TransferGraph runs and the SST-2 texts, quickstart ingests the runs, describes SST-2,
-    trains, registers and promotes version 1, creates an admin key (printed once) and prints where everything is,
-    without serving (--no-serve); progress goes to stderr step by step. Run again, it ingests nothing, describes
-    nothing, trains nothing, creates no key, and prints the same places."""
+    checks the meta-learner on one held-out dataset beside the baselines, trains, registers and promotes version 1,
+    creates an admin key (printed once) and prints where everything is, without serving (--no-serve); progress goes
+    to stderr step by step, as plain lines (no terminal), with the rejects report and the held-out check explained.
+    Run again, it ingests nothing, describes nothing, trains nothing, creates no key, and prints the same places."""
     source = tmp_path / "public"
     (source / "metadatasets").mkdir(parents=True)
     (source / "text").mkdir()
@@ -37,11 +38,27 @@ def test_quickstart_builds_everything_once_and_reuses_it(public_data: Path, tmp_
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAML_")}
     env.update(METAML_KB=str(kb_path), METAML_TRACKING_URI=uri)
 
-    first = _quickstart(home, env, "--from", str(source), "--no-serve", "--max-folds", "0", "--port", "8765")
+    first = _quickstart(home, env, "--from", str(source), "--no-serve", "--max-folds", "1", "--port", "8765")
     assert first.returncode == 0, first.stderr[-3000:]
     for step in range(1, 6):
         assert f"[{step}/6]" in first.stderr
     assert "[6/6]" not in first.stderr and "ingested 5,443" in first.stderr and "described 1 dataset" in first.stderr
+    # without a terminal, progress comes as plain lines; rejects are counted, reported in a file and explained
+    assert "ingest transfergraph: transfergraph: done, read 5,448, stored 5,443, duplicates 0, rejected 5" \
+        in first.stderr
+    pointer = next(line.strip() for line in first.stderr.splitlines() if line.strip().startswith("rejected 5 of"))
+    report = Path(pointer.rsplit(" is in ", 1)[1])
+    assert report.parent == home / "data" / "rejects" and len(report.read_text().splitlines()) == 5
+    assert "top reasons:" in first.stderr and "4 x model: malformed row" in first.stderr
+    # the held-out check says what it is, shows the baselines of the same fold, and points to the full evaluation
+    check = first.stderr.split("held-out check: ", 1)[1].splitlines()
+    assert check[0].startswith("leave-one-dataset-out on 1 held-out dataset(s) (") and "task(s))" in check[0]
+    assert "regret@1 and rmse in score points, 0-100" in check[1]
+    assert check[2].split() == ["predictor", "spearman", "ndcg@5", "regret@1", "rmse"]
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in check[3:9]}
+    assert set(rows) == {"metaml", "lookup", "random", "global_mean", "model_method_mean", "knn_datasets"}
+    assert all(-1 <= r[0] <= 1 and 0 <= r[1] <= 1 and r[2] >= 0 and r[3] >= 0 for r in rows.values())
+    assert "`metaml evaluate --protocol lodo` holds out every eligible dataset" in check[9]
     out = first.stdout
     assert out.startswith("metaml is ready")
     assert f"knowledge base   {kb_path} (5,443 runs)" in out

@@ -6,7 +6,11 @@ from collector.ingest._pipeline import (
     Reject,
     ingest_items,
     ingest_path,
+    rejects_path,
+    top_reasons,
     validate,
+    write_rejects,
 )
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "IngestReport", "Reject", "ingest_items", "ingest_path", "validate"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "IngestReport", "Reject", "ingest_items", "ingest_path", "rejects_path", "top_reasons",
+           "validate", "write_rejects"]

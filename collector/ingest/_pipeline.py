@@ -9,13 +9,16 @@ the chunk in flight, and running the same ingest again stores exactly what is mi
 
 from __future__ import annotations
 
+import json
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
@@ -34,6 +37,8 @@ from collector.schema import DEFAULT_LIMITS, RecordLimits, RowBuffer, RunRecord
 from collector.store import KnowledgeBase
 
 DEFAULT_CHUNK_SIZE = 20_000
+PROGRESS_INTERVAL_S = 10.0
+"""Seconds between progress lines when stderr is not a terminal (a log, a CI job)."""
 
 
 @dataclass
@@ -73,7 +78,7 @@ class IngestReport:
 
     def top_reasons(self, n: int = 5) -> list[tuple[str, int]]:
         """The most common rejection reasons, with counts (field-qualified, numbers folded)."""
-        return Counter(_reason_key(r) for r in self.rejects).most_common(n)
+        return top_reasons([self], n)
 
     def to_dict(self, *, with_rejects: bool = True) -> dict[str, Any]:
         out = {
@@ -91,6 +96,30 @@ class IngestReport:
         if with_rejects:
             out["rejects"] = [r.to_dict() for r in self.rejects]
         return out
+
+
+def top_reasons(reports: Iterable[IngestReport], n: int = 5) -> list[tuple[str, int]]:
+    """The ``n`` most common rejection reasons over every report, with counts (field-qualified, numbers and quoted
+    values folded, so that one cause counts once however many values it met)."""
+    return Counter(_reason_key(r) for rep in reports for r in rep.rejects).most_common(n)
+
+
+def rejects_path(home: Path, now: datetime | None = None) -> Path:
+    """Where an ingest's rejects report goes by default: ``<home>/rejects/<UTC time>.jsonl``."""
+    return home / "rejects" / f"{now or datetime.now(UTC):%Y%m%dT%H%M%S}.jsonl"
+
+
+def write_rejects(reports: Iterable[IngestReport], dest: Path) -> int:
+    """Write every reject of ``reports`` to ``dest`` as JSONL, one ``{uri, locator, field, reason}`` object a line
+    (parent folders created, an existing file replaced). Returns the number written."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(dest, "w", encoding="utf-8") as f:
+        for rep in reports:
+            for r in rep.rejects:
+                f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+                n += 1
+    return n
 
 
 def _reason_key(r: Reject) -> str:
@@ -153,7 +182,7 @@ def ingest_items(
     fmt: str | None = None,
     uploader: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    on_item: Callable[[], None] | None = None,
+    on_item: Callable[[IngestReport], None] | None = None,
 ) -> IngestReport:
     """Validate ``items`` and store the valid ones in chunks of ``chunk_size`` (one transaction each).
 
@@ -165,7 +194,7 @@ def ingest_items(
         fmt: the format's name, for the report.
         uploader: ``provenance.uploader`` for records that do not name one.
         chunk_size: records per transaction.
-        on_item: called once per item (progress bars).
+        on_item: called once per item, before it is counted, with the report so far (progress).
 
     Returns:
         The report. A :class:`FormatError` raised while reading is recorded in ``report.error`` after storing what
@@ -188,7 +217,7 @@ def ingest_items(
     try:
         for item in items:
             if on_item is not None:
-                on_item()
+                on_item(report)
             if isinstance(item, Rejected):
                 report.rejects.append(Reject(item.uri or uri, item.locator, item.field, item.reason))
                 continue
@@ -218,6 +247,7 @@ def ingest_path(
     uploader: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = False,
+    progress_interval: float = PROGRESS_INTERVAL_S,
 ) -> list[IngestReport]:
     """Ingest a file, directory or archive, detecting formats where ``fmt`` is not given.
 
@@ -231,7 +261,9 @@ def ingest_path(
             formats are detected, each gets those its constructor takes (e.g. ``mapping`` for the tuner formats).
         uploader: ``provenance.uploader`` for records that do not name one.
         chunk_size: records per transaction.
-        progress: show a progress bar per input on stderr.
+        progress: show progress per input on stderr: a bar on a terminal; otherwise plain lines (see
+            :class:`LineProgress`), one when each input starts and ends and one every ``progress_interval`` seconds.
+        progress_interval: seconds between plain progress lines.
 
     Returns:
         One report per input found under ``path`` (documentation files appear as skipped reports).
@@ -247,17 +279,22 @@ def ingest_path(
     else:
         plan = plan_inputs(Path(path), fmt)
     return [_ingest_one(kb, p, format_options(p.fmt, options, named=fmt is not None) if p.fmt else {},
-                        uploader=uploader, chunk_size=chunk_size, progress=progress) for p in plan]
+                        uploader=uploader, chunk_size=chunk_size, progress=progress,
+                        progress_interval=progress_interval) for p in plan]
 
 
 def _ingest_one(kb: KnowledgeBase, planned: PlannedInput, options: Mapping[str, Any], *, uploader: str | None,
-                chunk_size: int, progress: bool) -> IngestReport:
+                chunk_size: int, progress: bool, progress_interval: float) -> IngestReport:
     uri = next((str(options[o]) for o in URI_OPTIONS.values() if options.get(o)), str(planned.path))
     if planned.fmt is None:
         return IngestReport(uri=uri, format=None, skipped=True)
     try:
         reader = get_format(planned.fmt, **options)
         items: Iterator[RawRecord | Rejected] = reader.read(planned.path)
+        if progress and not sys.stderr.isatty():
+            with LineProgress(f"{planned.fmt}: {planned.path.name}", interval=progress_interval) as lines:
+                return ingest_items(kb, items, source=reader.source, uri=uri, fmt=planned.fmt, uploader=uploader,
+                                    chunk_size=chunk_size, on_item=lines.update)
         if progress:
             return _with_progress(kb, reader, planned, items, uploader, chunk_size, uri)
         return ingest_items(kb, items, source=reader.source, uri=uri, fmt=planned.fmt,
@@ -274,4 +311,59 @@ def _with_progress(kb: KnowledgeBase, reader: Any, planned: PlannedInput, items:
     with tqdm(total=total, unit="rec", desc=f"{planned.fmt}: {planned.path.name}", leave=False,
               mininterval=0.5, disable=None) as bar:
         return ingest_items(kb, items, source=reader.source, uri=uri, fmt=planned.fmt,
-                            uploader=uploader, chunk_size=chunk_size, on_item=lambda: bar.update())
+                            uploader=uploader, chunk_size=chunk_size, on_item=lambda _: bar.update())
+
+
+class LineProgress:
+    """Ingest progress as plain lines, for output that is not a terminal (a log file, a CI job).
+
+    Prints one line when the input starts, one every ``interval`` seconds while it is read (from a background
+    thread, so a slow chunk commit or a slow reader still shows the process is alive), and one when it ends:
+    ``ingest <label>: read N, stored N, duplicates N, rejected N, N rec/s, Ns``. "read" counts every item the
+    format yielded; "stored" counts records committed so far (chunks commit every ``chunk_size`` records).
+
+    Use as a context manager and pass :meth:`update` as ``on_item`` to :func:`ingest_items`.
+    """
+
+    def __init__(self, label: str, *, interval: float = PROGRESS_INTERVAL_S, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.interval = interval
+        self.stream = stream
+        self.seen = 0
+        self.report: IngestReport | None = None
+        self._started = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, name="ingest-progress", daemon=True)
+
+    def __enter__(self) -> LineProgress:
+        self._write(f"ingest {self.label}: started")
+        self._started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._write(self.line(done=True))
+
+    def update(self, report: IngestReport) -> None:
+        """Count one item read (called by :func:`ingest_items` per item)."""
+        self.report = report
+        self.seen += 1
+
+    def line(self, *, done: bool = False) -> str:
+        """The progress line for the counts so far."""
+        r = self.report
+        stored, dupes, rejected = (r.ingested, r.duplicates, r.rejected) if r is not None else (0, 0, 0)
+        seconds = time.perf_counter() - self._started
+        rate = self.seen / seconds if seconds > 0 else 0.0
+        return (f"ingest {self.label}: {'done, ' if done else ''}read {self.seen:,}, stored {stored:,}, "
+                f"duplicates {dupes:,}, rejected {rejected:,}, {rate:,.0f} rec/s, {seconds:.0f}s")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._write(self.line())
+
+    def _write(self, text: str) -> None:
+        stream = self.stream or sys.stderr
+        print(text, file=stream, flush=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import click
 
 from collector.errors import CollectorError
+from collector.ingest import IngestReport, top_reasons
 from collector.sources import PUBLIC_DATA_ENV, public_data_root
 from collector.store import parse_kb_location
 
@@ -80,6 +82,22 @@ def emit_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, default=str))
 
 
+def rejects_lines(reports: Sequence[IngestReport], report_path: Path, *, reasons: int = 5) -> list[str]:
+    """What a command prints after an ingest that rejected records: how many, where each one is reported with its
+    place and reason (``report_path``, written by :func:`collector.ingest.write_rejects`), and the ``reasons`` most
+    common reasons with their counts (none when ``reasons`` is 0). Empty when nothing was rejected."""
+    rejected = sum(r.rejected for r in reports)
+    if not rejected:
+        return []
+    read = sum(r.read for r in reports)
+    lines = [f"rejected {rejected:,} of {read:,} records; each one, with its place and reason, is in {report_path}"]
+    top = top_reasons(reports, reasons) if reasons else []
+    if top:
+        lines.append("top reasons:")
+        lines += [f"  {n:>7,} x {reason[:110]}" for reason, n in top]
+    return lines
+
+
 def default_public_data(environ: dict[str, str] | None = None) -> Path | None:
     """``$METAML_PUBLIC_DATA``, else ``../shared/data`` beside the working directory when it holds metadatasets/
     (:func:`collector.sources.public_data_root`)."""
@@ -102,4 +120,4 @@ def default_public_text_root(environ: dict[str, str] | None = None) -> Path:
 
 
 __all__ = ["DEFAULT_KB", "KB_HELP", "PUBLIC_DATA_ENV", "ExitCode", "check_kb_location", "default_public_data",
-           "default_public_text_root", "emit_json", "fail", "json_option", "kb_option"]
+           "default_public_text_root", "emit_json", "fail", "json_option", "kb_option", "rejects_lines"]

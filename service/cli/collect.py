@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -11,10 +9,11 @@ import click
 from collector.errors import CollectorError
 from collector.formats import FORMATS, available_formats, get_format
 from collector.formats.canonical import write_jsonl
-from collector.ingest import DEFAULT_CHUNK_SIZE, IngestReport, ingest_path
+from collector.ingest import DEFAULT_CHUNK_SIZE, IngestReport, ingest_path, write_rejects
+from collector.ingest import rejects_path as default_rejects_path
 from collector.schema import arrow_schema, columns, duckdb_ddl, json_schema
 from collector.store import KnowledgeBase
-from service.cli._common import ExitCode, emit_json, fail, json_option, kb_option
+from service.cli._common import ExitCode, emit_json, fail, json_option, kb_option, rejects_lines
 
 
 @click.command()
@@ -68,13 +67,10 @@ def ingest(paths: tuple[str, ...], fmt: str | None, kb_path: str, as_json: bool,
 
         enrich_models(kb)
         kb.attach_features()
-    rejects = [r for rep in reports for r in rep.rejects]
+    rejects = any(rep.rejects for rep in reports)
     if rejects:
-        rejects_path = rejects_path or kb.home / "rejects" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}.jsonl"
-        rejects_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(rejects_path, "w", encoding="utf-8") as f:
-            for r in rejects:
-                f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+        rejects_path = rejects_path or default_rejects_path(kb.home)
+        write_rejects(reports, rejects_path)
     totals = {k: sum(getattr(r, k) for r in reports) for k in ("read", "ingested", "duplicates", "rejected")}
     errors = [r for r in reports if r.error]
     if as_json:
@@ -110,7 +106,9 @@ def _print_ingest_summary(reports: list[IngestReport], totals: dict[str, int], r
         click.echo(f"skipped {len(skipped)} file(s) holding no runs (documentation, aggregates): "
                    f"{', '.join(Path(s).name for s in skipped[:5])}")
     if rejects_path:
-        click.echo(f"rejects report: {rejects_path}")
+        several = sum(1 for r in shown if r.rejects) > 1
+        for line in rejects_lines(reports, rejects_path, reasons=5 if several else 0):
+            click.echo(line)
     click.echo(f"knowledge base: {kb}")
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from collector.errors import CollectorError
-from service.cli._common import check_kb_location, default_public_data
+from service.cli._common import check_kb_location, default_public_data, rejects_lines
 from service.errors import KeyStoreError
 from service.settings import get_settings
 
@@ -58,19 +58,26 @@ def fetch_public_data(dest: Path) -> Path:
     return dest
 
 
-def _ingest(kb: Any, root: Path) -> dict[str, int]:
+def _ingest(kb: Any, root: Path) -> tuple[dict[str, int], list[str]]:
+    """Ingest ``root``; returns the totals and, when records were rejected, the lines that say where the rejects
+    report is and the top reasons (the report is written to ``<kb dir>/rejects/``)."""
     from collector.enrich import enrich_models
-    from collector.ingest import ingest_path
+    from collector.ingest import ingest_path, rejects_path, write_rejects
 
     reports = ingest_path(kb, root, progress=True)
     totals = {k: sum(getattr(r, k) for r in reports) for k in ("read", "ingested", "duplicates", "rejected")}
     errors = [r for r in reports if r.error]
     for r in errors:
         _info(f"could not read {r.uri}: {r.error}")
+    rejects: list[str] = []
+    if totals["rejected"]:
+        path = rejects_path(kb.home)
+        write_rejects(reports, path)
+        rejects = rejects_lines(reports, path)
     if totals["ingested"]:
         enrich_models(kb)
         kb.attach_features()
-    return {**totals, "errors": len(errors)}
+    return {**totals, "errors": len(errors)}, rejects
 
 
 def _describe_texts(kb: Any, text_root: Path) -> tuple[int, int]:
@@ -88,7 +95,14 @@ def _describe_texts(kb: Any, text_root: Path) -> tuple[int, int]:
     return len(todo), len(present) - len(todo)
 
 
-def _evaluation(kb_path: str, max_folds: int) -> dict[str, Any]:
+#: The held-out check's figures, as printed: (summary column, heading).
+CHECK_METRICS = (("spearman", "spearman"), ("ndcg@5", "ndcg@5"), ("regret@1", "regret@1"), ("rmse", "rmse"))
+
+
+def _evaluation(kb_path: str, max_folds: int) -> tuple[dict[str, Any], list[str]]:
+    """The quick held-out check: leave-one-dataset-out on ``max_folds`` datasets, the meta-learner beside every
+    baseline in the same folds. Returns the meta-learner's metrics (recorded with the registered model) and the
+    lines that say what the check is, its figures, and where the full evaluation is."""
     from collector.store import KnowledgeBase
     from metaml._data import load_runs
     from metaml._evaluate import default_predictors, evaluate
@@ -96,7 +110,27 @@ def _evaluation(kb_path: str, max_folds: int) -> dict[str, Any]:
     runs = load_runs(KnowledgeBase(kb_path))
     result = evaluate(runs, "lodo", predictors=default_predictors(), max_folds=max_folds, progress=True)
     summary = result.summary()
-    return {str(k): float(v) for k, v in summary.loc["metaml"].items()} if "metaml" in summary.index else {}
+    metrics = {str(k): float(v) for k, v in summary.loc["metaml"].items()} if "metaml" in summary.index else {}
+    return metrics, check_lines(result.folds, summary)
+
+
+def check_lines(held_out: list[str], summary: Any) -> list[str]:
+    """What the quickstart prints about its held-out check: the protocol, which datasets were held out and how many
+    tasks they hold, the units, one row per predictor (the meta-learner first, then the baselines of the same folds),
+    and the command giving the full report."""
+    tasks = int(summary["tasks"].max()) if "tasks" in summary and len(summary) else 0
+    names = ", ".join(held_out[:5]) + (f" and {len(held_out) - 5} more" if len(held_out) > 5 else "")
+    lines = [f"held-out check: leave-one-dataset-out on {len(held_out)} held-out dataset(s) ({names}; {tasks} "
+             "task(s)), each fold trained on every other dataset;",
+             "  per task, averaged: spearman and ndcg@5 of the predicted ranking of the held-out configurations "
+             "(1 is best), regret@1 and rmse in score points, 0-100 (0 is best)",
+             f"  {'predictor':<20}" + "".join(f"{head:>10}" for _, head in CHECK_METRICS)]
+    for name, row in summary.iterrows():
+        lines.append(f"  {name!s:<20}" + "".join(f"{row[col]:>10.3f}" if col in row else f"{'-':>10}"
+                                                for col, _ in CHECK_METRICS))
+    lines.append(f"  a check on {len(held_out)} dataset(s) is noisy: `metaml evaluate --protocol lodo` holds out every "
+                 "eligible dataset and writes the full report (per source, intervals, noise ceiling)")
+    return lines
 
 
 def _model(kb_path: str, uri: str, artifact_dir: Path, *, retrain: bool, max_folds: int) -> dict[str, Any]:
@@ -117,9 +151,9 @@ def _model(kb_path: str, uri: str, artifact_dir: Path, *, retrain: bool, max_fol
     evaluation: dict[str, Any] = {}
     if max_folds > 0:
         _info(f"evaluating on {max_folds} held-out datasets (leave-one-dataset-out) against the baselines")
-        evaluation = _evaluation(kb_path, max_folds)
-        shown = {k: round(v, 3) for k, v in evaluation.items() if k in ("spearman", "ndcg@5", "regret@1", "rmse")}
-        _info(f"held-out metrics: {shown}")
+        evaluation, lines = _evaluation(kb_path, max_folds)
+        for line in lines:
+            _info(line)
     result = train_and_register(kb_path, tracking_uri=uri, evaluation=evaluation,
                                 evaluation_protocol="lodo" if evaluation else None, out_dir=artifact_dir)
     _info(f"trained on {result.train_runs:,} runs in {result.train_seconds:.0f}s; registered as version "
@@ -188,9 +222,11 @@ def quickstart(from_path: Path | None, kb_path: str | None, tracking_uri: str | 
         started = _step(2, total, f"knowledge base {kb}: ingesting {root / 'metadatasets'}")
         if not (root / "metadatasets").is_dir():
             raise click.ClickException(f"{root} holds no metadatasets/ folder")
-        ingested = _ingest(kb, root / "metadatasets")
+        ingested, rejects = _ingest(kb, root / "metadatasets")
         _info(f"read {ingested['read']:,}: ingested {ingested['ingested']:,}, already there "
               f"{ingested['duplicates']:,}, rejected {ingested['rejected']:,} ({time.perf_counter() - started:.0f}s)")
+        for line in rejects:
+            _info(line)
         runs = kb.count()
         if runs == 0:
             raise click.ClickException(f"no runs could be read from {root / 'metadatasets'}")
