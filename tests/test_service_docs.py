@@ -35,3 +35,25 @@ def test_docs_pages_load_every_asset_from_the_server(page: str, tmp_path: Path) 
             if ref.endswith(".css"):
                 assert got.headers["content-type"].startswith("text/css")
         assert "/openapi.json" in refs or "/openapi.json" in html.text
+
+
+def test_every_sql_example_of_the_docs_is_a_correct_analysis(public_data: Path, tmp_path: Path) -> None:
+    """Each query the docs show (`"query": "..."` in docs/api.md, `metaml kb sql "..."` in the README) runs on a real
+    knowledge base and answers rows; an average of scores is taken over one metric only (scores of different metrics
+    are on different scales, so averaging them mixes accuracies with errors)."""
+    from collector.ingest import ingest_path
+    from collector.store import KnowledgeBase
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "api.md").read_text() + (root / "README.md").read_text()
+    text = text.replace("'\"'\"'", "'")  # a single quote inside a shell single-quoted curl body
+    queries = re.findall(r'"query": "((?:SELECT|WITH)[^"]*)"', text)
+    queries += re.findall(r'metaml kb sql "((?:SELECT|WITH)[^"]*[^.])"', text)
+    assert queries, "the docs show no SQL example"
+    kb = KnowledgeBase(tmp_path / "kb.duckdb")
+    ingest_path(kb, public_data / "metadatasets" / "transfergraph")
+    for query in queries:
+        if "avg(outcome_score)" in query.lower().replace(" ", ""):
+            assert "task_primary_metric" in query, f"averages scores of different metrics: {query}"
+        answer = kb.sql(query, max_rows=100)
+        assert answer.table.num_rows > 0, query
