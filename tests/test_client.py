@@ -268,7 +268,7 @@ def test_suggest_from_a_space_and_from_candidates(served_client: Client) -> None
     ValueError before any request; a history entry that is no candidate is a 422 naming its place."""
     first = served_client.suggest(None, "glue/sst2", space=LORA_SPACE, k=3, samples_per_point=2, seed=1)
     assert isinstance(first, SuggestResult) and first.n_candidates == 8 and not first.done and not first.truncated
-    assert len(first.suggestions) == 3 and first.basis["mechanism"] == "meta-model" and first.basis["history"] == 0
+    assert len(first.suggestions) == 3 and first.basis["mechanism"] == "experts' prior" and first.basis["history"] == 0
     acq = [s.acquisition for s in first.suggestions]
     assert acq == sorted(acq, reverse=True) and len({s.index for s in first.suggestions}) == 3
     top = first.suggestions[0]

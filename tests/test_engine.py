@@ -28,7 +28,7 @@ def test_first_proposal_is_the_best_expected_utility_and_history_is_never_propos
     """With no history and equal costs the first proposal is the candidate predicted best; k proposals are distinct,
     best acquisition first; evaluated candidates never come back, failed ones included."""
     kn = _knowledge()
-    engine = SearchEngine(kn, EngineSettings(cost_exponent=0.0))
+    engine = SearchEngine(kn, EngineSettings(cost_exponent=0.0, prior_experts=False))
     first = engine.suggest([], k=4)
     assert first.suggestions[0].index == 11 and first.incumbent is None
     acq = [s.acquisition for s in first.suggestions]
@@ -122,3 +122,16 @@ def test_configuration_features_put_one_choice_about_one_apart() -> None:
     assert X.categories.shape[1] == 1 and X.numbers.shape[1] == 1 and d[0, 1] == pytest.approx(1.0)
     assert d[0, 2] == pytest.approx(d[2, 3]) and d[0, 3] == pytest.approx(2 * d[0, 2])
     assert d[1, 2] == pytest.approx(np.sqrt(1.0 + d[0, 2] ** 2))
+
+
+def test_the_experts_prior_orders_the_first_proposals_by_the_past_tasks_consensus() -> None:
+    """With prior_experts, before any score the first proposal is the candidate the past tasks agree is best, not
+    the meta-model's favourite; without it, the meta-model's."""
+    n = 10
+    consensus = np.linspace(-1.5, 1.5, n)
+    profiles = np.vstack([consensus + 0.1 * np.sin(np.arange(n) + i) for i in range(8)])
+    kn = _knowledge(n, points=np.linspace(80, 60, n), profiles=profiles)
+    first = SearchEngine(kn, EngineSettings(cost_exponent=0.0, prior_experts=True)).suggest([])
+    assert first.suggestions[0].index == n - 1 and first.basis["mechanism"] == "experts' prior"
+    plain = SearchEngine(kn, EngineSettings(cost_exponent=0.0, prior_experts=False)).suggest([])
+    assert plain.suggestions[0].index == 0 and plain.basis["mechanism"] == "meta-model"

@@ -108,8 +108,8 @@ def test_a_study_follows_the_service_and_stops_when_it_is_done(served_client: Cl
         assert t.user_attrs[SUGGESTION_ATTR]["evaluated"] == sent
         assert t.user_attrs[SUGGESTION_ATTR]["failed"] == (i > 1)
         assert 0.0 <= t.params["dropout"] <= 0.3
-    assert ran[0].user_attrs[SUGGESTION_ATTR]["mechanism"] == "meta-model"
-    assert {t.user_attrs[SUGGESTION_ATTR]["mechanism"] for t in ran[4:]} - {"meta-model"}
+    assert ran[0].user_attrs[SUGGESTION_ATTR]["mechanism"] == "experts' prior"
+    assert {t.user_attrs[SUGGESTION_ATTR]["mechanism"] for t in ran[4:]} - {"experts' prior"}
     for t in ran:
         if t.state == TrialState.COMPLETE:
             config = config_from_params({k: t.params[k] for k in ("model", "method", "learning_rate")}, SPACE)

@@ -270,9 +270,10 @@ def _sst2_candidates() -> list[dict[str, Any]]:
 def test_suggest_starts_from_the_best_expected_utility_and_learns_from_the_history(client: httpx.Client,
                                                                                     world: dict[str, Any]) -> None:
     """With no history the first proposal is the candidate with the best acquisition (expected improvement over the
-    best prediction, discounted by p_fail, per unit of predicted cost), with the served model's prediction of it; k
-    proposals are distinct and best first; a configuration in the history is never proposed again; once 3 scored
-    the belief rests on the experts (past tasks weighed by the history); scores in points or normalized agree."""
+    best of the experts' prior mixture, discounted by p_fail, per unit of predicted cost), with the served model's
+    prediction of it; k proposals are distinct and best first; a configuration in the history is never proposed
+    again; once 3 scored the belief rests on the experts (past tasks weighed by the history); scores in points or
+    normalized agree."""
     configs = _sst2_candidates()
     task = {"dataset": {"name": "glue/sst2"}}
     r = client.post("/v1/suggest", json={**task, "candidates": configs, "k": 3})
@@ -281,7 +282,7 @@ def test_suggest_starts_from_the_best_expected_utility_and_learns_from_the_histo
     assert body["n_candidates"] == 24 and len(body["suggestions"]) == 3 and not body["done"]
     first = body["suggestions"]
     assert [s["acquisition"] for s in first] == sorted((s["acquisition"] for s in first), reverse=True)
-    assert len({s["index"] for s in first}) == 3 and body["basis"]["mechanism"] == "meta-model"
+    assert len({s["index"] for s in first}) == 3 and body["basis"]["mechanism"] == "experts' prior"
     top = first[0]
     assert top["config"]["model"] == configs[top["index"]]["model"]
     predicted = client.post("/v1/predict", json={**task, "candidates": [configs[top["index"]]], "support": 0}).json()

@@ -80,6 +80,8 @@ def default_engine_grid() -> dict[str, EngineSettings]:
                               ("experts+gp", True, True)):
         for c in (0.0, 0.5, 1.0):
             grid[f"{name}/cost{c:g}"] = EngineSettings(experts=experts, gp=gp, cost_exponent=c)
+    for c in (0.0, 0.5, 1.0):  # the experts' consensus as the first order too
+        grid[f"experts-first/cost{c:g}"] = EngineSettings(experts=True, gp=False, cost_exponent=c, prior_experts=True)
     return grid
 
 

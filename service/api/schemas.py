@@ -471,8 +471,8 @@ class SuggestResult(_Model):
     excluded: list[int] = Field(description="Candidates the skip rule excludes now (never proposed while excluded).")
     skip_budget_spent: float = Field(description="Their summed probability of beating the best so far.")
     done: bool = Field(description="True when every remaining candidate is evaluated or excluded: stop the search.")
-    basis: dict[str, Any] = Field(description="What the belief rests on: mechanism (meta-model, experts, +gp), "
-                                              "history size, past tasks weighed and the heaviest ones.")
+    basis: dict[str, Any] = Field(description="What the belief rests on: mechanism (experts' prior, meta-model, "
+                                              "experts, +gp), history size, past tasks weighed and the heaviest ones.")
 
 # -- stopping a run from its partial learning curve ---------------------------------------------------------------
 
