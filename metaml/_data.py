@@ -110,12 +110,11 @@ def config_keys(df: pd.DataFrame) -> pd.Series:
 
 def _canonical_text(values: pd.Series) -> pd.Series:
     """A column as text in which equal numbers read alike whatever the column's dtype (8, 8.0 and "8" as "8.0")."""
-    if pd.api.types.is_bool_dtype(values):
-        return values.astype("string").fillna("\x00")
-    numbers = pd.to_numeric(values, errors="coerce") if not pd.api.types.is_numeric_dtype(values) else values
     text = values.astype("string")
-    as_float = pd.Series(numbers, index=values.index).astype("float64").astype("string")
-    return as_float.where(as_float.notna(), text).fillna("\x00")
+    if pd.api.types.is_bool_dtype(values):
+        return text.fillna("\x00")
+    numbers = values if pd.api.types.is_numeric_dtype(values) else pd.to_numeric(values, errors="coerce")
+    return numbers.astype("float64").astype("string").fillna(text).fillna("\x00")
 
 
 def chance_points(df: pd.DataFrame) -> pd.Series:

@@ -309,6 +309,15 @@ class SearchEngine:
             self.expert_names += knowledge.profile_tasks[: self.s.max_experts]
         self.M = np.vstack(experts)
         self.log_prior = np.asarray(log_prior)
+        #: before min_history scores: the experts' prior mixture (the past tasks' consensus order) on the scale of
+        #: the meta-model's points, or None to start from the meta-model's points alone
+        self.prior_mean: np.ndarray | None = None
+        if self.s.prior_experts and len(self.M) > 1:
+            w = np.exp(self.log_prior - self.log_prior.max())
+            mix = (w / w.sum()) @ self.M
+            spread = float(np.std(knowledge.points)) or 1.0
+            self.prior_mean = float(np.mean(knowledge.points)) + spread * (mix - mix.mean()) / (float(np.std(mix))
+                                                                                                 or 1.0)
         self.b0 = (float(np.std(knowledge.points)) or 1.0) / (float(np.std(z)) or 1.0)
 
     # -- belief --------------------------------------------------------------------------------------------------
@@ -322,13 +331,10 @@ class SearchEngine:
         prior_var = k.within_sd**2
         if n < s.min_history:
             shift = float(np.mean(y - k.points[idx])) * n / (n + 2.0) if n else 0.0
-            if s.prior_experts and len(self.M) > 1:  # the experts' prior mixture: the past tasks' consensus order
-                w = np.exp(self.log_prior - self.log_prior.max())
-                mix = (w / w.sum()) @ self.M
-                spread = float(np.std(k.points)) or 1.0
-                mean = float(np.mean(k.points)) + spread * (mix - mix.mean()) / (float(np.std(mix)) or 1.0)
-                shift = float(np.mean(y - mean[idx])) * n / (n + 2.0) if n else 0.0
-                return mean + shift, np.full(k.n, k.within_sd), {"mechanism": "experts' prior", "history": n}
+            if self.prior_mean is not None:
+                shift = float(np.mean(y - self.prior_mean[idx])) * n / (n + 2.0) if n else 0.0
+                return self.prior_mean + shift, np.full(k.n, k.within_sd), {"mechanism": "experts' prior",
+                                                                            "history": n}
             return k.points + shift, np.full(k.n, k.within_sd), {"mechanism": "meta-model", "history": n}
         a, b, raw = _fit_lines(self.M[:, idx], y, self.b0, ridge=2.0)
         var = (n * raw + s.variance_prior * prior_var) / (n + s.variance_prior)

@@ -71,6 +71,15 @@ def json_option(f: Any) -> Any:
                         help="Print machine-readable JSON on stdout instead of the human summary.")(f)
 
 
+def meta_model_size_options(f: Any) -> Any:
+    """``--n-estimators`` and ``--max-rows-per-task``: the size of each meta-model a command fits (evaluation folds,
+    the replay's leave-one-dataset-out models)."""
+    f = click.option("--max-rows-per-task", type=click.IntRange(10), default=100, show_default=True,
+                     help="Runs per task each meta-model's estimators learn from (its experience reads all).")(f)
+    return click.option("--n-estimators", type=click.IntRange(10), default=150, show_default=True,
+                        help="Trees of each meta-model's ranking view (fewer: cheaper fits).")(f)
+
+
 def fail(message: str) -> click.exceptions.Exit:
     """Print ``message`` on stderr and return the exception that exits with code 1."""
     click.secho(f"error: {message}", fg="red", err=True)

@@ -14,7 +14,7 @@ import click
 from collector.errors import CollectorError
 from collector.store import KnowledgeBase
 from metaml.search._searchers import SEARCHERS
-from service.cli._common import fail, json_option, kb_option
+from service.cli._common import fail, json_option, kb_option, meta_model_size_options
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,10 +99,7 @@ def bench() -> None:
               help="The engine's per-search skip budget.")
 @click.option("--warm-k", type=click.IntRange(0), default=5, show_default=True,
               help="Nearest past tasks whose best configuration the XAutoLM-style warm start evaluates first.")
-@click.option("--n-estimators", type=click.IntRange(10), default=150, show_default=True,
-              help="Trees of the meta-model's ranking view.")
-@click.option("--max-rows-per-task", type=click.IntRange(10), default=100, show_default=True,
-              help="Training rows per task of the meta-model.")
+@meta_model_size_options
 @click.option("--jobs", type=click.IntRange(1), default=2, show_default=True, help="Worker processes.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT,
               show_default=True, help="Report directory (report.md, results.json, searches.csv, PNG plots).")

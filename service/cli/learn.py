@@ -11,7 +11,7 @@ import click
 
 from collector.errors import CollectorError
 from collector.store import KnowledgeBase
-from service.cli._common import fail, json_option, kb_option
+from service.cli._common import fail, json_option, kb_option, meta_model_size_options
 
 DEFAULT_REPORTS = Path("metaml-data") / "reports"
 
@@ -39,10 +39,7 @@ def _load(kb_path: Path, sources: tuple[str, ...]) -> Any:
                    "task of at least --min-configs configurations]. Each fold trains on everything else.")
 @click.option("--min-configs", type=click.IntRange(2), default=20, show_default=True,
               help="A held-out unit is evaluated when one of its tasks has at least this many configurations.")
-@click.option("--n-estimators", type=click.IntRange(10), default=150, show_default=True,
-              help="Trees of the meta-learner's ranking view in each fold (fewer: cheaper folds).")
-@click.option("--max-rows-per-task", type=click.IntRange(10), default=100, show_default=True,
-              help="Runs per task the meta-learner's estimators learn from in each fold (its experience reads all).")
+@meta_model_size_options
 @click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
               help="Folds fit in parallel worker processes.")
 @click.option("--rank-mode", "rank_modes", multiple=True, type=click.Choice(["relative", "lambdarank"]),
