@@ -15,7 +15,7 @@ COPY collector ./collector
 COPY metaml ./metaml
 COPY service ./service
 COPY data ./data
-RUN pip install -e . && useradd --create-home metaml && mkdir -p /app/metaml-data && chown metaml /app/metaml-data
+RUN pip install -e ".[compiled]" && useradd --create-home metaml && mkdir -p /app/metaml-data && chown metaml /app/metaml-data
 USER metaml
 VOLUME ["/app/metaml-data"]
 ENTRYPOINT ["metaml"]

@@ -14,13 +14,15 @@ MLflow registry. Two servers on 127.0.0.1, one process each:
   request carries the featurized rows (``metaml._tracking.served_outcome_frame``: 80 float columns) as
   ``dataframe_split``; the answer holds the predicted points.
 
-Before timing, the points of both answers are compared for the same N candidates (identical to 1e-9). Then, for
+Before timing, both answers are checked for the same N candidates: metaml's points against the same model in process
+on LightGBM's own trees, mlflow's answer against the ranking view's trees in process (each identical to 1e-9). Then, for
 N = 1 and N = 1,000, a separate client process (``httpx.AsyncClient``, ``--clients`` concurrent requests, bodies
 encoded beforehand) sends requests for ``--seconds`` after a warm-up, and the script reports requests/s, rows/s,
-p50/p99 latency, and metaml's ``model_ms`` (featurize + predict, taken from sequential requests).
+p50/p99 latency, and, from 20 sequential requests of one client, metaml's ``model_ms`` (featurize + predict) and its
+whole round trip over loopback.
 
 Usage:
-    python bench/service_predict.py [--clients 8] [--seconds 10] [--batch-sizes 1 1000]
+    python bench/service_predict.py [--clients 8] [--seconds 10] [--batch-sizes 1 1000] [--lightgbm-trees]
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.testing import free_port, sample_candidates, wait_until_answering
+from service.testing import as_columns, free_port, sample_candidates, wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,6 +172,40 @@ def mlflow_body(model: Any, answer: dict[str, Any], configs: list[dict[str, Any]
     return json.dumps({"dataframe_split": {"columns": list(frame.columns), "data": data}}).encode()
 
 
+def wait_for_trees(url: str, compiled: bool, timeout: float = 900.0) -> bool:
+    """Wait until the server at ``url`` serves compiled trees (when ``compiled``); whether it does."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=30.0) as c:
+        while True:
+            served = c.get("/v1/models").json()
+            current = served.get("loaded") or {}
+            if not compiled or current.get("compiled_trees"):
+                return bool(current.get("compiled_trees"))
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not compile its trees in {timeout:.0f}s")
+            time.sleep(1.0)
+
+
+def same_answers(model: Any, answer: dict[str, Any], configs: list[dict[str, Any]],
+                 served: dict[str, Any]) -> dict[str, Any]:
+    """metaml's points against the in-process model on LightGBM's own trees, and mlflow's answer (the ranking view's
+    trees) against the same trees in process."""
+    from collector.schema import DatasetMeta
+    from metaml.serving import candidate_rows, task_row
+
+    meta = DatasetMeta.model_validate({k: v for k, v in answer["task"]["meta"].items() if v is not None})
+    rows = candidate_rows(task_row({"primary_metric": "accuracy"}, {"name": answer["task"]["dataset"]},
+                                   dataset_meta=meta), configs)
+    local = model.predict_arrays(rows)
+    ours = np.array([p["points"] for p in answer["predictions"]])
+    learned = model.outcome_.ranker_.predict(model.featurizer_.transform_array(rows))
+    theirs = np.asarray(served["predictions"], dtype=float).ravel()
+    d_ours = float(np.max(np.abs(ours - local["points"])))
+    d_theirs = float(np.max(np.abs(theirs - learned)))
+    return {"max_abs_diff_points": d_ours, "max_abs_diff_mlflow": d_theirs,
+            "identical_1e-9": d_ours <= 1e-9 and d_theirs <= 1e-9}
+
+
 # -- main -------------------------------------------------------------------------------------------------------------
 
 
@@ -182,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--public-data", type=Path,
                     default=Path(os.environ.get("METAML_PUBLIC_DATA", ROOT.parent / "shared" / "data")))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    ap.add_argument("--lightgbm-trees", action="store_true",
+                    help="serve LightGBM's own trees (default: wait until the server has compiled them)")
     ap.add_argument("--load", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.load:
@@ -189,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from metaml._artifact import load_model
+    from metaml._compiled import boosters
     from service.testing import ServerProcess
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -199,39 +238,49 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         setup = build(args.public_data, work)
         model, _ = load_model(setup["artifact"])
-        trees = {name: est.model_.booster_.num_trees() for name, est in
-                 (("outcome", model.outcome_), ("cost", model.cost_), ("failure", model.failure_)) if est is not None}
-        if model.outcome_.ranker_ is not None:
-            trees["ranker"] = model.outcome_.ranker_.booster_.num_trees()
+        trees = {b.name: getattr(b.owner, b.attribute).booster_.num_trees() for b in boosters(model)}
         print(f"knowledge base and model ready in {time.perf_counter() - t0:.0f}s: version {setup['version']}, "
               f"{setup['train_runs']:,} training runs, trees {trees}", file=sys.stderr)
-        ours_server = ServerProcess(setup["kb"], settings={"tracking_uri": setup["uri"]}, log_path=work / "metaml.log")
+        settings = {"tracking_uri": setup["uri"], "compile_trees": not args.lightgbm_trees,
+                    "compiled_cache": args.out / "compiled"}
+        ours_server = ServerProcess(setup["kb"], settings=settings, log_path=work / "metaml.log")
         with ours_server as ours, MlflowServer(setup["outcome_uri"], work / "mlflow.log") as theirs:
+            compiled = wait_for_trees(ours.url, not args.lightgbm_trees)
+            print(f"metaml serves {'compiled' if compiled else 'LightGBM'} trees", file=sys.stderr)
             for n in args.batch_sizes:
                 configs = sample_candidates(n, seed=n)
                 ours_body = json.dumps({"dataset": {"name": "glue/sst2"}, "candidates": configs}).encode()
                 lean_body = json.dumps({"dataset": {"name": "glue/sst2"}, "candidates": configs, "support": 0,
                                         "outputs": []}).encode()
+                columns_body = json.dumps({"dataset": {"name": "glue/sst2"}, "columns": as_columns(configs)}).encode()
+                lean_columns_body = json.dumps({"dataset": {"name": "glue/sst2"}, "columns": as_columns(configs),
+                                                "support": 0, "outputs": []}).encode()
                 with httpx.Client(timeout=120.0) as c:
                     answer = c.post(f"{ours.url}/v1/predict", content=ours_body,
                                     headers={"Content-Type": "application/json"}).json()
-                    assert answer["model"]["fast_path"], answer["model"]
+                    assert answer["model"]["compiled_trees"] == compiled, answer["model"]
                     theirs_body = mlflow_body(model, answer, configs)
                     served = c.post(f"{theirs.url}/invocations", content=theirs_body,
                                     headers={"Content-Type": "application/json"}).json()
-                    model_ms: dict[str, list[float]] = {"metaml": [], "metaml-points": []}
+                    ours_bodies = {"metaml": ours_body, "metaml-points": lean_body, "metaml-columns": columns_body,
+                                   "metaml-columns-points": lean_columns_body}
+                    model_ms: dict[str, list[float]] = {name: [] for name in ours_bodies}
+                    server_ms: dict[str, list[float]] = {name: [] for name in ours_bodies}
                     for _ in range(20):
-                        for name, body in (("metaml", ours_body), ("metaml-points", lean_body)):
-                            model_ms[name].append(c.post(f"{ours.url}/v1/predict", content=body, headers={
-                                "Content-Type": "application/json"}).json()["model_ms"])
-                ours_points = np.array([p["points"] for p in answer["predictions"]])
-                theirs_points = np.asarray(served["predictions"], dtype=float).ravel()
-                diff = float(np.max(np.abs(ours_points - theirs_points)))
-                checks.append({"batch_size": n, "max_abs_diff_points": diff, "identical_1e-9": diff <= 1e-9})
-                print(f"batch {n}: predictions identical to 1e-9: {diff <= 1e-9} (max |diff| {diff:.3g}); "
-                      f"request bodies: metaml {len(ours_body):,} B, mlflow {len(theirs_body):,} B", file=sys.stderr)
-                for name, url, path, body in (("metaml", ours.url, "/v1/predict", ours_body),
-                                              ("metaml-points", ours.url, "/v1/predict", lean_body),
+                        for name, body in ours_bodies.items():
+                            t0 = time.perf_counter()
+                            r = c.post(f"{ours.url}/v1/predict", content=body,
+                                       headers={"Content-Type": "application/json"})
+                            server_ms[name].append((time.perf_counter() - t0) * 1000.0)
+                            model_ms[name].append(r.json()["model_ms"])
+                check = same_answers(model, answer, configs, served)
+                checks.append({"batch_size": n, **check})
+                print(f"batch {n}: answers identical to 1e-9: {check['identical_1e-9']} (metaml points against "
+                      f"in-process LightGBM: max |diff| {check['max_abs_diff_points']:.3g}; mlflow's ranking trees "
+                      f"against in-process LightGBM: {check['max_abs_diff_mlflow']:.3g}); request bodies: metaml "
+                      f"{len(ours_body):,} B, mlflow {len(theirs_body):,} B", file=sys.stderr)
+                for name, url, path, body in (*((name, ours.url, "/v1/predict", body)
+                                                for name, body in ours_bodies.items()),
                                               ("mlflow", theirs.url, "/invocations", theirs_body)):
                     res = run_load(url, path, body, clients=args.clients, seconds=args.seconds,
                                    warmup=args.warmup, work=work)
@@ -239,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                                request_bytes=len(body))
                     if name in model_ms:
                         res["model_ms_p50"] = round(statistics.median(model_ms[name]), 3)
+                        res["one_client_ms_p50"] = round(statistics.median(server_ms[name]), 2)
                     results.append(res)
-                    print(f"  {name:<13} batch {n:>5}: {res['requests_per_s']:>8,.1f} req/s "
+                    print(f"  {name:<21} batch {n:>5}: {res['requests_per_s']:>8,.1f} req/s "
                           f"({res['rows_per_s']:>10,.0f} rows/s), p50 {res['latency_ms_p50']} ms, "
                           f"p99 {res['latency_ms_p99']} ms, errors {res['errors']}", file=sys.stderr)
 
@@ -248,28 +298,32 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.batch_sizes:
         by = {r["server"]: r for r in results if r["batch_size"] == n}
         theirs_r = by["mlflow"]
-        for name, label in (("metaml", "full answer: 4 models + 3 support runs"),
-                            ("metaml-points", "points + interval only, like mlflow")):
+        for name, label in (("metaml", "full answer: 5 boosters + 3 support runs"),
+                            ("metaml-points", "points + interval only (3 boosters)"),
+                            ("metaml-columns", "full answer, candidates as columns"),
+                            ("metaml-columns-points", "points + interval, candidates as columns")):
             r = by[name]
             rows.append({"batch_size": n, "metaml": label, "metaml_requests_per_s": r["requests_per_s"],
                          "mlflow_requests_per_s": theirs_r["requests_per_s"],
                          "throughput_ratio": round(r["requests_per_s"] / theirs_r["requests_per_s"], 2),
                          "metaml_p50_ms": r["latency_ms_p50"], "metaml_p99_ms": r["latency_ms_p99"],
                          "mlflow_p50_ms": theirs_r["latency_ms_p50"], "mlflow_p99_ms": theirs_r["latency_ms_p99"],
-                         "metaml_model_ms_p50": r["model_ms_p50"]})
+                         "metaml_model_ms_p50": r["model_ms_p50"],
+                         "metaml_one_client_ms_p50": r["one_client_ms_p50"]})
     print()
     print("| candidates | metaml answer | metaml req/s | mlflow req/s | ratio | metaml p50 / p99 ms | "
-          "mlflow p50 / p99 ms | metaml model ms (p50) |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "mlflow p50 / p99 ms | metaml model ms (p50) | metaml one client, ms (p50) |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['batch_size']:,} | {r['metaml']} | {r['metaml_requests_per_s']:,.1f} | "
               f"{r['mlflow_requests_per_s']:,.1f} | {r['throughput_ratio']:.2f}x | {r['metaml_p50_ms']} / "
-              f"{r['metaml_p99_ms']} | {r['mlflow_p50_ms']} / {r['mlflow_p99_ms']} | {r['metaml_model_ms_p50']} |")
+              f"{r['metaml_p99_ms']} | {r['mlflow_p50_ms']} / {r['mlflow_p99_ms']} | {r['metaml_model_ms_p50']} | "
+              f"{r['metaml_one_client_ms_p50']} |")
     import lightgbm
     import mlflow
 
     payload = {"summary": rows, "results": results, "identical_predictions": checks,
-               "model": {"trees": trees, "train_runs": setup["train_runs"]},
+               "model": {"trees": trees, "train_runs": setup["train_runs"], "compiled_trees": compiled},
                "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                "load_average": os.getloadavg(), "mlflow": mlflow.__version__,
                                "lightgbm": lightgbm.__version__, "clients": args.clients,

@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.core.util.hashing import combine_hash_arrays
 
 from collector.schema import source_matches
 from collector.store import KnowledgeBase
@@ -68,12 +70,38 @@ def load_runs(kb: KnowledgeBase, *, sources: Sequence[str] | None = None,
 UPLOAD_SOURCE = "upload"
 
 
+def text_values(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarray:
+    """A column as text: each value spelled as pandas' ``astype("string")`` spells it (``str`` of the value; numbers
+    as the shortest text that reads back to the same float64, e.g. ``3.0``, ``1e-05``), None where missing (None,
+    NaN, ``pd.NA``), as an object array. Numeric arrays are converted at once; an object column value by value,
+    without pandas' per-call overhead (the serving path calls this for every column of every request)."""
+    arr = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    kind = arr.dtype.kind
+    if kind in "iub":
+        return arr.astype(str).astype(object)
+    if kind == "f":
+        out = arr.astype(np.float64).astype(str).astype(object)
+        out[np.isnan(arr)] = None
+        return out
+    return np.array([None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
+                     for v in arr.tolist()], dtype=object)
+
+
+def fill_missing(text: np.ndarray, fill: Any) -> np.ndarray:
+    """``text`` (:func:`text_values`) with ``fill`` where it is None (in place) or, where ``fill`` is an array, the
+    value of ``fill`` at that position."""
+    missing = pd.isna(text)
+    if missing.any():
+        text[missing] = fill[missing] if isinstance(fill, np.ndarray) else fill
+    return text
+
+
 def source_family(sources: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray:
     """Each run's source as the meta-learner sees it: every ``upload:<holder>`` is ``upload`` (one protocol: the
     uploader's own), every other source itself."""
-    values = pd.Series(np.asarray(sources, dtype=object)).astype("string")
-    uploaded = values.str.startswith(UPLOAD_SOURCE + ":").fillna(False)
-    return values.where(~uploaded, UPLOAD_SOURCE).astype(object).where(values.notna(), None).to_numpy(dtype=object)
+    prefix = UPLOAD_SOURCE + ":"
+    return np.array([UPLOAD_SOURCE if v is not None and v.startswith(prefix) else v for v in text_values(sources)],
+                    dtype=object)
 
 
 def regime(df: pd.DataFrame) -> pd.Series:
@@ -105,16 +133,42 @@ CONFIG_COLUMNS: tuple[str, ...] = (
 def config_keys(df: pd.DataFrame) -> pd.Series:
     """One key per distinct configuration: runs that differ only by seed or data split share it."""
     cols = [c for c in CONFIG_COLUMNS if c in df]
-    return pd.util.hash_pandas_object(pd.DataFrame({c: _canonical_text(df[c]) for c in cols}), index=False).astype(str)
+    # pandas' hash of a frame of these texts (hash_pandas_object), computed from the object arrays at once
+    hashes = combine_hash_arrays((pd.util.hash_array(_canonical_text(df[c]), categorize=len(df) > 5000)
+                                  for c in cols), len(cols))
+    return pd.Series(hashes, index=df.index).astype(str)
 
 
-def _canonical_text(values: pd.Series) -> pd.Series:
-    """A column as text in which equal numbers read alike whatever the column's dtype (8, 8.0 and "8" as "8.0")."""
-    text = values.astype("string")
-    if pd.api.types.is_bool_dtype(values):
-        return text.fillna("\x00")
-    numbers = values if pd.api.types.is_numeric_dtype(values) else pd.to_numeric(values, errors="coerce")
-    return numbers.astype("float64").astype("string").fillna(text).fillna("\x00")
+def _canonical_text(values: pd.Series) -> np.ndarray:
+    """A column as text in which equal numbers read alike whatever the column's dtype (8, 8.0 and "8" as "8.0"),
+    ``"\x00"`` where missing. A column that is not numeric is spelled once per distinct value."""
+    arr = values.to_numpy()
+    if arr.dtype.kind in "biuf" or pd.api.types.is_bool_dtype(values):
+        return _canonical_distinct(arr, values)
+    codes, uniques = pd.factorize(arr)
+    distinct = np.asarray(uniques, dtype=object)
+    if any(isinstance(v, float) and v == 0.0 for v in distinct.tolist()):  # factorize merges 0.0 with -0.0
+        return _canonical_distinct(arr, values)
+    text = np.array(["\x00"] * len(arr), dtype=object)  # (np.full would strip the NUL)
+    known = codes >= 0
+    text[known] = _canonical_distinct(distinct, pd.Series(distinct, dtype=object))[codes[known]]
+    return text
+
+
+def _canonical_distinct(arr: np.ndarray, values: pd.Series) -> np.ndarray:
+    if arr.dtype.kind == "b" or pd.api.types.is_bool_dtype(values):
+        return fill_missing(text_values(arr), "\x00")
+    if arr.dtype.kind in "iuf":
+        numbers = arr.astype(np.float64)
+    elif all(v is None or (type(v) in (int, float)) for v in arr.tolist()):
+        numbers = arr.astype(np.float64)  # numbers and None: None reads as NaN
+    else:
+        numbers = pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    text = text_values(numbers)
+    missing = np.isnan(numbers)
+    if missing.any():  # not a number: the value's own text
+        text[missing] = fill_missing(text_values(arr[missing]), "\x00")
+    return text
 
 
 def chance_points(df: pd.DataFrame) -> pd.Series:

@@ -32,47 +32,55 @@ task, the standing of each candidate (:meth:`Experience.task_profiles`) that the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from metaml._data import config_keys, source_family, within_task_z
+from metaml._data import config_keys, fill_missing, source_family, text_values, within_task_z
 
 
-def _text(values: pd.Series) -> pd.Series:
-    return values.astype("string").astype(object)
+def _text(rows: pd.DataFrame, col: str, fill: Any = None) -> np.ndarray:
+    """A column as text (:func:`metaml._data.text_values`), ``fill`` where missing."""
+    out = text_values(rows[col])
+    return out if fill is None else fill_missing(out, fill)
 
 
-def checkpoint_keys(rows: pd.DataFrame) -> pd.Series:
+def checkpoint_keys(rows: pd.DataFrame) -> np.ndarray:
     """``model_id@upstream_task`` (``model_id@`` for a checkpoint not fine-tuned upstream)."""
-    return (_text(rows["model_id"]).fillna("?") + "@" + _text(rows["model_upstream_task"]).fillna("")).astype(object)
+    return _text(rows, "model_id", "?") + "@" + _text(rows, "model_upstream_task", "")
 
 
-def _base(rows: pd.DataFrame) -> pd.Series:
-    return _text(rows["model_base_model"]).fillna(_text(rows["model_id"])).fillna("?")
+def _base(rows: pd.DataFrame) -> np.ndarray:
+    return fill_missing(_text(rows, "model_base_model", _text(rows, "model_id")), "?")
 
 
-def _join(*parts: pd.Series) -> pd.Series:
-    out = parts[0].astype(object)
+def _join(*parts: np.ndarray) -> np.ndarray:
+    out = parts[0]
     for p in parts[1:]:
-        out = out + "|" + p.astype(object)
+        out = out + "|" + p
     return out
 
 
-def _method(rows: pd.DataFrame) -> pd.Series:
-    return _text(rows["method_name"]).fillna("?")
+def _method(rows: pd.DataFrame) -> np.ndarray:
+    return _text(rows, "method_name", "?")
 
 
-#: key name -> how it is read from runs-table rows (None where the key does not apply).
-KEYS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
+def _config(rows: pd.DataFrame) -> np.ndarray:
+    keys = rows["config_key"] if "config_key" in rows else config_keys(rows)
+    return np.asarray(keys, dtype=str).astype(object)
+
+
+#: key name -> how it is read from runs-table rows (object arrays; None where the key does not apply).
+KEYS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     "ckpt": checkpoint_keys,
     "ckpt_method": lambda r: _join(checkpoint_keys(r), _method(r)),
-    "config": lambda r: (r["config_key"] if "config_key" in r else config_keys(r)).astype(str).astype(object),
+    "config": _config,
     "base": _base,
     "base_method": lambda r: _join(_base(r), _method(r)),
     "method": _method,
-    "family_method": lambda r: _join(_text(r["model_family"]).fillna("?"), _method(r)),
-    "upstream": lambda r: _text(r["model_upstream_task"]),
+    "family_method": lambda r: _join(_text(r, "model_family", "?"), _method(r)),
+    "upstream": lambda r: _text(r, "model_upstream_task"),
 }
 SCOPES = ("a", "s", "l", "p")
 #: The source whose tasks probe frozen encoders (the ``p_`` scope), and the keys it applies to.
@@ -181,7 +189,7 @@ class Experience:
 
     def keys_of(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
         """Each key of each row (object arrays; None where the key does not apply)."""
-        return {name: KEYS[name](rows).to_numpy(dtype=object) for name in self.keys}
+        return {name: KEYS[name](rows) for name in self.keys}
 
     def features(self, rows: pd.DataFrame, *, leave_own_dataset: bool = False,
                  keys: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
@@ -248,7 +256,7 @@ class Experience:
         banned = np.isin(self.task_dataset_, excluded[excluded >= 0])
         profile = np.full((self.n_tasks_, len(rows)), np.nan)
         for name in reversed([n for n in PROFILE_KEYS if n in self.per_task_]):  # coarse first, specific overwrites
-            code = self.vocab_[name].get_indexer(KEYS[name](rows).to_numpy(dtype=object))
+            code = self.vocab_[name].get_indexer(KEYS[name](rows))
             key, task, zt = self.per_task_[name]
             wanted = np.isin(key, code[code >= 0]) & ~banned[task]
             if not wanted.any():
@@ -272,15 +280,15 @@ class Experience:
 
 
 def _strings(values: pd.Series) -> np.ndarray:
-    return values.astype(str).to_numpy(dtype=object)
+    """A column as text, ``"None"`` where missing (as ``astype(str)`` spells it)."""
+    return fill_missing(text_values(values), "None")
 
 
 def _languages(rows: pd.DataFrame) -> np.ndarray:
     """Each row's dataset language (None where unknown)."""
     if "dataset_meta_language" not in rows:
         return np.full(len(rows), None, dtype=object)
-    values = rows["dataset_meta_language"]
-    return values.astype("string").astype(object).where(values.notna(), None).to_numpy(dtype=object)
+    return text_values(rows["dataset_meta_language"])
 
 
 def _standing(prefix: str, s1: np.ndarray, s2: np.ndarray, n: np.ndarray,

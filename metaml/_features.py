@@ -36,7 +36,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from metaml._data import source_family
+from metaml._data import source_family, text_values
 from metaml._experience import KEYS, SCOPES, Experience
 from metaml._similarity import distances, meta_vectors
 
@@ -123,9 +123,7 @@ def _floats(rows: Mapping[str, Any], col: str) -> np.ndarray:
 
 def _labels(rows: Mapping[str, Any], col: str) -> np.ndarray:
     """A column as strings (pandas' spelling of numbers), None for missing; sources as their family."""
-    s = rows[col]
-    s = s if isinstance(s, pd.Series) else pd.Series(np.asarray(s, dtype=object))
-    out = s.astype("string").astype(object).where(s.notna(), None).to_numpy(dtype=object)
+    out = text_values(rows[col])
     return source_family(out) if col == "provenance_source" else out
 
 

@@ -107,6 +107,15 @@ class Settings(BaseSettings):
         10.0, gt=0, description="How often (seconds) the prediction endpoints look for knowledge-base changes to "
         "reload dataset meta-features and the runs that support predictions."
     )
+    compile_trees: bool = Field(
+        True, description="Serve the meta-model's LightGBM trees as compiled code when the tree compiler (the "
+        "`compiled` extra, lleaves) is installed: compiled in a child process after the model loads (LightGBM "
+        "answers meanwhile), cached by content in `compiled_cache`, checked against LightGBM before use."
+    )
+    compiled_cache: Path | None = Field(
+        None, description="Directory of the compiled trees' libraries; default: compiled/ in the knowledge base's "
+        "home directory."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
@@ -140,6 +149,11 @@ class Settings(BaseSettings):
     def kb_home(self) -> Path:
         """The local directory of the knowledge base's companions (see ``KnowledgeBase.home``)."""
         return parse_kb_location(self.kb).home
+
+    @property
+    def compiled_dir(self) -> Path:
+        """Where compiled trees are cached."""
+        return self.compiled_cache or self.kb_home / "compiled"
 
     @property
     def keys_path(self) -> Path:

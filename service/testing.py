@@ -76,6 +76,14 @@ def sample_candidates(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return out
 
 
+def as_columns(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Nested candidate configurations (``{"model": {...}, "method": {...}, "hparams": {...}}``) as the columnar form
+    of ``POST /v1/predict`` (``columns``: one array per ``part.field``, null where a candidate leaves it unset)."""
+    names = list(dict.fromkeys(f"{part}.{field}" for c in configs for part in ("model", "method", "hparams")
+                               for field in (c.get(part) or {})))
+    return {name: [(c.get(name.split(".")[0]) or {}).get(name.split(".", 1)[1]) for c in configs] for name in names}
+
+
 class ServerProcess:
     """One server process for the knowledge base ``kb``.
 

@@ -20,6 +20,9 @@ from service.testing import PostgresServer, ServerProcess, postgres_bindir
 BACKENDS = ("duckdb", "ducklake")
 
 REPO = Path(__file__).resolve().parents[1]
+# Servers started by the tests serve LightGBM's trees: compiling them takes a core for a minute per model, so only the
+# tests of compiled trees turn it on (tests/test_compiled.py).
+os.environ.setdefault("METAML_COMPILE_TREES", "false")
 
 
 def public_data_root() -> Path:

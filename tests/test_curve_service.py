@@ -80,6 +80,8 @@ def test_decide_curve_stops_a_diverged_run_and_continues_a_good_one(world: dict[
     assert stop.stop and stop.p_above < stop.threshold == stop.stated_error_rate == 0.05
     assert 0.2 < stop.progress <= 0.35 and stop.n_history == 3 and "recalibrated on 3 finished runs" in stop.basis
     assert stop.points_lo <= stop.predicted_points <= stop.points_hi and stop.predicted_points < 60
+    for answer in (stop, go, in_points):  # intervals on the accuracy's scale, whatever the estimator's spread
+        assert 0.0 <= answer.points_lo <= answer.points_hi <= 100.0
     assert stop.curve_model["n_train_rows"] > 1000 and stop.curve_model["interval_level"] == pytest.approx(0.8)
     assert not go.stop and go.p_above > stop.p_above
     assert in_points.action == stop.action and in_points.p_above == pytest.approx(stop.p_above)

@@ -135,3 +135,23 @@ def test_transfer_evaluation_restricts_training_and_test_sources(runs: pd.DataFr
                       train_sources=["taskweb"], test_sources=["transfergraph"])
     assert len(result.folds) == 3
     assert set(result.predictions["provenance_source"]) == {"transfergraph"}
+
+
+def test_configuration_keys_are_stable_across_dtypes_and_releases() -> None:
+    """A configuration's key is the same whatever its columns' dtypes (8, "8" and 8.0 alike; 2e-05 however written),
+    differs for -0.0 and 0.0 as it always has, and equals the keys earlier releases computed: trained models look
+    configurations up by these keys, so a change here would silently blind a served model."""
+    from metaml._data import config_keys
+
+    df = pd.DataFrame({"model_id": ["roberta-base", "roberta-base", "bert-base-uncased", None],
+                       "method_name": ["lora", "lora", "full", "full"],
+                       "method_lora_r": pd.Series([8, "8", None, 16.0], dtype=object),
+                       "hparams_learning_rate": [2e-5, 2e-05, 1e-4, float("nan")],
+                       "hparams_batch_size": pd.Series([16, 16, None, 32], dtype="Int64"),
+                       "hparams_lr_scheduler": ["linear", "linear", None, "cosine"],
+                       "hparams_weight_decay": pd.Series([0.0, -0.0, 0.01, None], dtype=object)})
+    assert config_keys(df).tolist() == ["2084311998328971755", "8268960301005892633", "17896340102622803480",
+                                        "1492206213676398571"]
+    same = df.iloc[[0, 0]].copy()
+    same["method_lora_r"] = pd.Series([8.0, "8"], dtype=object).to_numpy()
+    assert config_keys(same).nunique() == 1

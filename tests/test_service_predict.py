@@ -23,7 +23,7 @@ from metaml._estimators import MetaModel, OutcomeEstimator
 from metaml._tracking import list_versions, log_model_version, promote
 from metaml.serving import PAIR_ROWS, candidate_rows, task_row
 from service.keys import create_key
-from service.testing import SAMPLE_MODELS, ServerProcess, sample_candidates
+from service.testing import SAMPLE_MODELS, ServerProcess, as_columns, sample_candidates
 
 MAX_CANDIDATES = 1500
 MODELS = SAMPLE_MODELS
@@ -165,6 +165,43 @@ def test_predict_a_thousandsample_candidates(client: httpx.Client, world: dict[s
         np.testing.assert_allclose(got, expected[col], atol=1e-9, rtol=1e-12, err_msg=col)
     assert 0 < body["model_ms"] < 5_000
     assert sum(bool(p["support"]) for p in body["predictions"]) > 500
+
+
+def test_columnar_candidates_answer_as_objects_do(client: httpx.Client) -> None:
+    """The same 600 candidates sent as one array per field answer exactly as the objects do; a field that is no
+    candidate field, arrays of different lengths, an invalid value, and both forms or neither answer 422 at the
+    place of the error."""
+    configs = sample_candidates(600, seed=5)
+    configs[4]["hparams"]["weight_decay"] = 0.01  # a field only some candidates set
+    base = {"dataset": {"name": "glue/sst2"}}
+    objects = client.post("/v1/predict", json={**base, "candidates": configs})
+    columns = client.post("/v1/predict", json={**base, "columns": as_columns(configs)})
+    assert objects.status_code == 200 and columns.status_code == 200, columns.text
+    a, b = objects.json(), columns.json()
+    assert a["n_candidates"] == b["n_candidates"] == 600
+    assert a["predictions"] == b["predictions"]
+    assert len({p["points"] for p in b["predictions"]}) > 10
+
+    def error(columns: dict[str, Any]) -> dict[str, Any]:
+        r = client.post("/v1/predict", json={**base, "columns": columns})
+        assert r.status_code == 422, r.text
+        return r.json()["error"]["details"][0]
+
+    good = as_columns(sample_candidates(5))
+    assert error({**good, "hparams.no_such": [1] * 5})["loc"] == ["body", "columns", "hparams.no_such"]
+    assert "lengths [4, 5]" in error({**good, "hparams.epochs": [1, 2, 3, 4]})["msg"]
+    lr = list(good["hparams.learning_rate"])
+    lr[3] = -1.0
+    assert error({**good, "hparams.learning_rate": lr})["loc"] == ["body", "columns", "hparams.learning_rate", 3]
+    names = list(good["method.name"])
+    names[2] = "no-such-method"
+    detail = error({**good, "method.name": names})
+    assert detail["loc"] == ["body", "columns", "method.name", 2] and "unknown method" in detail["msg"]
+    assert error({k: v for k, v in good.items() if k != "model.id"})["msg"] == "model.id is required"
+    both = client.post("/v1/predict", json={**base, "columns": good, "candidates": sample_candidates(5)})
+    neither = client.post("/v1/predict", json=base)
+    assert both.status_code == neither.status_code == 422
+    assert "one of the two" in both.json()["error"]["details"][0]["msg"]
 
 
 def test_invalid_candidates_answer_422_with_the_field(client: httpx.Client) -> None:

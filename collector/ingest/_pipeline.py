@@ -33,7 +33,7 @@ from collector.formats import (
     plan_inputs,
     uri_format,
 )
-from collector.schema import DEFAULT_LIMITS, RecordLimits, RowBuffer, RunRecord
+from collector.schema import DEFAULT_LIMITS, FieldError, RecordLimits, RowBuffer, RunRecord
 from collector.store import KnowledgeBase
 
 DEFAULT_CHUNK_SIZE = 20_000
@@ -164,6 +164,9 @@ def validate(raw: RawRecord, *, source: str, uploader: str | None = None, now: d
         errors = e.errors(include_url=False)
         first = errors[0]
         field_path = ".".join(str(p) for p in first["loc"]) or None
+        cause = first.get("ctx", {}).get("error")
+        if field_path is None and isinstance(cause, FieldError):  # a record-level check names its field
+            field_path = cause.field
         reason = "; ".join(
             (f"{'.'.join(str(p) for p in err['loc'])}: " if err["loc"] and i else "") + err["msg"]
             for i, err in enumerate(errors[:5])

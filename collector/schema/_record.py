@@ -44,6 +44,14 @@ ENRICHMENT = {"enrichment": True}
 JSON_COLUMN = {"json_column": True}
 
 
+class FieldError(ValueError):
+    """A record-level check that failed on one field (reported as the reject's ``field``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(
         extra="forbid", allow_inf_nan=False, str_strip_whitespace=True, use_enum_values=False, frozen=False
@@ -370,9 +378,10 @@ class RunRecord(_Part):
         out = self.outcome
         if out.status is RunStatus.ok:
             if out.score is None:
-                raise ValueError("outcome.score is required when outcome.status is 'ok'")
+                raise FieldError("outcome.score", "outcome.score is required when outcome.status is 'ok'")
             if out.error_kind is not None:
-                raise ValueError("outcome.error_kind is only allowed when outcome.status is 'failed'")
+                raise FieldError("outcome.error_kind",
+                                 "outcome.error_kind is only allowed when outcome.status is 'failed'")
         elif out.status is RunStatus.stopped:
             if out.score is not None or out.error_kind is not None:
                 raise ValueError("a stopped run has no score and no error_kind: what it reported before it was "
@@ -410,7 +419,8 @@ class RunRecord(_Part):
             lo, hi = SCALE_BOUNDS[natural] if percent else SCALE_BOUNDS[scale] if scale else (-math.inf, math.inf)
             lo, hi = lo * divisor, hi * divisor
             if not lo <= out.score <= hi:
-                raise ValueError(
+                raise FieldError(
+                    "outcome.score",
                     f"outcome.score {out.score} is outside the declared scale {scale} [{lo:g}, {hi:g}] of "
                     f"{self.task.primary_metric}; declare task.metric_scale (e.g. percent) if it is on another scale"
                 )
@@ -427,7 +437,8 @@ class RunRecord(_Part):
             if info is not None and info.scale is not MetricScale.unbounded:
                 lo, hi = SCALE_BOUNDS[info.scale]
                 if not lo <= v <= hi:
-                    raise ValueError(f"outcome.metrics[{k!r}] = {v} is outside its scale {info.scale} [{lo}, {hi}]")
+                    raise FieldError(f"outcome.metrics.{k}",
+                                     f"outcome.metrics[{k!r}] = {v} is outside its scale {info.scale} [{lo}, {hi}]")
         if percent:
             self.task.metric_scale = self.task.metric_scale if self.task.metric_scale is not MetricScale.percent \
                 else MetricScale.unit

@@ -6,6 +6,8 @@ the record's own models (so method names, model ids and metric names are normali
 features are filled from the registry where missing, and every candidate becomes one runs-table row.
 
 * :func:`task_row`: the task part every row shares.
+* :func:`columnar_candidates`: the same from candidates sent as one array per field (``model.id``,
+  ``hparams.learning_rate``...), each distinct value validated once.
 * :func:`candidate_columns`: one row per candidate, as columns. The model and method parts go through the record's
   models once per distinct (task, model, method) (remembered in :data:`PAIR_ROWS`), every candidate's hyperparameters
   fill the ``hparams_*`` columns; :func:`candidate_rows` is the same as a DataFrame from plain dicts.
@@ -178,6 +180,85 @@ def candidate_columns(task: Mapping[str, Any], candidates: Sequence[CandidatePar
         index[i] = j
     hp = {name: [getattr(c.hparams, name) for c in candidates] for name in HPARAM_COLUMNS}
     return assemble(task, pairs, index, hp, loc=loc)
+
+
+#: The parts a columnar candidate field names (``<part>.<field>``) and the record model of each.
+COLUMN_PARTS: dict[str, type] = {"model": Model, "method": Method, "hparams": Hyperparameters}
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+
+def columnar_candidates(task: Mapping[str, Any], columns: Mapping[str, Sequence[Any]], *,
+                        loc: str = "columns") -> Columns:
+    """Runs-table columns of candidates given as one array per field: ``model.id`` (required), other ``model.*``
+    and ``method.*`` fields (``method.name`` missing or null: full fine-tuning) and ``hparams.*``, all of one length.
+
+    The same validation as :func:`candidate_columns`, done once per distinct value: each distinct (model, method)
+    pair through the record's models, each distinct value of a hyperparameter column through ``Hyperparameters``.
+
+    Raises:
+        InvalidCandidates: an unknown field, arrays of different lengths, or an invalid value (at
+            ``(loc, field, i)``, ``i`` the first candidate holding it).
+    """
+    fields: dict[str, dict[str, Sequence[Any]]] = {part: {} for part in COLUMN_PARTS}
+    lengths = {len(values) for values in columns.values()}
+    for name, values in columns.items():
+        part, _, field = name.partition(".")
+        if part not in COLUMN_PARTS or field not in COLUMN_PARTS[part].model_fields:
+            raise InvalidCandidates([{"loc": (loc, name), "type": "value_error",
+                                      "msg": "not a candidate field: use model.<field>, method.<field> or "
+                                             "hparams.<field> of the run record (model.id, method.name, "
+                                             "hparams.learning_rate...)"}])
+        fields[part][field] = values
+    if "id" not in fields["model"]:
+        raise InvalidCandidates([{"loc": (loc,), "type": "missing", "msg": "model.id is required"}])
+    if len(lengths) != 1 or 0 in lengths:
+        raise InvalidCandidates([{"loc": (loc,), "type": "value_error",
+                                  "msg": f"every field needs one value per candidate (lengths {sorted(lengths)})"}])
+    n = lengths.pop()
+    # the distinct (model, method) pairs, each validated once
+    names = [("model", f) for f in fields["model"]] + [("method", f) for f in fields["method"]]
+    series = [fields[part][f] for part, f in names]
+    where: dict[tuple[Any, ...], int] = {}
+    pairs: list[tuple[Model, Method]] = []
+    index = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        key = tuple(_hashable(values[i]) for values in series)
+        j = where.get(key)
+        if j is None:
+            parts: dict[str, dict[str, Any]] = {"model": {}, "method": {}}
+            for (part, f), values in zip(names, series, strict=True):
+                if values[i] is not None:
+                    parts[part][f] = values[i]
+            parts["method"].setdefault("name", "full")
+            validated_parts = []
+            for part in ("model", "method"):
+                try:
+                    validated_parts.append(COLUMN_PARTS[part].model_validate(parts[part]))
+                except ValidationError as e:
+                    raise InvalidCandidates([{"loc": (loc, f"{part}.{err['loc'][0]}" if err["loc"] else part, i),
+                                              "msg": err["msg"], "type": err["type"]} for err in e.errors()]) from None
+            j = where[key] = len(pairs)
+            pairs.append((validated_parts[0], validated_parts[1]))
+        index[i] = j
+    # each hyperparameter column, validated once per distinct value
+    hp: dict[str, list[Any]] = {}
+    for field, values in fields["hparams"].items():
+        seen: dict[Any, Any] = {}
+        out = []
+        for i, value in enumerate(values):
+            key = (type(value), _hashable(value))
+            if key not in seen:
+                try:
+                    seen[key] = getattr(Hyperparameters.model_validate({field: value}), field)
+                except ValidationError as e:
+                    raise InvalidCandidates([{"loc": (loc, f"hparams.{field}", i), "msg": err["msg"],
+                                              "type": err["type"]} for err in e.errors()]) from None
+            out.append(seen[key])
+        hp[field] = out
+    return assemble(task, pairs, index, {name: hp[name] for name in HPARAM_COLUMNS if name in hp}, loc=loc)
 
 
 @dataclass

@@ -9,6 +9,9 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import orjson
+from fastapi.responses import JSONResponse
+
 
 def jsonable(value: Any) -> Any:
     """``value`` with every part JSON can carry as is: ISO 8601 times, floats for decimals, seconds for durations,
@@ -33,3 +36,11 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     return str(value)
+
+
+class FastJSONResponse(JSONResponse):
+    """A JSON answer encoded by orjson (several times faster than the standard library on answers of thousands of
+    numbers; NaN and infinities become null, numpy scalars and arrays are written as numbers)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)

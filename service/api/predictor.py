@@ -9,6 +9,8 @@ Rules:
 * **Hot swap.** :meth:`ModelHolder.swap` replaces one reference. A request reads :meth:`ModelHolder.require` once and
   keeps that object to the end, so requests in flight finish on the model they started with while new ones get the
   new model; the new model is loaded (and checked) completely before the swap.
+* **Compiled trees.** Once a model is served, :func:`compile_later` compiles its boosters in a child process and
+  swaps in the compiled copy (same answers, checked) when it is ready; the cached libraries make a restart instant.
 * **Serving path.** :meth:`MetaModel.predict_arrays` itself: the featurizer's one column recipe (numpy, from the raw
   columns to the matrix) and each booster once on the matrix, so what is served is what was evaluated.
 """
@@ -17,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -56,6 +59,7 @@ class LoadedModel:
         run_id: the MLflow run that logged it (None for a local artifact).
         loaded_at: when this process loaded it (UTC, ISO 8601).
         curve: the artifact's curve estimator (:mod:`metaml._curves`), or None when it holds none.
+        compiled: whether ``model`` predicts through compiled trees (:mod:`metaml._compiled`).
     """
 
     model: MetaModel
@@ -65,13 +69,14 @@ class LoadedModel:
     run_id: str | None = None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     curve: Any = None
+    compiled: bool = False
 
     def describe(self) -> dict[str, Any]:
         """What the API says about the served model."""
         return {"version": self.version, "run_id": self.run_id, "source": self.source, "loaded_at": self.loaded_at,
                 "created_at": self.metadata.get("created_at"), "n_train_runs": self.metadata.get("n_train_runs"),
                 "kb_snapshot": self.metadata.get("kb_snapshot"),
-                "interval_level": 1.0 - float(self.model.outcome_.alpha)}
+                "interval_level": 1.0 - float(self.model.outcome_.alpha), "compiled_trees": self.compiled}
 
 
 class ModelHolder:
@@ -162,6 +167,35 @@ def load_predictor(app: FastAPI, settings: Settings) -> None:
         log.info("no meta-model is promoted yet; the prediction endpoints answer 503 until one is")
         return
     holder.swap(loaded)
+    compile_later(holder, loaded, settings)
+
+
+def compile_later(holder: ModelHolder, loaded: LoadedModel, settings: Settings) -> threading.Thread | None:
+    """Compile ``loaded``'s trees in the background (:mod:`metaml._compiled`) and serve the compiled copy once it is
+    checked, unless another model has been swapped in meanwhile. Nothing happens when ``compile_trees`` is off or
+    the compiler is not installed; a failure is logged and LightGBM keeps answering."""
+    from metaml._compiled import CompileError, available, compile_model, compiled_model
+
+    if not settings.compile_trees or loaded.compiled or not available():
+        return None
+    cache = settings.compiled_dir
+
+    def work() -> None:
+        started = time.perf_counter()
+        try:
+            compile_model(loaded.model, cache, progress=log.info)
+            model = compiled_model(loaded.model, cache)
+        except (CompileError, OSError, subprocess.SubprocessError) as e:
+            log.warning("serving LightGBM's trees, not compiled ones: %s", e)
+            return
+        with holder.promoting:
+            if holder.current is loaded:
+                holder.swap(replace(loaded, model=model, compiled=True))
+                log.info("serving compiled trees (ready in %.1fs)", time.perf_counter() - started)
+
+    thread = threading.Thread(target=work, name="metaml-compile-trees", daemon=True)
+    thread.start()
+    return thread
 
 
 async def get_holder(request: Request) -> ModelHolder:

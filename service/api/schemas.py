@@ -198,15 +198,42 @@ class _TaskRequest(_Model):
                                     "(transfergraph, opda...) or `upload` (default) for a new task.")
 
 
+#: A value of a columnar candidate field.
+CandidateValue = str | int | float | bool | dict[str, Any] | None
+
+
 class PredictRequest(_TaskRequest):
     """A task and a batch of candidate configurations to score."""
 
-    candidates: list[Candidate] = Field(min_length=1, description="At most the server's max_predict_candidates.")
+    candidates: list[Candidate] | None = Field(
+        None, min_length=1, description="The candidates as objects; at most the server's max_predict_candidates. "
+                                        "Send these or `columns`.")
+    columns: dict[str, list[CandidateValue]] | None = Field(
+        None, max_length=64,
+        description="The same candidates as one array per field, all of one length: `model.id` (required), other "
+                    "`model.*` and `method.*` fields (`method.name` missing or null: full fine-tuning), "
+                    "`hparams.*`; null where a candidate leaves a field unset. Each distinct value is validated once, "
+                    "so large batches cost less than as objects. Send these or `candidates`.",
+        examples=[{"model.id": ["roberta-base", "bert-base-uncased"], "method.name": ["lora", "full"],
+                   "method.lora_r": [8, None], "hparams.learning_rate": [3e-4, 2e-5]}])
     support: int = Field(3, ge=0, le=20, description="Past runs shown per candidate (0: none).")
     outputs: list[Literal["rank_score", "runtime_s", "p_fail"]] = Field(
         default_factory=lambda: ["rank_score", "runtime_s", "p_fail"], max_length=3,
         description="Predictions to make besides the points and their interval (each runs its own model; those "
                     "left out are null in the answer and cost nothing).")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PredictRequest:
+        if (self.candidates is None) == (self.columns is None):
+            raise ValueError("send the candidates either as `candidates` (objects) or as `columns` (arrays), "
+                             "one of the two")
+        return self
+
+    @property
+    def n_candidates(self) -> int:
+        if self.candidates is not None:
+            return len(self.candidates)
+        return max((len(v) for v in (self.columns or {}).values()), default=0)
 
 
 class ServedModel(_Model):
@@ -220,6 +247,8 @@ class ServedModel(_Model):
     n_train_runs: int | None = None
     kb_snapshot: str | None = None
     interval_level: float = Field(description="Coverage of the predicted intervals (0.8: 80% intervals).")
+    compiled_trees: bool = Field(False, description="Whether its trees run as compiled code (same answers, faster); "
+                                                    "false while they compile after a load, or without the compiler.")
 
 
 class TaskInfo(_Model):

@@ -12,7 +12,7 @@ import click
 
 from metaml._tracking import DEFAULT_TRACKING_URI, PRODUCTION_ALIAS, REGISTERED_MODEL, ModelVersionInfo
 from metaml.errors import MetamlError
-from service.cli._common import fail, json_option
+from service.cli._common import fail, json_option, kb_option
 
 
 def tracking_uri_option(f: Any) -> Any:
@@ -72,15 +72,37 @@ def list_cmd(tracking_uri: str, as_json: bool) -> None:
 @models.command("promote")
 @click.argument("version", type=click.IntRange(1))
 @tracking_uri_option
-def promote_cmd(version: int, tracking_uri: str) -> None:
+@kb_option
+@click.option("--compile/--no-compile", "compile_trees", default=True, show_default=True,
+              envvar="METAML_COMPILE_TREES", show_envvar=True,
+              help="Compile the version's trees now (when the `compiled` extra is installed), into the cache the "
+                   "servers of this knowledge base read (METAML_COMPILED_CACHE, default compiled/ beside it), so "
+                   "they serve compiled trees from their first request.")
+def promote_cmd(version: int, tracking_uri: str, kb_path: str, compile_trees: bool) -> None:
     """Promote VERSION to production: point the 'production' alias at it (the version loaded by default)."""
-    from metaml._tracking import promote
+    from metaml._compiled import available, compile_model
+    from metaml._tracking import load_version, promote
+    from service.settings import Settings
 
     try:
         info = promote(version, tracking_uri=tracking_uri)
     except MetamlError as e:
         raise fail(str(e)) from e
     click.echo(f"version {info.version} of {info.registered_name} is now '{PRODUCTION_ALIAS}'")
+    if not compile_trees:
+        return
+    if not available():
+        click.echo("its trees are served by LightGBM: install the `compiled` extra (pip install 'metaml[compiled]') "
+                   "to serve them compiled", err=True)
+        return
+    cache = Settings(kb=kb_path).compiled_dir
+    try:
+        model, _ = load_version(tracking_uri=tracking_uri, version=version)
+        compile_model(model, cache, progress=lambda message: click.echo(message + " ...", err=True))
+    except MetamlError as e:
+        raise fail(f"version {version} is promoted, but its trees could not be compiled ({e}); servers answer with "
+                   "LightGBM's trees") from e
+    click.echo(f"its trees are compiled in {cache}", err=True)
 
 
 __all__ = ["models", "tracking_uri_option"]

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from service.api._json import jsonable
 from service.api.deps import ReadKey, SettingsDep, require
-from service.api.predictor import Holder, load_registered, tracking_uri
+from service.api.predictor import Holder, compile_later, load_registered, tracking_uri
 from service.api.routes._common import ERROR_RESPONSES
 from service.api.schemas import ErrorBody, ModelList, PromoteResult
 from service.errors import NotFound
@@ -65,5 +65,6 @@ def promote_model(version: Annotated[int, Path(ge=1, le=2**31 - 1, description="
         assert loaded is not None
         info = promote(version, tracking_uri=uri)
         previous = holder.swap(loaded)
+    compile_later(holder, loaded, settings)
     return JSONResponse(jsonable({"version": info.version, "aliases": list(info.aliases), "loaded": loaded.describe(),
                                   "previous": previous.describe() if previous else None}))

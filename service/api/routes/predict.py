@@ -23,8 +23,8 @@ from metaml._decision import decide as decide_one
 from metaml._decision import recommend as recommend_space
 from metaml._estimators import metric_range
 from metaml.search import EngineSettings, Observation, SearchEngine, TaskKnowledge
-from metaml.serving import KnowledgeIndex, SampleFeatures, enumerate_space, task_row
-from service.api._json import jsonable
+from metaml.serving import KnowledgeIndex, SampleFeatures, as_frame, columnar_candidates, enumerate_space, task_row
+from service.api._json import FastJSONResponse, jsonable
 from service.api.candidates import (
     finite,
     plain,
@@ -98,26 +98,28 @@ async def predict(request: Request, body: PredictRequest, holder: Holder, experi
     Per candidate: the predicted primary metric (points and normalized) with its interval, the ranking view, the
     predicted training time and failure probability (those named in `outputs`, all by default), and the past runs
     nearest to it by the same model and method (the `support` rule is in docs/api.md). `model_ms` is the time of the
-    one vectorized featurize + predict call.
+    one vectorized featurize + predict call. Candidates come as objects (`candidates`) or as one array per field
+    (`columns`: cheaper for large batches); the answer is the same.
     """
     loaded = holder.require()
-    if len(body.candidates) > settings.max_predict_candidates:
-        raise BatchTooLarge(f"the request holds {len(body.candidates):,} candidates; at most "
+    if body.n_candidates > settings.max_predict_candidates:
+        raise BatchTooLarge(f"the request holds {body.n_candidates:,} candidates; at most "
                             f"{settings.max_predict_candidates:,} are scored in one request: split it",
                             details={"max_predict_candidates": settings.max_predict_candidates})
-    inline = _inline(body, len(body.candidates), experience)
-    return JSONResponse(await _run(request, inline, _predict, body, loaded, experience, samples, settings))
+    inline = _inline(body, body.n_candidates, experience)
+    return FastJSONResponse(await _run(request, inline, _predict, body, loaded, experience, samples, settings))
 
 
 def _predict(body: PredictRequest, loaded: LoadedModel, experience: KnowledgeIndex, samples: SampleFeatures,
              settings: Settings) -> dict[str, Any]:
     ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
                        max_sample_rows=settings.max_sample_rows)
-    rows = rows_of(ctx.row, body.candidates)
+    rows = rows_of(ctx.row, body.candidates) if body.candidates is not None else \
+        as_frame(validated(columnar_candidates, ctx.row, body.columns))
     started = time.perf_counter()
     out = loaded.model.predict_arrays(rows, outputs=set(body.outputs))
     model_ms = _ms(started)
-    n = len(body.candidates)
+    n = len(rows)
     support = ctx.snapshot.support(ctx.meta, ctx.name, rows, body.support) if ctx.snapshot is not None \
         else [[] for _ in range(n)]
     return {"model": loaded.describe(), "model_ms": model_ms, "n_candidates": n, "task": ctx.info(),
@@ -135,7 +137,7 @@ async def recommend(request: Request, body: RecommendRequest, holder: Holder, ex
     with priors over each parameter for Optuna, Ray Tune and a probabilistic grammar search.
     """
     loaded = holder.require()
-    return JSONResponse(await _run(request, False, _recommend, body, loaded, experience, samples, settings))
+    return FastJSONResponse(await _run(request, False, _recommend, body, loaded, experience, samples, settings))
 
 
 def _recommend(body: RecommendRequest, loaded: LoadedModel, experience: KnowledgeIndex, samples: SampleFeatures,
@@ -171,7 +173,7 @@ async def decide(request: Request, body: DecideRequest, holder: Holder, experien
     """
     loaded = holder.require()
     inline = _inline(body, 2, experience)
-    return JSONResponse(await _run(request, inline, _decide, body, loaded, experience, samples, settings))
+    return FastJSONResponse(await _run(request, inline, _decide, body, loaded, experience, samples, settings))
 
 
 def _decide(body: DecideRequest, loaded: LoadedModel, experience: KnowledgeIndex, samples: SampleFeatures,
@@ -212,7 +214,7 @@ async def suggest(request: Request, body: SuggestRequest, holder: Holder, experi
         raise BatchTooLarge(f"the request holds {n:,} candidates; at most {settings.max_suggest_candidates:,} are "
                             "weighed in one request: send fewer (or a space with a smaller max_candidates)",
                             details={"max_suggest_candidates": settings.max_suggest_candidates})
-    return JSONResponse(await _run(request, False, _suggest, body, loaded, experience, samples, settings))
+    return FastJSONResponse(await _run(request, False, _suggest, body, loaded, experience, samples, settings))
 
 
 def _suggest(body: SuggestRequest, loaded: LoadedModel, experience: KnowledgeIndex, samples: SampleFeatures,
@@ -309,7 +311,7 @@ async def decide_curve(request: Request, body: CurveDecideRequest, holder: Holde
     if loaded.curve is None:
         raise CurveModelUnavailable(NO_CURVE_MODEL_MESSAGE)
     inline = len(body.history) <= INLINE_HISTORY and _inline(body, 1, experience)
-    return JSONResponse(await _run(request, inline, _decide_curve, body, loaded, experience, samples, settings))
+    return FastJSONResponse(await _run(request, inline, _decide_curve, body, loaded, experience, samples, settings))
 
 
 def _curve_arrays(curve: Any, factor: float, loc: tuple[Any, ...]) -> tuple[Any, Any]:
@@ -359,11 +361,13 @@ def _decide_curve(body: CurveDecideRequest, loaded: LoadedModel, experience: Kno
                    history_priors=history_priors, chance=chance, tolerance=body.tolerance * factor,
                    max_false_stop=body.max_false_stop, min_progress=body.min_progress, min_history=body.min_history)
     info = describe_curve_model(estimator)
+    low, high = (float(x[0]) for x in metric_range([row.get("task_metric_scale") or "unit"]))
+    predicted, lo, hi = (float(np.clip(x, low, high)) for x in (d.predicted, d.lo, d.hi))  # on the metric's scale
     return jsonable({"model": loaded.describe(),
                      "curve_model": {k: info[k] for k in ("n_train_rows", "n_train_datasets", "calibration",
                                                           "uses_prior", "interval_level")},
-                     "action": d.action, "p_above": d.p_above, "predicted_points": d.predicted,
-                     "predicted_score": d.predicted / 100.0, "points_lo": d.lo, "points_hi": d.hi,
+                     "action": d.action, "p_above": d.p_above, "predicted_points": predicted,
+                     "predicted_score": predicted / 100.0, "points_lo": lo, "points_hi": hi,
                      "incumbent_points": d.incumbent, "tolerance_points": d.tolerance, "progress": d.progress,
                      "n_history": d.n_history, "threshold": d.threshold, "stated_error_rate": d.stated_error_rate,
                      "basis": d.basis})
