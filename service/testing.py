@@ -1,10 +1,12 @@
 """Run the HTTP service, and a throwaway PostgreSQL server, in child processes on loopback, for tests and benchmarks
-(seams offered on purpose).
+(seams offered on purpose), and the served setup those tests and the docs' examples share.
 
 ``ServerProcess`` starts ``python -m service.cli serve`` (``metaml serve``) on 127.0.0.1 with a free port,
 waits until ``/healthz`` answers, and stops it gracefully (``stop``) or abruptly (``kill``: SIGKILL, as a crash).
 ``PostgresServer`` runs ``initdb`` and ``pg_ctl`` (Debian's ``postgresql`` package) in a fresh directory, as an
 unprivileged user when called as root (PostgreSQL refuses to run as root), and makes databases for lakehouses.
+``build_served_world`` builds what such a server serves: a knowledge base of real public files, a small meta-model
+registered and promoted in a fresh MLflow registry, and API keys.
 """
 
 from __future__ import annotations
@@ -82,6 +84,60 @@ def as_columns(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
     names = list(dict.fromkeys(f"{part}.{field}" for c in configs for part in ("model", "method", "hparams")
                                for field in (c.get(part) or {})))
     return {name: [(c.get(name.split(".")[0]) or {}).get(name.split(".", 1)[1]) for c in configs] for name in names}
+
+
+def served_knowledge_base(public_data: Path, work: Path) -> Any:
+    """The knowledge base the service and client tests serve (``work/kb.duckdb``): the real TransferGraph and OPDA
+    DeBERTa files, model features, and SST-2's and MultiNLI's meta-features computed from their text."""
+    from collector.enrich import enrich_datasets, enrich_models
+    from collector.ingest import ingest_path
+    from collector.store import KnowledgeBase
+
+    kb = KnowledgeBase(work / "kb.duckdb")
+    for source in ("transfergraph", "opda_deberta"):
+        ingest_path(kb, public_data / "metadatasets" / source)
+    enrich_models(kb)
+    enrich_datasets(kb, public_data / "text", names=["glue_sst2", "glue_mnli"])
+    return kb
+
+
+def register_meta_model(kb: Any, tracking_uri: str, *, seed: int = 0, curve: bool = False,
+                        evaluation: dict[str, float] | None = None) -> Any:
+    """Fit a small meta-model (50 outcome trees, LightGBM seeded by ``seed``, one thread) on every run of ``kb``, with
+    the curve estimator fit on its learning curves when ``curve``, and log it as a new version of the registry at
+    ``tracking_uri`` (its metadata: the knowledge base's snapshot and ``evaluation``). Returns the meta-model."""
+    from metaml._artifact import snapshot_id
+    from metaml._curves import fit_curve_model, load_curve_runs
+    from metaml._data import load_runs
+    from metaml._estimators import MetaModel, OutcomeEstimator
+    from metaml._tracking import log_model_version
+
+    model = MetaModel(outcome=OutcomeEstimator(n_estimators=50, random_state=seed), random_state=seed)
+    model.fit(load_runs(kb))
+    curve_model = fit_curve_model(load_curve_runs(kb), n_estimators=100, seed=seed) if curve else None
+    log_model_version(model, {"kb_snapshot": snapshot_id(kb), "evaluation": dict(evaluation or {})},
+                      tracking_uri=tracking_uri, curve=curve_model)
+    return model
+
+
+def build_served_world(public_data: Path, work: Path, keys: dict[str, list[str]], *, curve: bool = False,
+                       evaluation: dict[str, float] | None = None) -> dict[str, Any]:
+    """What a test server serves, built in ``work``: :func:`served_knowledge_base`, one meta-model
+    (:func:`register_meta_model`) registered as version 1 of a fresh SQLite registry and promoted, and one API key per
+    name of ``keys`` (name -> scopes).
+
+    Returns:
+        ``{"work", "kb", "uri" (the tracking URI), "keys" (name -> key)}``.
+    """
+    from metaml._tracking import promote
+    from service.keys import create_key
+
+    kb = served_knowledge_base(public_data, work)
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    register_meta_model(kb, uri, curve=curve, evaluation=evaluation)
+    promote(1, tracking_uri=uri)
+    made = {name: create_key(work / "keys.db", name, scopes)[1] for name, scopes in keys.items()}
+    return {"work": work, "kb": kb, "uri": uri, "keys": made}
 
 
 class ServerProcess:

@@ -14,7 +14,7 @@ import pytest
 
 from collector.store import KnowledgeBase
 from metaml_client import Client
-from service.testing import PostgresServer, ServerProcess, postgres_bindir
+from service.testing import PostgresServer, ServerProcess, build_served_world, postgres_bindir
 
 #: The store backends every store-level test runs against.
 BACKENDS = ("duckdb", "ducklake")
@@ -89,23 +89,8 @@ def served_world(public_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """As in test_service_predict: a knowledge base from the TransferGraph and OPDA DeBERTa files (SST-2 described),
     one small meta-model registered as version 1 and promoted; an admin key and a read key. Shared by the client
     tests (test_client, test_ray_tune): they add runs, so they compare counts before and after, never absolute ones."""
-    from factories import served_knowledge_base
-
-    from metaml._artifact import snapshot_id
-    from metaml._data import load_runs
-    from metaml._estimators import MetaModel, OutcomeEstimator
-    from metaml._tracking import log_model_version, promote
-    from service.keys import create_key
-
-    work = tmp_path_factory.mktemp("client")
-    kb = served_knowledge_base(public_data, work)
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    model = MetaModel(outcome=OutcomeEstimator(n_estimators=50, random_state=0), random_state=0).fit(load_runs(kb))
-    log_model_version(model, {"kb_snapshot": snapshot_id(kb), "evaluation": {"spearman": 0.3}}, tracking_uri=uri)
-    promote(1, tracking_uri=uri)
-    keys = {name: create_key(work / "keys.db", name, scopes)[1]
-            for name, scopes in {"root": ["admin"], "reader": ["read"]}.items()}
-    return {"work": work, "kb": kb, "uri": uri, "keys": keys}
+    return build_served_world(public_data, tmp_path_factory.mktemp("client"),
+                              {"root": ["admin"], "reader": ["read"]}, evaluation={"spearman": 0.3})
 
 
 @pytest.fixture(scope="session")

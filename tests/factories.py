@@ -56,21 +56,6 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-def served_knowledge_base(public_data: Path, work: Path) -> Any:
-    """The knowledge base the service and client tests serve: the real TransferGraph and OPDA DeBERTa files, model
-    features, and SST-2's and MultiNLI's meta-features computed from their text."""
-    from collector.enrich import enrich_datasets, enrich_models
-    from collector.ingest import ingest_path
-    from collector.store import KnowledgeBase
-
-    kb = KnowledgeBase(work / "kb.duckdb")
-    for source in ("transfergraph", "opda_deberta"):
-        ingest_path(kb, public_data / "metadatasets" / source)
-    enrich_models(kb)
-    enrich_datasets(kb, public_data / "text", names=["glue_sst2", "glue_mnli"])
-    return kb
-
-
 def example_module(name: str) -> ModuleType:
     """``examples/<name>.py`` as a module, loaded by its path and not registered (the examples are no package; Ray
     ships what such a module defines to its workers by value)."""

@@ -14,16 +14,20 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from factories import served_knowledge_base
 
 from collector.features import load_public_text
-from metaml._artifact import snapshot_id
 from metaml._data import load_runs
-from metaml._estimators import MetaModel, OutcomeEstimator
-from metaml._tracking import list_versions, log_model_version, promote
+from metaml._tracking import list_versions, promote
 from metaml.serving import PAIR_ROWS, candidate_rows, task_row
 from service.keys import create_key
-from service.testing import SAMPLE_MODELS, ServerProcess, as_columns, sample_candidates
+from service.testing import (
+    SAMPLE_MODELS,
+    ServerProcess,
+    as_columns,
+    register_meta_model,
+    sample_candidates,
+    served_knowledge_base,
+)
 
 MAX_CANDIDATES = 1500
 MODELS = SAMPLE_MODELS
@@ -42,12 +46,7 @@ def world(public_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     kb = served_knowledge_base(public_data, work)
     runs = load_runs(kb)
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    models = []
-    for seed in (0, 1):
-        model = MetaModel(outcome=OutcomeEstimator(n_estimators=50, random_state=seed), random_state=seed).fit(runs)
-        log_model_version(model, {"kb_snapshot": snapshot_id(kb), "evaluation": {"spearman": 0.3 + seed / 10}},
-                          tracking_uri=uri)
-        models.append(model)
+    models = [register_meta_model(kb, uri, seed=seed, evaluation={"spearman": 0.3 + seed / 10}) for seed in (0, 1)]
     promote(1, tracking_uri=uri)
     keys = {name: create_key(work / "keys.db", name, scopes)[1]
             for name, scopes in {"root": ["admin"], "reader": ["read"]}.items()}
