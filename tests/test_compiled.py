@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from factories import served_knowledge_base
 
 from collector.schema import DatasetMeta
 from metaml import _compiled
@@ -18,7 +17,7 @@ from metaml._compiled import CompileError, compile_model, compiled_model
 from metaml._data import load_runs
 from metaml._estimators import CostEstimator, FailureEstimator, MetaModel, OutcomeEstimator
 from metaml.serving import candidate_rows, task_row
-from service.testing import ServerProcess, sample_candidates
+from service.testing import ServerProcess, sample_candidates, served_knowledge_base
 
 pytestmark = pytest.mark.skipif(not _compiled.available(), reason="the tree compiler (lleaves) is not installed")
 
