@@ -133,29 +133,29 @@ CONFIG_COLUMNS: tuple[str, ...] = (
 def config_keys(df: pd.DataFrame) -> pd.Series:
     """One key per distinct configuration: runs that differ only by seed or data split share it."""
     cols = [c for c in CONFIG_COLUMNS if c in df]
-    # pandas' hash of a frame of these texts (hash_pandas_object), computed from the object arrays at once
-    hashes = combine_hash_arrays((pd.util.hash_array(_canonical_text(df[c]), categorize=len(df) > 5000)
-                                  for c in cols), len(cols))
+    # pandas' hash of a frame of the columns' canonical texts (hash_pandas_object), from one hash array per column
+    hashes = combine_hash_arrays((_text_hash(df[c]) for c in cols), len(cols))
     return pd.Series(hashes, index=df.index).astype(str)
 
 
-def _canonical_text(values: pd.Series) -> np.ndarray:
-    """A column as text in which equal numbers read alike whatever the column's dtype (8, 8.0 and "8" as "8.0"),
-    ``"\x00"`` where missing. A column that is not numeric is spelled once per distinct value."""
+def _text_hash(values: pd.Series) -> np.ndarray:
+    """pandas' ``hash_array`` of the column's canonical text (:func:`_canonical_text`); a column that is not numeric
+    is spelled and hashed once per distinct value (a request's candidates share most of theirs)."""
     arr = values.to_numpy()
-    if arr.dtype.kind in "biuf" or pd.api.types.is_bool_dtype(values):
-        return _canonical_distinct(arr, values)
-    codes, uniques = pd.factorize(arr)
-    distinct = np.asarray(uniques, dtype=object)
-    if any(isinstance(v, float) and v == 0.0 for v in distinct.tolist()):  # factorize merges 0.0 with -0.0
-        return _canonical_distinct(arr, values)
-    text = np.array(["\x00"] * len(arr), dtype=object)  # (np.full would strip the NUL)
-    known = codes >= 0
-    text[known] = _canonical_distinct(distinct, pd.Series(distinct, dtype=object))[codes[known]]
-    return text
+    if arr.dtype.kind not in "biuf" and not pd.api.types.is_bool_dtype(values):
+        codes, uniques = pd.factorize(arr)
+        distinct = np.asarray(uniques, dtype=object)
+        if not any(isinstance(v, float) and v == 0.0 for v in distinct.tolist()):  # factorize merges 0.0, -0.0
+            texts = np.empty(len(distinct) + 1, dtype=object)
+            texts[:-1] = _canonical_text(distinct, pd.Series(distinct, dtype=object))
+            texts[-1] = "\x00"  # code -1: missing
+            return pd.util.hash_array(texts, categorize=False)[codes]
+    return pd.util.hash_array(_canonical_text(arr, values), categorize=len(arr) > 5000)
 
 
-def _canonical_distinct(arr: np.ndarray, values: pd.Series) -> np.ndarray:
+def _canonical_text(arr: np.ndarray, values: pd.Series) -> np.ndarray:
+    """Values as text in which equal numbers read alike whatever their dtype (8, 8.0 and "8" as "8.0"), ``"\x00"``
+    where missing (``values``: the same as a Series, for its dtype)."""
     if arr.dtype.kind == "b" or pd.api.types.is_bool_dtype(values):
         return fill_missing(text_values(arr), "\x00")
     if arr.dtype.kind in "iuf":

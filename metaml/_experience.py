@@ -192,8 +192,9 @@ class Experience:
         return {name: KEYS[name](rows) for name in self.keys}
 
     def features(self, rows: pd.DataFrame, *, leave_own_dataset: bool = False,
-                 keys: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-        """Per row and key, in each scope: the smoothed standing, the tasks behind it, their spread.
+                 keys: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Per row and key, in each scope: the smoothed standing, the tasks behind it, their spread (column name ->
+        values, in :func:`feature_names` order).
 
         Args:
             rows: runs-table rows (``provenance_source`` and, with ``leave_own_dataset``, ``dataset_name``).
@@ -223,10 +224,10 @@ class Experience:
                 if dst is not None:
                     total = total - sums[table + "_own"].get(combined * n_d + dst, valid & (dst >= 0))
                 out.update(_standing(f"{scope}_{name}", total[:, 0], total[:, 1], total[:, 2], self.smoothing))
-        return pd.DataFrame(out, index=rows.index)
+        return out
 
     def lookup(self, rows: pd.DataFrame, *, leave_own_dataset: bool = False,
-               features: pd.DataFrame | None = None) -> np.ndarray:
+               features: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """The lookup baseline: the row's standing at the most specific key with experience (:data:`LOOKUP_ORDER`:
         same-source configuration, (checkpoint, method) in the same source then anywhere, checkpoint, base model
         and method, model family and method, method), 0 without any."""
@@ -235,7 +236,7 @@ class Experience:
         for scope, name in LOOKUP_ORDER:
             col = f"{scope}_{name}"
             if col in feats:
-                out = np.where(np.isnan(out), feats[col].to_numpy(dtype=float), out)
+                out = np.where(np.isnan(out), feats[col], out)
         return np.nan_to_num(out, nan=0.0)
 
     def task_profiles(self, rows: pd.DataFrame, *, exclude_datasets: Sequence[str] = (), min_coverage: float = 0.1,

@@ -250,13 +250,13 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
                     for scope in ("a", "s"):
                         col = f"{scope}_{key}"
                         if col in feats:
-                            feats.loc[dropped, col] = np.nan
-                            feats.loc[dropped, col + "_n"] = 0.0
-                            feats.loc[dropped, col + "_sd"] = np.nan
+                            feats[col][dropped] = np.nan
+                            feats[col + "_n"][dropped] = 0.0
+                            feats[col + "_sd"][dropped] = np.nan
             wanted = set(self.experience_scopes)
-            for col in feats.columns:
+            for col, values in feats.items():
                 if col.split("_", 1)[0] in wanted:
-                    out[col] = feats[col].to_numpy(dtype=np.float64)
+                    out[col] = values
             out["lookup"] = self.experience_.lookup(X, features=feats)
         if getattr(self, "dataset_meta_", None) is not None:
             out.update(self._transfer(X))
