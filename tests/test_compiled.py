@@ -92,3 +92,24 @@ def test_a_server_swaps_in_the_compiled_trees_with_the_same_answers(world: dict[
                                                               dataset_meta=meta), configs))
     np.testing.assert_allclose([p["points"] for p in answer["predictions"]], expected["points"], atol=1e-9)
     np.testing.assert_allclose([p["p_fail"] for p in answer["predictions"]], expected["p_fail"], atol=1e-9)
+
+
+def test_a_failed_compilation_leaves_lightgbm_serving(world: dict[str, Any], tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Compiling into a cache that cannot be created (a file stands where the directory should be) is logged and
+    changes nothing: the holder keeps serving the model on LightGBM's trees."""
+    from service.api.predictor import LoadedModel, ModelHolder, compile_later
+    from service.settings import Settings
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    loaded = LoadedModel(model=world["model"], metadata={}, source="path")
+    holder = ModelHolder(loaded)
+    settings = Settings(kb=str(world["kb"].path), compile_trees=True, compiled_cache=blocker / "cache")
+    with caplog.at_level("WARNING", logger="metaml.service"):
+        thread = compile_later(holder, loaded, settings)
+        assert thread is not None
+        thread.join(60)
+    assert holder.current is loaded and not holder.current.compiled
+    assert "serving LightGBM's trees" in caplog.text
+    assert compile_later(holder, loaded, Settings(kb=str(world["kb"].path), compile_trees=False)) is None
