@@ -153,7 +153,9 @@ def test_syne_tune_example_end_to_end(served: ServerProcess, tmp_path: Path) -> 
     tuner, searcher = example_module("syne_tune_suggest").main([
         "--url", served.url, "--trials", "6", "--scheduler", "hyperband", "--folder", str(tmp_path), "--seed", "1"])
     assert Path(tuner.tuner_path).is_relative_to(tmp_path)
-    assert 6 <= len(searcher.suggested) <= 7 and len({params_key(p) for p in searcher.suggested}) == len(
+    # the tuner checks its stop criterion between scheduling rounds, so on a slow machine each of the 2 workers may ask
+    # for a configuration or two past the 6th trial; every one the service gives is new
+    assert 6 <= len(searcher.suggested) <= 10 and len({params_key(p) for p in searcher.suggested}) == len(
         searcher.suggested)
     final = [e.score for e in searcher.evaluated if e.score is not None]
     assert final and max(final) > 0.9

@@ -11,7 +11,7 @@ import click
 
 from collector.errors import CollectorError
 from collector.store import KnowledgeBase
-from service.cli._common import fail, json_option, kb_option, meta_model_size_options
+from service.cli._common import fail, heartbeat, json_option, kb_option, meta_model_size_options
 
 DEFAULT_REPORTS = Path("metaml-data") / "reports"
 
@@ -136,11 +136,12 @@ def train_cmd(kb_path: Path, sources: tuple[str, ...], exclude_sources: tuple[st
 
     evaluation = json.loads(evaluation_file.read_text()) if evaluation_file else {}
     try:
-        result = train_and_register(
-            kb_path, tracking_uri=None if no_mlflow else tracking_uri or DEFAULT_TRACKING_URI, sources=sources,
-            exclude_sources=exclude_sources, rank_mode=rank_mode,
-            evaluation=evaluation.get("summary", {}).get("metaml", evaluation.get("summary", {})),
-            evaluation_protocol=evaluation.get("protocol"), out_dir=out_dir)
+        with heartbeat("training"):
+            result = train_and_register(
+                kb_path, tracking_uri=None if no_mlflow else tracking_uri or DEFAULT_TRACKING_URI, sources=sources,
+                exclude_sources=exclude_sources, rank_mode=rank_mode,
+                evaluation=evaluation.get("summary", {}).get("metaml", evaluation.get("summary", {})),
+                evaluation_protocol=evaluation.get("protocol"), out_dir=out_dir)
     except (CollectorError, MetamlError) as e:
         raise fail(str(e)) from e
     out: dict[str, Any] = {"artifact": str(result.artifact), "train_runs": result.train_runs,

@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from collector.errors import CollectorError
-from service.cli._common import check_kb_location, default_public_data, rejects_lines
+from service.cli._common import check_kb_location, default_public_data, heartbeat, progress_interval, rejects_lines
 from service.errors import KeyStoreError
 from service.settings import get_settings
 
@@ -64,7 +64,7 @@ def _ingest(kb: Any, root: Path) -> tuple[dict[str, int], list[str]]:
     from collector.enrich import enrich_models
     from collector.ingest import ingest_path, rejects_path, write_rejects
 
-    reports = ingest_path(kb, root, progress=True)
+    reports = ingest_path(kb, root, progress=True, progress_interval=progress_interval())
     totals = {k: sum(getattr(r, k) for r in reports) for k in ("read", "ingested", "duplicates", "rejected")}
     errors = [r for r in reports if r.error]
     for r in errors:
@@ -75,8 +75,9 @@ def _ingest(kb: Any, root: Path) -> tuple[dict[str, int], list[str]]:
         write_rejects(reports, path)
         rejects = rejects_lines(reports, path)
     if totals["ingested"]:
-        enrich_models(kb)
-        kb.attach_features()
+        with heartbeat("attaching model and dataset features"):
+            enrich_models(kb)
+            kb.attach_features()
     return {**totals, "errors": len(errors)}, rejects
 
 
@@ -91,7 +92,8 @@ def _describe_texts(kb: Any, text_root: Path) -> tuple[int, int]:
     described = set(kb.table("datasets").column("name").to_pylist()) if kb.exists() else set()
     todo = [f for f in present if PUBLIC_TEXT_DATASETS[f].name not in described]
     if todo:
-        enrich_datasets(kb, text_root, names=todo, progress=True)
+        with heartbeat(f"describing {len(todo)} dataset(s)"):
+            enrich_datasets(kb, text_root, names=todo, progress=True)
     return len(todo), len(present) - len(todo)
 
 
@@ -107,8 +109,9 @@ def _evaluation(kb_path: str, max_folds: int) -> tuple[dict[str, Any], list[str]
     from metaml._data import load_runs
     from metaml._evaluate import default_predictors, evaluate
 
-    runs = load_runs(KnowledgeBase(kb_path))
-    result = evaluate(runs, "lodo", predictors=default_predictors(), max_folds=max_folds, progress=True)
+    with heartbeat("evaluating"):
+        runs = load_runs(KnowledgeBase(kb_path))
+        result = evaluate(runs, "lodo", predictors=default_predictors(), max_folds=max_folds, progress=True)
     summary = result.summary()
     metrics = {str(k): float(v) for k, v in summary.loc["metaml"].items()} if "metaml" in summary.index else {}
     return metrics, check_lines(result.folds, summary)
@@ -154,8 +157,10 @@ def _model(kb_path: str, uri: str, artifact_dir: Path, *, retrain: bool, max_fol
         evaluation, lines = _evaluation(kb_path, max_folds)
         for line in lines:
             _info(line)
-    result = train_and_register(kb_path, tracking_uri=uri, evaluation=evaluation,
-                                evaluation_protocol="lodo" if evaluation else None, out_dir=artifact_dir)
+    _info("training on the whole knowledge base")
+    with heartbeat("training"):
+        result = train_and_register(kb_path, tracking_uri=uri, evaluation=evaluation,
+                                    evaluation_protocol="lodo" if evaluation else None, out_dir=artifact_dir)
     _info(f"trained on {result.train_runs:,} runs in {result.train_seconds:.0f}s; registered as version "
           f"{result.version}")
     assert result.version is not None
@@ -234,7 +239,8 @@ def quickstart(from_path: Path | None, kb_path: str | None, tracking_uri: str | 
         started = _step(3, total, f"dataset meta-features from {root / 'text'}")
         new, known = _describe_texts(kb, root / "text")
         if ingested["ingested"]:
-            kb.attach_features()
+            with heartbeat("attaching dataset features"):
+                kb.attach_features()
         _info(f"described {new} dataset(s), {known} already described ({time.perf_counter() - started:.0f}s)")
 
         started = _step(4, total, f"meta-learner (registry {uri})")
