@@ -135,14 +135,14 @@ def evaluate(runs: pd.DataFrame, protocol: str, *, predictors: Mapping[str, Fact
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(fold_list, desc=f"{protocol} folds", unit="fold")
+        iterator = tqdm(fold_list, desc=f"{protocol} folds", unit="fold", disable=None)  # on a terminal only
     if jobs > 1:
         from joblib import Parallel, delayed
 
         done = Parallel(n_jobs=jobs, prefer="processes", return_as="generator")(
             delayed(_fold)(frame, keys, predictors, *fold) for fold in fold_list)
-        results = list(tqdm(done, total=len(fold_list), desc=f"{protocol} folds", unit="fold") if progress
-                       else done)
+        results = list(tqdm(done, total=len(fold_list), desc=f"{protocol} folds", unit="fold", disable=None)
+                       if progress else done)
     else:
         results = [_fold(frame, keys, predictors, *fold) for fold in iterator]
     parts = [p for fold_parts, _, _ in results for p in fold_parts]

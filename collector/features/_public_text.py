@@ -402,7 +402,8 @@ def describe_public_texts(
 
     sources = [public_text_source(n) for n in names] if names is not None else list(PUBLIC_TEXT_DATASETS.values())
     out: dict[str, DatasetMeta] = {}
-    bar = tqdm(sources, desc="dataset meta-features", unit="dataset", file=sys.stderr, disable=not progress)
+    bar = tqdm(sources, desc="dataset meta-features", unit="dataset", file=sys.stderr,
+               disable=None if progress else True)  # a bar on a terminal only
     for source in bar:
         bar.set_postfix_str(source.name)
         ds = load_public_text(root, source.folder)

@@ -72,9 +72,11 @@ def evaluate_cmd(protocol: str, kb_path: Path, max_folds: int | None, min_config
 
     runs = _load(kb_path, sources)
     started = time.perf_counter()
-    result = evaluate(runs, protocol, predictors=default_predictors(rank_modes, n_estimators, max_rows_per_task),
-                      max_folds=max_folds, seed=seed, progress=not as_json, min_configs=min_configs, jobs=jobs,
-                      train_sources=train_sources or None, test_sources=test_sources or None)
+    with heartbeat(f"evaluating ({protocol})"):
+        result = evaluate(runs, protocol,
+                          predictors=default_predictors(rank_modes, n_estimators, max_rows_per_task),
+                          max_folds=max_folds, seed=seed, progress=not as_json, min_configs=min_configs, jobs=jobs,
+                          train_sources=train_sources or None, test_sources=test_sources or None)
     seconds = time.perf_counter() - started
     out_dir = out_dir or DEFAULT_REPORTS / protocol
     context = {"knowledge base": str(kb_path), "runs": f"{len(runs):,}", "protocol": protocol,
