@@ -48,6 +48,7 @@ from collector.errors import CollectorError
 from collector.features import compute_meta_features
 from collector.schema import DatasetMeta, source_matches
 from collector.store import KnowledgeBase
+from metaml._data import text_values
 from metaml._similarity import DATASET_SIMILARITY, distances, meta_vectors
 
 log = logging.getLogger("metaml.serving")
@@ -120,7 +121,8 @@ class KnowledgeSnapshot:
         cand_hp = _hp_terms(*(_numbers(rows[c]) for c in
                               ("hparams_learning_rate", "hparams_batch_size", "hparams_epochs")))
         groups: dict[tuple[Any, Any], list[int]] = {}
-        for i, key in enumerate(zip(rows["model_id"], rows["method_name"], strict=True)):
+        for i, key in enumerate(zip(text_values(rows["model_id"]).tolist(), text_values(rows["method_name"]).tolist(),
+                                    strict=True)):
             groups.setdefault(key, []).append(i)
         score = self.runs["outcome_score"]
         for key, members in groups.items():
@@ -130,10 +132,15 @@ class KnowledgeSnapshot:
             if len(runs) > MAX_PAIR_RUNS:
                 runs = runs[np.argpartition(d_data[runs], MAX_PAIR_RUNS)[:MAX_PAIR_RUNS]]
             positions = np.asarray(members)
-            diff = np.abs(cand_hp[positions][:, None, :] - self.run_hp[runs][None, :, :])
-            shared = ~np.isnan(diff)
-            n = shared.sum(axis=2)
-            d_hp = np.where(n > 0, np.where(shared, diff, 0.0).sum(axis=2) / np.maximum(n, 1), 0.5)
+            # the mean |difference| over the hyperparameters both have, one (candidates x runs) matrix at a time
+            total = np.zeros((len(positions), len(runs)))
+            n = np.zeros((len(positions), len(runs)), dtype=np.int64)
+            for a, b in zip(cand_hp[positions].T, self.run_hp[runs].T, strict=True):
+                diff = np.abs(a[:, None] - b[None, :])
+                shared = ~np.isnan(diff)
+                total += np.where(shared, diff, 0.0)
+                n += shared
+            d_hp = np.where(n > 0, total / np.maximum(n, 1), 0.5)
             dist = d_data[runs][None, :] + 0.5 * d_hp
             take = min(k, len(runs))
             near = np.argpartition(dist, take - 1, axis=1)[:, :take] if len(runs) > take else \
@@ -146,8 +153,10 @@ class KnowledgeSnapshot:
             rank = rank - np.arange(len(positions))[:, None] * take
             near_run = np.take_along_axis(near_run, rank, axis=1).tolist()
             near_dist = np.round(np.take_along_axis(near_dist, rank, axis=1), 6).tolist()
+            described = self._described
             for i, run_ids, dists in zip(positions.tolist(), near_run, near_dist, strict=True):
-                out[i] = [{**self._run(j), "distance": d} for j, d in zip(run_ids, dists, strict=True)]
+                out[i] = [{**(described.get(j) or self._run(j)), "distance": d}
+                          for j, d in zip(run_ids, dists, strict=True)]
         return out
 
     def _run(self, i: int) -> dict[str, Any]:
