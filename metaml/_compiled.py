@@ -40,7 +40,7 @@ from metaml.errors import MetamlError
 
 #: How far a compiled booster's answer may stray from LightGBM's on the probe rows.
 TOLERANCE = 1e-9
-#: Rows of the agreement check (drawn around the training data's range, with missing values).
+#: Rows of the agreement check (drawn around the trees' split thresholds, with missing values).
 PROBE_ROWS = 256
 
 
@@ -127,11 +127,6 @@ def compile_model(model: Any, cache: Path, *, progress: Callable[[str], None] | 
                                    f"{(done.stderr or done.stdout).strip()[-2000:]}")
         out[booster.name] = lib
     return out
-
-
-def cached(model: Any, cache: Path) -> bool:
-    """Whether every booster of ``model`` has its library in ``cache``."""
-    return available() and all(_paths(cache, b)[1].exists() for b in boosters(model))
 
 
 class CompiledEstimator:

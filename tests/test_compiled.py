@@ -113,3 +113,25 @@ def test_a_failed_compilation_leaves_lightgbm_serving(world: dict[str, Any], tmp
     assert holder.current is loaded and not holder.current.compiled
     assert "serving LightGBM's trees" in caplog.text
     assert compile_later(holder, loaded, Settings(kb=str(world["kb"].path), compile_trees=False)) is None
+
+
+def test_promotion_compiles_into_the_servers_cache(world: dict[str, Any], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`metaml models promote N` compiles the version's trees into the cache its servers read (here the one compiled
+    already: nothing is compiled twice), and says where; --no-compile only moves the alias."""
+    from click.testing import CliRunner
+
+    from metaml._tracking import log_model_version
+    from service.cli.models import models
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_model_version(world["model"], {}, tracking_uri=uri)
+    before = {p.name: p.stat().st_mtime_ns for p in world["cache"].iterdir()}
+    monkeypatch.setenv("METAML_COMPILED_CACHE", str(world["cache"]))
+    runner = CliRunner()
+    done = runner.invoke(models, ["promote", "1", "--tracking-uri", uri, "--kb", str(world["kb"].path), "--compile"])
+    assert done.exit_code == 0, done.output
+    assert f"its trees are compiled in {world['cache']}" in done.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in world["cache"].iterdir()} == before
+    skipped = runner.invoke(models, ["promote", "1", "--tracking-uri", uri, "--no-compile"])
+    assert skipped.exit_code == 0 and "compiled" not in skipped.stderr
