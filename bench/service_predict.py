@@ -44,7 +44,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.testing import as_columns, free_port, sample_candidates, wait_until_answering
+from metaml_client import as_columns
+from service.testing import free_port, sample_candidates, wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -36,6 +36,7 @@ from metaml_client._client import (
     Suggestion,
     SuggestResult,
     UploadResult,
+    as_columns,
 )
 
 __all__ = [
@@ -59,4 +60,5 @@ __all__ = [
     "SuggestResult",
     "Suggestion",
     "UploadResult",
+    "as_columns",
 ]

@@ -78,14 +78,6 @@ def sample_candidates(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-def as_columns(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Nested candidate configurations (``{"model": {...}, "method": {...}, "hparams": {...}}``) as the columnar form
-    of ``POST /v1/predict`` (``columns``: one array per ``part.field``, null where a candidate leaves it unset)."""
-    names = list(dict.fromkeys(f"{part}.{field}" for c in configs for part in ("model", "method", "hparams")
-                               for field in (c.get(part) or {})))
-    return {name: [(c.get(name.split(".")[0]) or {}).get(name.split(".", 1)[1]) for c in configs] for name in names}
-
-
 def served_knowledge_base(public_data: Path, work: Path) -> Any:
     """The knowledge base the service and client tests serve (``work/kb.duckdb``): the real TransferGraph and OPDA
     DeBERTa files, model features, and SST-2's and MultiNLI's meta-features computed from their text."""

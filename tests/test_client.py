@@ -98,6 +98,9 @@ def test_every_method_returns_typed_results(served_client: Client, served_world:
     assert [p.index for p in batched.predictions] == list(range(25))
     assert [p.points for p in batched.predictions] == pytest.approx([p.points for p in whole.predictions])
     assert batched.task["dataset"] == "glue/sst2" and batched.model["version"] == 1
+    columnar = served_client.predict(None, "SST-2", many, batch_size=10, support=0, columnar=True)
+    assert [(p.index, p.points, p.points_lo, p.points_hi) for p in columnar.predictions] == \
+        [(p.index, p.points, p.points_lo, p.points_hi) for p in batched.predictions]
 
     rec = served_client.recommend(None, "glue/sst2", SPACE, budget=4, enqueue=4)
     assert isinstance(rec, Recommendation) and [r.rank for r in rec.ranked] == [1, 2, 3, 4]
@@ -215,6 +218,8 @@ def test_async_client(served: ServerProcess, served_world: dict[str, Any], flaky
             assert len(runs) > 5 and len({r["run_id"] for r in runs}) == len(runs)
             got = await c.predict(None, "glue/sst2", [CANDIDATE] * 7, batch_size=3, support=0)
             assert [p.index for p in got.predictions] == list(range(7)) and got.n_candidates == 7
+            columnar = await c.predict(None, "glue/sst2", [CANDIDATE] * 7, batch_size=3, support=0, columnar=True)
+            assert [p.points for p in columnar.predictions] == [p.points for p in got.predictions]
             rec, decision, models, sql = await asyncio.gather(
                 c.recommend(None, "glue/sst2", SPACE, budget=3), c.decide(None, "glue/sst2", CANDIDATE, 0.5),
                 c.models(), c.sql("SELECT 1 AS one"))

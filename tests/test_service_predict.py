@@ -19,11 +19,11 @@ from collector.features import load_public_text
 from metaml._data import load_runs
 from metaml._tracking import list_versions, promote
 from metaml.serving import PAIR_ROWS, candidate_rows, task_row
+from metaml_client import as_columns
 from service.keys import create_key
 from service.testing import (
     SAMPLE_MODELS,
     ServerProcess,
-    as_columns,
     register_meta_model,
     sample_candidates,
     served_knowledge_base,
