@@ -30,6 +30,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +58,23 @@ def available() -> bool:
     return True
 
 
+#: Each booster a meta-model predicts with: (name, the model's estimator holding it, that estimator's attribute).
+PLACES: tuple[tuple[str, str, str], ...] = (
+    ("ranker", "outcome_", "ranker_"), ("level", "outcome_", "level_"), ("difficulty", "outcome_", "difficulty_"),
+    ("cost", "cost_", "model_"), ("failure", "failure_", "model_"))
+
+
 @dataclass(frozen=True)
 class Booster:
-    """One booster of a meta-model: where it lives and its text dump."""
+    """One booster of a meta-model: where it lives (``model.<owner>.<attribute>``) and its text dump."""
 
     name: str
-    owner: Any
+    owner: str
     attribute: str
+    estimator: Any
     text: str
 
-    @property
+    @cached_property
     def key(self) -> str:
         """The cache name of its library: the booster's text, the compiler's versions, the host CPU."""
         import lleaves
@@ -81,16 +89,12 @@ class Booster:
 
 def boosters(model: Any) -> list[Booster]:
     """The LightGBM boosters a fitted :class:`~metaml._estimators.MetaModel` predicts with (ranking view, points,
-    interval widths, cost, failure), as (owner, attribute) places."""
+    interval widths, cost, failure)."""
     out = []
-    outcome = model.outcome_
-    places = [("ranker", outcome, "ranker_"), ("level", outcome, "level_"), ("difficulty", outcome, "difficulty_"),
-              ("cost", model.cost_, "model_"), ("failure", model.failure_, "model_")]
-    for name, owner, attribute in places:
-        est = getattr(owner, attribute, None) if owner is not None else None
-        if est is None or isinstance(est, CompiledEstimator):
-            continue
-        out.append(Booster(name, owner, attribute, est.booster_.model_to_string()))
+    for name, owner, attribute in PLACES:
+        est = getattr(getattr(model, owner, None), attribute, None)
+        if est is not None and not isinstance(est, CompiledEstimator):
+            out.append(Booster(name, owner, attribute, est, est.booster_.model_to_string()))
     return out
 
 
@@ -150,15 +154,24 @@ class CompiledEstimator:
 
 def _load(text_path: Path, lib: Path) -> Any:
     """The compiled booster of a library whose bytes match the digest written beside it when it was compiled (LLVM
-    aborts the whole process on a damaged object file, so nothing unchecked is handed to it)."""
+    aborts the whole process on a damaged object file, so nothing unchecked is handed to it).
+
+    Raises:
+        CompileError: the library is missing, does not match its digest, or cannot be loaded.
+    """
     import lleaves
 
+    if not lib.exists():
+        raise CompileError(f"no compiled library {lib.name} in {lib.parent}")
     recorded = lib.with_suffix(".sha256")
     if not recorded.exists() or recorded.read_text().strip() != _sha256(lib):
         raise CompileError(f"{lib} does not match the digest recorded when it was compiled (damaged or replaced): "
                            "delete it to compile it again")
-    compiled = lleaves.Model(model_file=str(text_path))
-    compiled.compile(cache=str(lib))  # an existing library is loaded, not compiled again
+    try:
+        compiled = lleaves.Model(model_file=str(text_path))
+        compiled.compile(cache=str(lib))  # an existing library is loaded, not compiled again
+    except Exception as e:  # a library LLVM cannot load
+        raise CompileError(f"{lib} cannot be loaded: {e}") from e
     return compiled
 
 
@@ -193,36 +206,22 @@ def compiled_model(model: Any, cache: Path) -> Any:
         CompileError: a library is missing, cannot be loaded, or disagrees with LightGBM on the probe rows.
     """
     out = copy.copy(model)
-    owners: dict[int, Any] = {}
+    owners = {owner: copy.copy(getattr(model, owner)) for owner in {p[1] for p in PLACES}
+              if getattr(model, owner, None) is not None}
     rng = np.random.default_rng(0)
     for booster in boosters(model):
-        text_path, lib = _paths(cache, booster)
-        if not lib.exists():
-            raise CompileError(f"no compiled library for the {booster.name} trees in {cache}")
-        try:
-            compiled = _load(text_path, lib)
-        except CompileError:
-            raise
-        except Exception as e:  # a library LLVM cannot load
-            raise CompileError(f"the {booster.name} trees' library {lib} cannot be loaded: {e}") from e
-        estimator = getattr(booster.owner, booster.attribute)
-        X = _probe(estimator, rng)
-        wrapped = CompiledEstimator(estimator, compiled)
-        ours = wrapped.predict_proba(X)[:, 1] if booster.name == "failure" else wrapped.predict(X)
-        theirs = estimator.predict_proba(X)[:, 1] if booster.name == "failure" else estimator.booster_.predict(X)
+        wrapped = CompiledEstimator(booster.estimator, _load(*_paths(cache, booster)))
+        X = _probe(booster.estimator, rng)
+        if booster.name == "failure":
+            ours, theirs = wrapped.predict_proba(X)[:, 1], booster.estimator.predict_proba(X)[:, 1]
+        else:
+            ours, theirs = wrapped.predict(X), booster.estimator.booster_.predict(X)
         diff = float(np.max(np.abs(ours - theirs)))
         if not diff <= TOLERANCE:
             raise CompileError(f"the {booster.name} trees' library disagrees with LightGBM by {diff:.3g}")
-        owner = owners.get(id(booster.owner))
-        if owner is None:
-            owner = owners[id(booster.owner)] = copy.copy(booster.owner)
-        setattr(owner, booster.attribute, wrapped)
-    if id(model.outcome_) in owners:
-        out.outcome_ = owners[id(model.outcome_)]
-    if model.cost_ is not None and id(model.cost_) in owners:
-        out.cost_ = owners[id(model.cost_)]
-    if model.failure_ is not None and id(model.failure_) in owners:
-        out.failure_ = owners[id(model.failure_)]
+        setattr(owners[booster.owner], booster.attribute, wrapped)
+    for owner, copied in owners.items():
+        setattr(out, owner, copied)
     return out
 
 

@@ -541,7 +541,7 @@ def decide_curve(estimator: CurveEstimator, progress: Sequence[float], values: S
                  history: History | Sequence[Finished] = (), prior: Mapping[str, float] | None = None,
                  history_priors: Sequence[Mapping[str, float] | None] | None = None, chance: float = np.nan,
                  tolerance: float = 0.0, max_false_stop: float = 0.05, min_progress: float = 0.0,
-                 min_history: int = 1) -> CurveDecision:
+                 min_history: int = 1, bounds: tuple[float, float] = (-np.inf, np.inf)) -> CurveDecision:
     """Continue or stop one run from its partial curve.
 
     Args:
@@ -557,6 +557,8 @@ def decide_curve(estimator: CurveEstimator, progress: Sequence[float], values: S
         max_false_stop: stop when P(final > incumbent + tolerance) is below this (the stated error rate).
         min_progress: never stop before this share of the planned training.
         min_history: never stop with fewer finished runs.
+        bounds: the metric's range in points: the predicted final score and its interval are clipped to it (the
+            probability is the estimator's own).
     """
     p = np.asarray(progress, dtype=float)
     v = np.asarray(values, dtype=float)
@@ -571,6 +573,7 @@ def decide_curve(estimator: CurveEstimator, progress: Sequence[float], values: S
     if calibration is not None:
         predicted += calibration.shift * float(estimator.predict_center_scale(X)[1][0])
     lo, hi = (float(a[0]) for a in estimator.predict_interval(X, calibration=calibration))
+    predicted, lo, hi = (float(np.clip(x, *bounds)) for x in (predicted, lo, hi))
     basis = f"partial curve at {level:.0%} of the planned training"
     if calibration is not None:
         basis += f", recalibrated on {calibration.n} finished runs of the task"

@@ -79,8 +79,8 @@ def text_values(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarray:
     kind = arr.dtype.kind
     if kind in "iub":
         return arr.astype(str).astype(object)
-    if kind == "f":
-        out = arr.astype(np.float64).astype(str).astype(object)
+    if kind == "f":  # numpy spells each float at its own precision, as pandas does (float32 0.1 as "0.1")
+        out = arr.astype(str).astype(object)
         out[np.isnan(arr)] = None
         return out
     return np.array([None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
@@ -142,21 +142,22 @@ def _text_hash(values: pd.Series) -> np.ndarray:
     """pandas' ``hash_array`` of the column's canonical text (:func:`_canonical_text`); a column that is not numeric
     is spelled and hashed once per distinct value (a request's candidates share most of theirs)."""
     arr = values.to_numpy()
-    if arr.dtype.kind not in "biuf" and not pd.api.types.is_bool_dtype(values):
+    boolean = pd.api.types.is_bool_dtype(values)
+    if arr.dtype.kind not in "biuf" and not boolean:
         codes, uniques = pd.factorize(arr)
         distinct = np.asarray(uniques, dtype=object)
         if not any(isinstance(v, float) and v == 0.0 for v in distinct.tolist()):  # factorize merges 0.0, -0.0
             texts = np.empty(len(distinct) + 1, dtype=object)
-            texts[:-1] = _canonical_text(distinct, pd.Series(distinct, dtype=object))
+            texts[:-1] = _canonical_text(distinct)
             texts[-1] = "\x00"  # code -1: missing
             return pd.util.hash_array(texts, categorize=False)[codes]
-    return pd.util.hash_array(_canonical_text(arr, values), categorize=len(arr) > 5000)
+    return pd.util.hash_array(_canonical_text(arr, boolean=boolean), categorize=len(arr) > 5000)
 
 
-def _canonical_text(arr: np.ndarray, values: pd.Series) -> np.ndarray:
+def _canonical_text(arr: np.ndarray, *, boolean: bool = False) -> np.ndarray:
     """Values as text in which equal numbers read alike whatever their dtype (8, 8.0 and "8" as "8.0"), ``"\x00"``
-    where missing (``values``: the same as a Series, for its dtype)."""
-    if arr.dtype.kind == "b" or pd.api.types.is_bool_dtype(values):
+    where missing; ``boolean``: a boolean column (nullable ones hold objects), spelled True / False."""
+    if arr.dtype.kind == "b" or boolean:
         return fill_missing(text_values(arr), "\x00")
     if arr.dtype.kind in "iuf":
         numbers = arr.astype(np.float64)

@@ -3,14 +3,15 @@
 * :func:`resolve_task`: the task part of every row, with the dataset's meta-features from the knowledge base, a
   sample, or the request (a name nothing describes is a 422 ``unknown_dataset``, whether or not the knowledge base
   holds runs for it: send its ``meta`` or a ``sample``).
-* :func:`rows_of`: the candidates' runs-table rows, with invalid parts answered as 422 at their place.
+* :func:`rows_of` / :func:`columnar_rows`: the candidates' runs-table rows (objects / one array per field), with
+  invalid parts answered as 422 at their place.
 * :func:`prediction_items` / :func:`ranked_items`: the answers' items.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from metaml.serving import (
     SpaceCandidates,
     as_frame,
     candidate_columns,
+    columnar_candidates,
     task_row,
 )
 from service.api.errors import UnknownDataset
@@ -115,6 +117,11 @@ def resolve_task(task: Any, dataset: DatasetSpec, source: str, *, experience: Kn
 def rows_of(task: dict[str, Any], candidates: Sequence[Candidate], *, loc: str = "candidates") -> pd.DataFrame:
     """The candidates' runs-table rows for the task's row (invalid parts answer 422 at ``loc``)."""
     return as_frame(validated(candidate_columns, task, candidates, loc=loc))
+
+
+def columnar_rows(task: dict[str, Any], columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
+    """The same for candidates sent as one array per field (invalid values answer 422 at ``columns``)."""
+    return as_frame(validated(columnar_candidates, task, columns))
 
 
 # -- answers ----------------------------------------------------------------------------------------------------------

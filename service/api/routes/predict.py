@@ -23,9 +23,10 @@ from metaml._decision import decide as decide_one
 from metaml._decision import recommend as recommend_space
 from metaml._estimators import metric_range
 from metaml.search import EngineSettings, Observation, SearchEngine, TaskKnowledge
-from metaml.serving import KnowledgeIndex, SampleFeatures, as_frame, columnar_candidates, enumerate_space, task_row
+from metaml.serving import KnowledgeIndex, SampleFeatures, enumerate_space, task_row
 from service.api._json import FastJSONResponse, jsonable
 from service.api.candidates import (
+    columnar_rows,
     finite,
     plain,
     prediction_items,
@@ -114,8 +115,7 @@ def _predict(body: PredictRequest, loaded: LoadedModel, experience: KnowledgeInd
              settings: Settings) -> dict[str, Any]:
     ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
                        max_sample_rows=settings.max_sample_rows)
-    rows = rows_of(ctx.row, body.candidates) if body.candidates is not None else \
-        as_frame(validated(columnar_candidates, ctx.row, body.columns))
+    rows = rows_of(ctx.row, body.candidates) if body.candidates is not None else columnar_rows(ctx.row, body.columns)
     started = time.perf_counter()
     out = loaded.model.predict_arrays(rows, outputs=set(body.outputs))
     model_ms = _ms(started)
@@ -359,15 +359,14 @@ def _decide_curve(body: CurveDecideRequest, loaded: LoadedModel, experience: Kno
     chance = float(chance_points(task_frame).iloc[0])
     d = decide_run(estimator, progress, values, body.incumbent * factor, history=history, prior=prior,
                    history_priors=history_priors, chance=chance, tolerance=body.tolerance * factor,
-                   max_false_stop=body.max_false_stop, min_progress=body.min_progress, min_history=body.min_history)
+                   max_false_stop=body.max_false_stop, min_progress=body.min_progress, min_history=body.min_history,
+                   bounds=tuple(float(x[0]) for x in metric_range([row.get("task_metric_scale") or "unit"])))
     info = describe_curve_model(estimator)
-    low, high = (float(x[0]) for x in metric_range([row.get("task_metric_scale") or "unit"]))
-    predicted, lo, hi = (float(np.clip(x, low, high)) for x in (d.predicted, d.lo, d.hi))  # on the metric's scale
     return jsonable({"model": loaded.describe(),
                      "curve_model": {k: info[k] for k in ("n_train_rows", "n_train_datasets", "calibration",
                                                           "uses_prior", "interval_level")},
-                     "action": d.action, "p_above": d.p_above, "predicted_points": predicted,
-                     "predicted_score": predicted / 100.0, "points_lo": lo, "points_hi": hi,
+                     "action": d.action, "p_above": d.p_above, "predicted_points": d.predicted,
+                     "predicted_score": d.predicted / 100.0, "points_lo": d.lo, "points_hi": d.hi,
                      "incumbent_points": d.incumbent, "tolerance_points": d.tolerance, "progress": d.progress,
                      "n_history": d.n_history, "threshold": d.threshold, "stated_error_rate": d.stated_error_rate,
                      "basis": d.basis})
