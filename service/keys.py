@@ -3,7 +3,9 @@
 A key reads ``mk_<key id>_<secret>``: the id (12 hex characters) is public and names the key in listings and logs,
 the secret is 32 random bytes (URL-safe base64). Only the sha256 of the whole key is stored, in a small SQLite file
 beside the knowledge base; the secret is shown once, when the key is created. Verification looks the key up by its
-id and compares hashes in constant time. Revocation takes effect on the next request (nothing is cached).
+id and compares hashes in constant time. A process remembers the keys it verified only while the key file stays as
+it was (checked on every request: its inode, size, modification time and SQLite's change counter), so revocation
+takes effect on the next request.
 
 Scopes: ``read`` (runs, stats, describe), ``write`` (upload runs, store dataset features), ``analyst`` (SQL) and
 ``admin``, which implies every other scope.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import sqlite3
@@ -40,6 +43,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 #: Compared against when the key id is unknown, so that unknown ids take as long as wrong secrets.
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+#: Keys this process verified, by (key file, hash of the key): the key file's state then, and the key.
+_VERIFIED: dict[tuple[str, str], tuple[tuple[int, ...], ApiKey]] = {}
+#: Most keys remembered (all are forgotten when it is reached: a server sees a handful).
+_MAX_VERIFIED = 1024
 
 
 @dataclass(frozen=True)
@@ -184,10 +191,30 @@ def revoke_key(path: Path, key_id: str) -> ApiKey:
     return _row_to_key(row)
 
 
+def _file_state(path: Path) -> tuple[int, ...] | None:
+    """What changes whenever the key file is written: its inode, size and modification time, and the change counter
+    SQLite increments in the file's header at every committed write (header bytes 24-27); None without a file."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            header = f.read(28)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, int.from_bytes(header[24:28], "big")
+
+
+def cached_key(path: Path, token: str) -> ApiKey | None:
+    """The key ``token`` is when this process has verified it and the key file has not changed since (no query:
+    cheap enough for an event loop), else None (:func:`verify_key` then decides)."""
+    hit = _VERIFIED.get((str(path), _hash(token)))
+    return hit[1] if hit is not None and hit[0] == _file_state(path) else None
+
+
 def verify_key(path: Path, token: str) -> ApiKey | None:
     """The active key ``token`` is, or None (malformed, unknown, wrong secret, revoked, or no key file)."""
     match = _KEY_RE.match(token or "")
-    if match is None or not path.exists():
+    state = _file_state(path)  # before the query: a write after it makes the remembered key stale
+    if match is None or state is None:
         return None
     with _connect(path, write=False) as con:
         if not _has_table(con):
@@ -198,7 +225,12 @@ def verify_key(path: Path, token: str) -> ApiKey | None:
     if not hmac.compare_digest(stored, _hash(token)) or row is None:
         return None
     key = _row_to_key(row[:5])
-    return key if key.active else None
+    if not key.active:
+        return None
+    if len(_VERIFIED) >= _MAX_VERIFIED:
+        _VERIFIED.clear()
+    _VERIFIED[(str(path), row[5])] = (state, key)
+    return key
 
 
 def _has_table(con: sqlite3.Connection) -> bool:

@@ -47,7 +47,6 @@ from collector.formats import (
 )
 from collector.ingest import Reject, validate
 from collector.schema import RecordLimits, RowBuffer, RunRecord, upload_source
-from collector.store import KnowledgeBase
 from service.api.schemas import RecordStatus, UploadResult
 from service.errors import BadRequest, BatchTooLarge
 
@@ -55,14 +54,6 @@ from service.errors import BadRequest, BatchTooLarge
 _ROWS_PER_TABLE = 1000
 #: Formats that read records in their own JSON shape, and take the server's record limits.
 _JSON_FORMATS = ("jsonl", "json")
-
-
-Append = Callable[[pa.Table], Collection[str]]
-
-
-def direct_append(kb: KnowledgeBase) -> Append:
-    """An ``append`` for :meth:`Upload.store` that writes straight to ``kb`` (one transaction per call)."""
-    return lambda table: set(kb.append(table).inserted)
 
 
 def _status(index: int, locator: str, status: str, run_id: str | None = None, uri: str | None = None,
@@ -139,45 +130,43 @@ class Upload:
             data["provenance"] = prov
         return RawRecord(data, raw.locator, raw.uri)
 
-    def store(self, append: Append) -> list[RecordStatus]:
-        """Store the valid records in one transaction and settle their statuses: the store keeps the first of each
-        run (new to the knowledge base) and says which it inserted; a later record of the same run in this upload is
-        a duplicate of that first one, any other not inserted was already in the knowledge base.
-
-        Args:
-            append: stores a batch of validated rows in one transaction and returns the run ids it inserted:
-                :meth:`service.writer.GroupWriter.append`, or :func:`direct_append` of a knowledge base.
-
-        Returns:
-            One status per item, in input order. When this returns, every ``accepted`` record is committed.
-
-        Raises:
-            StoreError: the write failed (and was rolled back: nothing of this upload is stored).
-            StoreBusy: the knowledge base stayed locked past its lock timeout (nothing stored).
-        """
+    def valid_rows(self) -> pa.Table | None:
+        """The rows of the valid records read so far (a run repeated in the upload included: the store keeps the
+        first), to store in one transaction; None when there are none."""
         if len(self._rows):
             self._tables.append(self._rows.to_arrow())
             self._rows.clear()
-        if self._tables:
-            table = self._tables[0] if len(self._tables) == 1 else pa.concat_tables(self._tables)
-            self._tables = []
-            inserted = append(table)
-            first: dict[str, int] = {}
-            for status in self.records:
-                if status.status != "accepted":
-                    continue
-                if status.run_id in first:
-                    status.status = "duplicate"
-                    status.reason = f"same run as record {first[status.run_id]} of this upload"
-                    continue
-                first[status.run_id] = status.index  # type: ignore[index]
-                if status.run_id not in inserted:
-                    status.status = "duplicate"
-                    status.reason = "already in the knowledge base"
+        if not self._tables:
+            return None
+        if len(self._tables) > 1:
+            self._tables = [pa.concat_tables(self._tables)]
+        return self._tables[0]
+
+    def settle(self, inserted: Collection[str]) -> list[RecordStatus]:
+        """Settle the statuses once :meth:`valid_rows` are committed and the store said which runs it ``inserted``:
+        it keeps the first of each run new to the knowledge base; a later record of the same run in this upload is
+        a duplicate of that first one, any other not inserted was already in the knowledge base.
+
+        Returns:
+            One status per item, in input order.
+        """
+        self._tables = []
+        first: dict[str, int] = {}
+        for status in self.records:
+            if status.status != "accepted":
+                continue
+            if status.run_id in first:
+                status.status = "duplicate"
+                status.reason = f"same run as record {first[status.run_id]} of this upload"
+                continue
+            first[status.run_id] = status.index  # type: ignore[index]
+            if status.run_id not in inserted:
+                status.status = "duplicate"
+                status.reason = "already in the knowledge base"
         return self.records
 
     def result(self) -> UploadResult:
-        """The answer: every status (after :meth:`store`) and their totals."""
+        """The answer: every status (after :meth:`settle`) and their totals."""
         counts = {s: sum(1 for r in self.records if r.status == s) for s in ("accepted", "duplicate", "rejected")}
         return UploadResult.model_construct(
             total=len(self.records), accepted=counts["accepted"], duplicates=counts["duplicate"],

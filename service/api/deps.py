@@ -8,6 +8,9 @@ Each key dependency carries ``gate_scope(settings)``: the scope its operation ne
 None: no key), and :data:`StreamedBody` carries ``gate_body_bytes(settings)``, the body size its operation accepts.
 :class:`service.api.limits.RequestGate` reads both to authenticate a request and bound its body before any of it is
 read; the key dependencies then reuse the key it verified.
+
+Every dependency here is a coroutine: FastAPI runs a plain function dependency in a worker thread, a hop that costs
+more than the lookups they do.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from collector.store import KnowledgeBase
 from service.api.metrics import Metrics
 from service.errors import Forbidden, Unauthorized
-from service.keys import ApiKey, verify_key
+from service.keys import ApiKey, cached_key, verify_key
 from service.settings import Settings
 from service.writer import GroupWriter
 
@@ -30,22 +34,22 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="
                                description="X-API-Key: mk_<id>_<secret>")
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     return request.app.state.settings
 
 
-def get_kb(request: Request) -> KnowledgeBase:
+async def get_kb(request: Request) -> KnowledgeBase:
     """The knowledge base the app serves."""
     return request.app.state.kb
 
 
-def get_writer(request: Request) -> GroupWriter:
+async def get_writer(request: Request) -> GroupWriter:
     """The process's group-commit writer (see :mod:`service.writer`)."""
     return request.app.state.writer
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -74,13 +78,13 @@ def verify(settings: Settings, token: str) -> ApiKey:
     Raises:
         Unauthorized: the key is malformed, unknown or revoked.
     """
-    key = verify_key(settings.keys_path, token)
+    key = cached_key(settings.keys_path, token) or verify_key(settings.keys_path, token)
     if key is None:
         raise Unauthorized("invalid or revoked API key")
     return key
 
 
-def current_key(
+async def current_key(
     request: Request,
     settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -91,10 +95,22 @@ def current_key(
     Raises:
         Unauthorized: a key was sent but is malformed, unknown or revoked.
     """
+    token = header_key or (bearer.credentials if bearer is not None else None)
+    if GATE_KEY in (request.scope.get("state") or {}) or not token or not token.strip():
+        return key_of(request, settings, token)  # nothing to look up
+    return await run_in_threadpool(key_of, request, settings, token)
+
+
+def key_of(request: Request, settings: Settings, token: str | None) -> ApiKey | None:
+    """The key :class:`~service.api.limits.RequestGate` verified for ``request``, else the key ``token`` is (None
+    when no token was sent).
+
+    Raises:
+        Unauthorized: a key was sent but is malformed, unknown or revoked.
+    """
     state = request.scope.get("state") or {}
     if GATE_KEY in state:
         return state[GATE_KEY]
-    token = header_key or (bearer.credentials if bearer is not None else None)
     if not token or not token.strip():
         return None
     return verify(settings, token.strip())
@@ -122,7 +138,7 @@ def check_scope(key: ApiKey | None, scope: str) -> ApiKey:
 def require(scope: str) -> Callable[[ApiKey | None], ApiKey]:
     """A dependency that answers 401/403 unless the request's key holds ``scope``."""
 
-    def dependency(key: OptionalKey) -> ApiKey:
+    async def dependency(key: OptionalKey) -> ApiKey:
         return check_scope(key, scope)
 
     dependency.__name__ = f"require_{scope}"
@@ -130,15 +146,25 @@ def require(scope: str) -> Callable[[ApiKey | None], ApiKey]:
     return dependency
 
 
-def read_access(settings: SettingsDep, key: OptionalKey) -> ApiKey | None:
+async def read_access(settings: SettingsDep, key: OptionalKey) -> ApiKey | None:
     """Reads are open unless ``read_requires_key`` is set; then they need the ``read`` scope."""
+    return may_read(settings, key)
+
+
+def may_read(settings: Settings, key: ApiKey | None) -> ApiKey | None:
+    """``key``, when reads are open or it holds the ``read`` scope.
+
+    Raises:
+        Unauthorized: reads need a key and none was sent.
+        Forbidden: the key lacks the ``read`` scope.
+    """
     return check_scope(key, "read") if settings.read_requires_key else key
 
 
 read_access.gate_scope = lambda settings: "read" if settings.read_requires_key else None  # type: ignore[attr-defined]
 
 
-def key_when_reads_closed(settings: SettingsDep, key: OptionalKey) -> ApiKey | None:
+async def key_when_reads_closed(settings: SettingsDep, key: OptionalKey) -> ApiKey | None:
     """The request's key; when ``read_requires_key`` is set, some key (its scope is the operation's to check).
 
     Raises:
@@ -174,7 +200,7 @@ def gate_scope(route: Any, settings: Settings) -> str | None:
     return named[0] if named else ("" if needed else None)
 
 
-def streamed_body() -> None:
+async def streamed_body() -> None:
     """Marks an operation that reads its body as it arrives (uploads, dataset files): its body may be as large as
     ``max_request_bytes``. Every other operation's body is held to ``max_body_bytes``, since it is parsed whole."""
 

@@ -27,7 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.deps import GATE_KEY, check_scope, gate_body_bytes, gate_scope, token_of, verify
 from service.api.errors import answer_for, error_response
 from service.errors import ServiceError, Unauthorized
+from service.keys import cached_key
 from service.settings import Settings
+
+#: Most (method, path) pairs whose rules the gate remembers (all are forgotten when it is reached).
+_MAX_RULES = 4096
 
 #: The web pages' prefix: they check the key themselves, so a refused key gets the page's key form, not JSON.
 UI_PREFIX = "/ui"
@@ -47,6 +51,7 @@ class RequestGate:
         self.settings = settings
         self.timeout_s = settings.body_timeout_s
         self.routes = [(route, gate_scope(route, settings), gate_body_bytes(route, settings)) for route in routes]
+        self._known: dict[tuple[str, str, str], tuple[str | None, int]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,7 +120,10 @@ class RequestGate:
             KeyStoreError: the key file cannot be read.
         """
         token = token_of(headers)
-        key = await anyio.to_thread.run_sync(verify, self.settings, token) if token else None
+        key = None
+        if token:  # a key this process verified, while the key file is unchanged; else looked up off the loop
+            key = cached_key(self.settings.keys_path, token) or await anyio.to_thread.run_sync(
+                verify, self.settings, token)
         if needed:
             check_scope(key, needed)
         elif needed is not None and key is None:
@@ -124,9 +132,18 @@ class RequestGate:
         scope.setdefault("state", {})[GATE_KEY] = key
 
     def _rules(self, scope: Scope) -> tuple[str | None, int]:
-        """The scope the request's operation needs and the largest body it accepts."""
-        for route, needed, max_bytes in self.routes:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                return needed, max_bytes
-        return None, min(self.settings.max_body_bytes, self.settings.max_request_bytes)
+        """The scope the request's operation needs and the largest body it accepts (remembered per method and
+        path: matching every route costs more than the rest of the gate)."""
+        known = (scope.get("method", ""), scope.get("path", ""), scope.get("root_path", ""))
+        rules = self._known.get(known)
+        if rules is None:
+            rules = None, min(self.settings.max_body_bytes, self.settings.max_request_bytes)
+            for route, needed, max_bytes in self.routes:
+                match, _ = route.matches(scope)
+                if match == Match.FULL:
+                    rules = needed, max_bytes
+                    break
+            if len(self._known) >= _MAX_RULES:
+                self._known.clear()
+            self._known[known] = rules
+        return rules

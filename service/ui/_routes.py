@@ -48,16 +48,16 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
 # The API's own dependencies, looked up when a request comes (service.api imports this package to mount it).
-def _kb(request: Request) -> KnowledgeBase:
+async def _kb(request: Request) -> KnowledgeBase:
     from service.api.deps import get_kb
 
-    return get_kb(request)
+    return await get_kb(request)
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     from service.api.deps import get_app_settings
 
-    return get_app_settings(request)
+    return await get_app_settings(request)
 
 
 KB = Annotated[KnowledgeBase, Depends(_kb)]
@@ -112,14 +112,14 @@ def _render(request: Request, template: str, status: int = 200, **context: Any) 
 def _gate(request: Request, settings: SettingsDep, page: str, title: str) -> HTMLResponse | None:
     """None when the request may read (reads are open, or it sent a valid ``read`` key as ``X-API-Key`` or
     ``Authorization: Bearer``); else the page that asks for a key, with the API's 401 or 403 and its reason."""
-    from service.api.deps import current_key, read_access
+    from service.api.deps import key_of, may_read
 
     token = request.headers.get("x-api-key")
     auth = request.headers.get("authorization", "")
     if not token and auth.lower().startswith("bearer "):
         token = auth[7:]
     try:
-        read_access(settings, current_key(request, settings, None, token))
+        may_read(settings, key_of(request, settings, token))
     except Unauthorized as e:
         status, reason = 401, e.message
     except Forbidden as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
@@ -58,6 +59,8 @@ _UPLOAD_BODY: dict[str, Any] = {
 
 #: Bytes of body gathered before they are parsed (in a worker thread, off the event loop).
 _FEED_BYTES = 256 * 1024
+#: A whole body up to this size is parsed on the event loop (a few records: less work than a worker thread's hop).
+_INLINE_BYTES = 16 * 1024
 
 
 async def _read_upload(request: Request, upload: Upload) -> None:
@@ -66,14 +69,17 @@ async def _read_upload(request: Request, upload: Upload) -> None:
     if is_json(media) or media in NDJSON_TYPES:
         reader = BodyReader(upload, ndjson=media in NDJSON_TYPES)
         pending: list[bytes] = []
-        size = 0
+        size, fed = 0, False
         async for chunk in request.stream():
             pending.append(chunk)
             size += len(chunk)
             if size >= _FEED_BYTES:
                 await run_in_threadpool(reader.feed, b"".join(pending))
-                pending, size = [], 0
-        await run_in_threadpool(reader.finish, b"".join(pending))
+                pending, size, fed = [], 0, True
+        if fed or size > _INLINE_BYTES:
+            await run_in_threadpool(reader.finish, b"".join(pending))
+        else:
+            reader.finish(b"".join(pending))
         return
     if media == MULTIPART:
         try:
@@ -114,7 +120,8 @@ async def upload_runs(request: Request, key: WriteKey, writer: Writer, settings:
     upload = Upload(holder=key.name, admin=key.allows("admin"), limits=settings.record_limits,
                     max_records=settings.max_batch_records)
     await _read_upload(request, upload)
-    await run_in_threadpool(upload.store, writer.append)
+    rows = upload.valid_rows()
+    upload.settle(set() if rows is None else await asyncio.wrap_future(writer.submit(rows)))
     result = upload.result()
     metrics.count_upload(result.accepted, result.duplicates, result.rejected)
     return result
