@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,6 +71,10 @@ def load_runs(kb: KnowledgeBase, *, sources: Sequence[str] | None = None,
 UPLOAD_SOURCE = "upload"
 
 
+#: From this many values, :func:`text_values` spells an object column once per distinct value.
+_FEW_TEXTS = 32
+
+
 def text_values(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarray:
     """A column as text: each value spelled as pandas' ``astype("string")`` spells it (``str`` of the value; numbers
     as the shortest text that reads back to the same float64, e.g. ``3.0``, ``1e-05``), None where missing (None,
@@ -83,8 +88,38 @@ def text_values(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarray:
         out = arr.astype(str).astype(object)
         out[np.isnan(arr)] = None
         return out
+    if len(arr) > _FEW_TEXTS:  # mostly repeated texts (a request's candidates): spelled once per distinct value
+        codes, uniques = pd.factorize(arr)  # missing values get code -1
+        distinct = uniques.tolist() if isinstance(uniques, np.ndarray) else list(uniques)
+        if all(type(v) is str for v in distinct):  # texts only: factorize would merge 1, 1.0 and True
+            spelled = np.empty(len(distinct) + 1, dtype=object)
+            spelled[:-1] = distinct
+            spelled[-1] = None
+            return spelled[codes]
     return np.array([None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
                      for v in arr.tolist()], dtype=object)
+
+
+#: Up to this many values, :func:`positions` looks them up in a dict (pandas' ``get_indexer`` costs about 0.15 ms
+#: per call whatever the length; the dict is faster up to a few thousand values).
+_FEW_POSITIONS = 2048
+#: The dict of each index :func:`positions` has read, by ``id`` (forgotten with the index).
+_POSITION_TABLES: dict[int, dict[Any, int]] = {}
+
+
+def positions(index: pd.Index, values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """``index.get_indexer(values)`` as int64 (-1 where absent), for an index of distinct values. A few values (a
+    served request's) are looked up in a dict made once per index: the serving path reads a dozen category and
+    experience indexes per request."""
+    if len(values) > _FEW_POSITIONS:
+        return index.get_indexer(values).astype(np.int64)
+    table = _POSITION_TABLES.get(id(index))
+    if table is None:
+        table = {v: i for i, v in enumerate(index.tolist())}
+        _POSITION_TABLES[id(index)] = table
+        weakref.finalize(index, _POSITION_TABLES.pop, id(index), None)
+    values = values.tolist() if isinstance(values, np.ndarray) else values
+    return np.fromiter((table.get(v, -1) for v in values), dtype=np.int64, count=len(values))
 
 
 def fill_missing(text: np.ndarray, fill: Any) -> np.ndarray:
@@ -130,12 +165,21 @@ CONFIG_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: Up to this many rows, :func:`config_keys` hashes every column's texts in one call.
+_FEW_KEYS = 64
+
+
 def config_keys(df: pd.DataFrame) -> pd.Series:
     """One key per distinct configuration: runs that differ only by seed or data split share it."""
     cols = [c for c in CONFIG_COLUMNS if c in df]
     # pandas' hash of a frame of the columns' canonical texts (hash_pandas_object), from one hash array per column
-    hashes = combine_hash_arrays((_text_hash(df[c]) for c in cols), len(cols))
-    return pd.Series(hashes, index=df.index).astype(str)
+    if len(df) <= _FEW_KEYS:  # hashed at once: the hash is elementwise, one call costs more than a few rows
+        texts = np.concatenate([_canonical_text(df[c].to_numpy(), boolean=pd.api.types.is_bool_dtype(df[c]))
+                                for c in cols])
+        per_column = iter(pd.util.hash_array(texts, categorize=False).reshape(len(cols), len(df)))
+    else:
+        per_column = (_text_hash(df[c]) for c in cols)
+    return pd.Series(combine_hash_arrays(per_column, len(cols)), index=df.index).astype(str)
 
 
 def _text_hash(values: pd.Series) -> np.ndarray:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metaml._data import config_keys, fill_missing, source_family, text_values, within_task_z
+from metaml._data import config_keys, fill_missing, positions, source_family, text_values, within_task_z
 
 
 def _text(rows: pd.DataFrame, col: str, fill: Any = None) -> np.ndarray:
@@ -202,15 +202,14 @@ class Experience:
             keys: :meth:`keys_of` the rows, when already computed.
         """
         keys = keys if keys is not None else self.keys_of(rows)
-        src = self.sources_.get_indexer(source_family(_strings(rows["provenance_source"]))).astype(np.int64)
-        dst = self.datasets_.get_indexer(_strings(rows["dataset_name"])).astype(np.int64) \
-            if leave_own_dataset else None
-        lang = self.languages_.get_indexer(_languages(rows)).astype(np.int64)
+        src = positions(self.sources_, source_family(_strings(rows["provenance_source"])))
+        dst = positions(self.datasets_, _strings(rows["dataset_name"])) if leave_own_dataset else None
+        lang = positions(self.languages_, _languages(rows))
         n_s, n_d, n_l = len(self.sources_), len(self.datasets_), max(len(self.languages_), 1)
-        probe = int(self.sources_.get_indexer([PROBE_SOURCE])[0])
+        probe = int(positions(self.sources_, [PROBE_SOURCE])[0])
         out: dict[str, np.ndarray] = {}
         for name in self.keys:
-            code = self.vocab_[name].get_indexer(keys[name]).astype(np.int64)
+            code = positions(self.vocab_[name], keys[name])
             known = code >= 0
             sums = self.sums_[name]
             scoped = {"a": ("a", code, known), "s": ("s", code * n_s + src, known & (src >= 0)),

@@ -36,7 +36,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from metaml._data import source_family, text_values
+from metaml._data import positions, source_family, text_values
 from metaml._experience import KEYS, SCOPES, Experience
 from metaml._similarity import distances, meta_vectors
 
@@ -129,7 +129,7 @@ def _labels(rows: Mapping[str, Any], col: str) -> np.ndarray:
 
 def _codes(values: np.ndarray, categories: pd.Index) -> np.ndarray:
     """Category codes as floats (NaN for missing or unseen)."""
-    codes = categories.get_indexer(values).astype(np.float64)
+    codes = positions(categories, values).astype(np.float64)
     codes[codes < 0] = np.nan
     return codes
 
@@ -270,7 +270,7 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
         has = ~pd.isna(upstream)
         target = meta_vectors(X)
         table = self.dataset_meta_
-        pos = table.index.get_indexer(np.where(has, upstream, "").astype(object))
+        pos = positions(table.index, np.where(has, upstream, "").astype(object))
         up = np.full(target.shape, np.nan)
         up[pos >= 0] = table.to_numpy()[pos[pos >= 0]]
         same = np.where(has, (upstream == _labels(X, "dataset_name")).astype(float), np.nan)

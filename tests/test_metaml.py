@@ -152,6 +152,23 @@ def test_configuration_keys_are_stable_across_dtypes_and_releases() -> None:
                        "hparams_weight_decay": pd.Series([0.0, -0.0, 0.01, None], dtype=object)})
     assert config_keys(df).tolist() == ["2084311998328971755", "8268960301005892633", "17896340102622803480",
                                         "1492206213676398571"]
+    many = pd.concat([df] * 20, ignore_index=True)  # past the few rows hashed in one call
+    assert config_keys(many).tolist() == config_keys(df).tolist() * 20
     same = df.iloc[[0, 0]].copy()
     same["method_lora_r"] = pd.Series([8.0, "8"], dtype=object).to_numpy()
     assert config_keys(same).nunique() == 1
+
+
+def test_text_and_position_lookups_agree_with_pandas_for_few_and_many_values() -> None:
+    """The shortcuts of the serving path (texts spelled once per distinct value, positions looked up in a dict)
+    give what pandas gives: missing values of every kind, numbers mixed with texts, absent values."""
+    from metaml._data import positions, text_values
+
+    mixed = np.array(["lora", None, float("nan"), pd.NA, 1, 1.0, True, "1", "lora", -0.0], dtype=object)
+    texts = np.array(["lora", None, "full", "full", None, "ia3"] * 10, dtype=object)
+    for values in (mixed, np.tile(mixed, 10), texts):
+        expected = [None if pd.isna(v) else str(v) for v in values.tolist()]
+        assert text_values(values).tolist() == expected
+    index = pd.Index(["full", "lora", "ia3", "1"])
+    for values in (mixed, np.tile(mixed, 300), texts):
+        assert positions(index, values).tolist() == index.get_indexer(values).tolist()
