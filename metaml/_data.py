@@ -166,7 +166,7 @@ CONFIG_COLUMNS: tuple[str, ...] = (
 
 
 #: Up to this many rows, :func:`config_keys` hashes every column's texts in one call.
-_FEW_KEYS = 64
+_FEW_KEYS = 16
 
 
 def config_keys(df: pd.DataFrame) -> pd.Series:

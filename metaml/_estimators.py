@@ -61,7 +61,11 @@ class _LgbmEstimator(BaseEstimator):
     the first time and checked for its width afterwards."""
 
     def _validate(self, X: Any, *, reset: bool = False) -> np.ndarray:
-        """The prediction input as a float matrix of the fitted width."""
+        """The prediction input as a float matrix of the fitted width (the featurizer's matrix is taken as it is
+        when it passes the checks scikit-learn would make: its calls cost more than a served request's trees)."""
+        if (not reset and isinstance(X, np.ndarray) and X.dtype == np.float64 and X.ndim == 2 and len(X)
+                and X.shape[1] == getattr(self, "n_features_in_", None) and not np.isinf(X).any()):
+            return X
         return validate_data(self, X, reset=reset, ensure_all_finite="allow-nan", dtype=np.float64)
 
     def _validate_fit(self, X: Any, y: Any, *, classifier: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -371,16 +375,16 @@ class FailureEstimator(ClassifierMixin, _LgbmEstimator):
 
 def source_bins(sources: Any) -> np.ndarray:
     """The interval bin of each row: its source family (:data:`SOURCE_FAMILIES`)."""
-    values = pd.Series(source_family(sources)).astype("string").fillna(GLOBAL_BIN)
-    return values.map(lambda s: SOURCE_FAMILIES.get(s, s)).to_numpy(dtype=object)
+    codes, families = pd.factorize(source_family(sources))  # missing: -1, the global bin
+    bins = [SOURCE_FAMILIES.get(s, s) for s in (*families.tolist(), GLOBAL_BIN)]
+    return np.asarray(bins, dtype=object)[codes]
 
 
 def metric_range(scales: Any) -> tuple[np.ndarray, np.ndarray]:
     """The lowest and highest points each row's metric scale allows (infinite for an unbounded scale)."""
-    scales = pd.Series(np.asarray(scales, dtype=object))
-    lo = scales.map(lambda s: SCALE_RANGES.get(s, (-np.inf, np.inf))[0]).to_numpy(dtype=float)
-    hi = scales.map(lambda s: SCALE_RANGES.get(s, (-np.inf, np.inf))[1]).to_numpy(dtype=float)
-    return lo, hi
+    codes, distinct = pd.factorize(np.asarray(scales, dtype=object))  # looked up once per scale; missing: -1
+    ranges = np.array([SCALE_RANGES.get(s, (-np.inf, np.inf)) for s in (*distinct.tolist(), None)], dtype=float)
+    return ranges[codes, 0], ranges[codes, 1]
 
 
 class MetaModel(BaseEstimator):
