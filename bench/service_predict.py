@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         setup = build(args.public_data, work)
         model, _ = load_model(setup["artifact"])
-        trees = {b.name: getattr(b.owner, b.attribute).booster_.num_trees() for b in boosters(model)}
+        trees = {b.name: b.estimator.booster_.num_trees() for b in boosters(model)}
         print(f"knowledge base and model ready in {time.perf_counter() - t0:.0f}s: version {setup['version']}, "
               f"{setup['train_runs']:,} training runs, trees {trees}", file=sys.stderr)
         settings = {"tracking_uri": setup["uri"], "compile_trees": not args.lightgbm_trees,
