@@ -158,6 +158,16 @@ def test_group_writer_credits_each_run_to_one_upload(tmp_path: Path) -> None:
         else:
             raise AssertionError("a table without run ids was stored")
         assert writer.append(table(range(600, 602))) and kb.count() == len(distinct) + 2
+        # a caller that gives up before its group is taken is left out of it; once taken, it is stored
+        big, small = table(range(700, 1700)), table(range(2000, 2005))
+        first = writer.submit(big)
+        while not (first.running() or first.done()):  # the writer has taken it: the next waits for the next group
+            time.sleep(0.001)
+        second = writer.submit(small)
+        left_out = second.cancel()
+        assert len(first.result()) == 1000
+
+        assert kb.count() == len(distinct) + 2 + 1000 + (0 if left_out else len(second.result()))
     finally:
         writer.close()
 
