@@ -183,13 +183,13 @@ def config_keys(df: pd.DataFrame) -> pd.Series:
 
 
 def _text_hash(values: pd.Series) -> np.ndarray:
-    """pandas' ``hash_array`` of the column's canonical text (:func:`_canonical_text`); a column that is not numeric
-    is spelled and hashed once per distinct value (a request's candidates share most of theirs)."""
+    """pandas' ``hash_array`` of the column's canonical text (:func:`_canonical_text`), spelled and hashed once per
+    distinct value (a request's candidates share most of theirs, and the runs of a source their hyperparameters)."""
     arr = values.to_numpy()
     boolean = pd.api.types.is_bool_dtype(values)
-    if arr.dtype.kind not in "biuf" and not boolean:
-        codes, uniques = pd.factorize(arr)
-        distinct = np.asarray(uniques, dtype=object)
+    if not boolean:
+        codes, uniques = pd.factorize(arr)  # missing values (None, NaN) get code -1
+        distinct = np.asarray(uniques, dtype=arr.dtype if arr.dtype.kind in "iuf" else object)
         if not any(isinstance(v, float) and v == 0.0 for v in distinct.tolist()):  # factorize merges 0.0, -0.0
             texts = np.empty(len(distinct) + 1, dtype=object)
             texts[:-1] = _canonical_text(distinct)
