@@ -90,7 +90,7 @@ def text_values(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarray:
         return out
     if len(arr) > _FEW_TEXTS:  # mostly repeated texts (a request's candidates): spelled once per distinct value
         codes, uniques = pd.factorize(arr)  # missing values get code -1
-        distinct = uniques.tolist() if isinstance(uniques, np.ndarray) else list(uniques)
+        distinct = uniques.tolist()
         if all(type(v) is str for v in distinct):  # texts only: factorize would merge 1, 1.0 and True
             spelled = np.empty(len(distinct) + 1, dtype=object)
             spelled[:-1] = distinct

@@ -203,19 +203,28 @@ def _file_state(path: Path) -> tuple[int, ...] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns, int.from_bytes(header[24:28], "big")
 
 
+def _remembered(path: Path, token: str, state: tuple[int, ...] | None) -> ApiKey | None:
+    """The key this process verified for ``token``, while the key file is still in ``state``."""
+    hit = _VERIFIED.get((str(path), _hash(token)))
+    return hit[1] if hit is not None and state is not None and hit[0] == state else None
+
+
 def cached_key(path: Path, token: str) -> ApiKey | None:
     """The key ``token`` is when this process has verified it and the key file has not changed since (no query:
     cheap enough for an event loop), else None (:func:`verify_key` then decides)."""
-    hit = _VERIFIED.get((str(path), _hash(token)))
-    return hit[1] if hit is not None and hit[0] == _file_state(path) else None
+    return _remembered(path, token, _file_state(path))
 
 
 def verify_key(path: Path, token: str) -> ApiKey | None:
-    """The active key ``token`` is, or None (malformed, unknown, wrong secret, revoked, or no key file)."""
+    """The active key ``token`` is, or None (malformed, unknown, wrong secret, revoked, or no key file); a key this
+    process verified is answered without a query while the key file is unchanged."""
     match = _KEY_RE.match(token or "")
     state = _file_state(path)  # before the query: a write after it makes the remembered key stale
     if match is None or state is None:
         return None
+    remembered = _remembered(path, token, state)
+    if remembered is not None:
+        return remembered
     with _connect(path, write=False) as con:
         if not _has_table(con):
             return None

@@ -25,7 +25,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from collector.store import KnowledgeBase
 from service.api.metrics import Metrics
 from service.errors import Forbidden, Unauthorized
-from service.keys import ApiKey, cached_key, verify_key
+from service.keys import ApiKey, verify_key
 from service.settings import Settings
 from service.writer import GroupWriter
 
@@ -78,7 +78,7 @@ def verify(settings: Settings, token: str) -> ApiKey:
     Raises:
         Unauthorized: the key is malformed, unknown or revoked.
     """
-    key = cached_key(settings.keys_path, token) or verify_key(settings.keys_path, token)
+    key = verify_key(settings.keys_path, token)
     if key is None:
         raise Unauthorized("invalid or revoked API key")
     return key
