@@ -169,11 +169,19 @@ CONFIG_COLUMNS: tuple[str, ...] = (
 _FEW_KEYS = 16
 
 
-def config_keys(df: pd.DataFrame) -> pd.Series:
-    """One key per distinct configuration: runs that differ only by seed or data split share it."""
+def config_keys(df: pd.DataFrame, *, shared: tuple[pd.DataFrame, np.ndarray] | None = None) -> pd.Series:
+    """One key per distinct configuration: runs that differ only by seed or data split share it.
+
+    Args:
+        shared: the distinct rows of ``df``'s columns but the hyperparameters, and the position of each row's among
+            them (rows of one model and method for one task): those columns are hashed once per distinct row.
+    """
     cols = [c for c in CONFIG_COLUMNS if c in df]
     # pandas' hash of a frame of the columns' canonical texts (hash_pandas_object), from one hash array per column
-    if len(df) <= _FEW_KEYS:  # hashed at once: the hash is elementwise, one call costs more than a few rows
+    if shared is not None and len(df) > _FEW_KEYS:
+        firsts, inverse = shared
+        per_column = (_text_hash(df[c]) if c.startswith("hparams_") else _text_hash(firsts[c])[inverse] for c in cols)
+    elif len(df) <= _FEW_KEYS:  # hashed at once: the hash is elementwise, one call costs more than a few rows
         texts = np.concatenate([_canonical_text(df[c].to_numpy(), boolean=pd.api.types.is_bool_dtype(df[c]))
                                 for c in cols])
         per_column = iter(pd.util.hash_array(texts, categorize=False).reshape(len(cols), len(df)))

@@ -179,7 +179,7 @@ def _plain(v: Any) -> Any:
 
 
 def recommend(model: MetaModel, candidates: pd.DataFrame, params: dict[str, str], *, budget: int | None = None,
-              temperature: float = 1.0) -> Recommendation:
+              temperature: float = 1.0, pairs: np.ndarray | None = None) -> Recommendation:
     """Rank ``candidates`` (runs-table rows) and derive priors over each choice.
 
     Args:
@@ -189,8 +189,9 @@ def recommend(model: MetaModel, candidates: pd.DataFrame, params: dict[str, str]
             "learning_rate": "hparams_learning_rate"}``).
         budget: how many candidates to return ranked (all when None).
         temperature: softmax temperature over predicted standings (lower = sharper priors).
+        pairs: each candidate's (model, method) pair, as :meth:`MetaModel.predict_arrays` reads it.
     """
-    pred = model.predict(candidates)
+    pred = model.predict(candidates, pairs=pairs)
     p_fail = pred["p_fail"].fillna(0.0)
     # a likely failure counts as the worst candidate, whatever the sign of the ranking score
     utility = (1.0 - p_fail) * pred["rank_score"] + p_fail * pred["rank_score"].min()

@@ -442,13 +442,13 @@ class MetaModel(BaseEstimator):
         self.train_datasets_ = sorted(df["dataset_name"].unique())
         return self
 
-    def predict_arrays(self, runs: pd.DataFrame,
-                       outputs: Sequence[str] = ("rank_score", "runtime_s", "p_fail")) -> dict[str, np.ndarray]:
+    def predict_arrays(self, runs: pd.DataFrame, outputs: Sequence[str] = ("rank_score", "runtime_s", "p_fail"), *,
+                       pairs: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Per row: ``points``, ``lo``, ``hi`` (80% interval), and those of ``rank_score``, ``runtime_s`` (NaN
         without a cost model) and ``p_fail`` that ``outputs`` names, as arrays. Points and intervals are clipped to
-        each row's metric range."""
+        each row's metric range. ``pairs``: as :meth:`RunFeaturizer.transform_array` reads it (the same answer)."""
         check_is_fitted(self, "outcome_")
-        X = self.featurizer_.transform_array(runs)
+        X = self.featurizer_.transform_array(runs, pairs=pairs)
         rank = self.outcome_.rank_score(X)
         low, high = metric_range(runs["task_metric_scale"].fillna("unit") if "task_metric_scale" in runs
                                  else np.full(len(runs), "unit"))
@@ -463,9 +463,10 @@ class MetaModel(BaseEstimator):
             out["p_fail"] = self.failure_.p_fail(X) if self.failure_ is not None else np.full(len(X), np.nan)
         return out
 
-    def predict(self, runs: pd.DataFrame) -> pd.DataFrame:
-        """Per row: points, 80% interval (lo, hi), rank_score, runtime_s (NaN without cost data), p_fail."""
-        out = self.predict_arrays(runs)
+    def predict(self, runs: pd.DataFrame, *, pairs: np.ndarray | None = None) -> pd.DataFrame:
+        """Per row: points, 80% interval (lo, hi), rank_score, runtime_s (NaN without cost data), p_fail (``pairs``:
+        as :meth:`predict_arrays` reads it)."""
+        out = self.predict_arrays(runs, pairs=pairs)
         return pd.DataFrame(out, index=runs.index)[["points", "lo", "hi", "rank_score", "runtime_s", "p_fail"]]
 
     def rank_score(self, runs: pd.DataFrame) -> np.ndarray:

@@ -66,8 +66,9 @@ def _method(rows: pd.DataFrame) -> np.ndarray:
     return _text(rows, "method_name", "?")
 
 
-def _config(rows: pd.DataFrame) -> np.ndarray:
-    keys = rows["config_key"] if "config_key" in rows else config_keys(rows)
+def config_key_texts(rows: pd.DataFrame, shared: tuple[pd.DataFrame, np.ndarray] | None = None) -> np.ndarray:
+    """The ``config`` key of each row (:func:`metaml._data.config_keys`; ``shared`` as it reads it)."""
+    keys = rows["config_key"] if "config_key" in rows else config_keys(rows, shared=shared)
     return np.asarray(keys, dtype=str).astype(object)
 
 
@@ -75,7 +76,7 @@ def _config(rows: pd.DataFrame) -> np.ndarray:
 KEYS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     "ckpt": checkpoint_keys,
     "ckpt_method": lambda r: _join(checkpoint_keys(r), _method(r)),
-    "config": _config,
+    "config": config_key_texts,
     "base": _base,
     "base_method": lambda r: _join(_base(r), _method(r)),
     "method": _method,
@@ -192,7 +193,8 @@ class Experience:
         return {name: KEYS[name](rows) for name in self.keys}
 
     def features(self, rows: pd.DataFrame, *, leave_own_dataset: bool = False,
-                 keys: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                 keys: dict[str, np.ndarray] | None = None,
+                 names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Per row and key, in each scope: the smoothed standing, the tasks behind it, their spread (column name ->
         values, in :func:`feature_names` order).
 
@@ -200,15 +202,17 @@ class Experience:
             rows: runs-table rows (``provenance_source`` and, with ``leave_own_dataset``, ``dataset_name``).
             leave_own_dataset: leave every task of the row's dataset out (training rows).
             keys: :meth:`keys_of` the rows, when already computed.
+            names: only these of the keys (default: all).
         """
-        keys = keys if keys is not None else self.keys_of(rows)
+        names = self.keys if names is None else tuple(n for n in self.keys if n in names)
+        keys = keys if keys is not None else {name: KEYS[name](rows) for name in names}
         src = positions(self.sources_, source_family(_strings(rows["provenance_source"])))
         dst = positions(self.datasets_, _strings(rows["dataset_name"])) if leave_own_dataset else None
         lang = positions(self.languages_, _languages(rows))
         n_s, n_d, n_l = len(self.sources_), len(self.datasets_), max(len(self.languages_), 1)
         probe = int(positions(self.sources_, [PROBE_SOURCE])[0])
         out: dict[str, np.ndarray] = {}
-        for name in self.keys:
+        for name in names:
             code = positions(self.vocab_[name], keys[name])
             known = code >= 0
             sums = self.sums_[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -172,3 +173,40 @@ def test_text_and_position_lookups_agree_with_pandas_for_few_and_many_values() -
     index = pd.Index(["full", "lora", "ia3", "1"])
     for values in (mixed, np.tile(mixed, 300), texts):
         assert positions(index, values).tolist() == index.get_indexer(values).tolist()
+
+
+def test_featurizer_computes_what_a_pair_shares_once_with_the_same_matrix(runs: pd.DataFrame,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Candidates given with their (model, method) pair: the features that read no hyperparameter are computed once
+    per pair, and the matrix is the one computed row by row (any labels for the pairs, few or many rows per pair);
+    configuration keys hashed once per pair equal those hashed per row; pairs of another length are refused."""
+    from metaml import _features as features
+    from metaml._data import config_keys
+    from metaml.serving import as_frame, candidate_columns, parse_candidates, task_row
+    from service.testing import sample_candidates
+
+    frame = learning_frame(runs).dropna(subset=["points"]).reset_index(drop=True)
+    featurizer = RunFeaturizer().fit(frame, frame["points"])
+    known = frame.loc[frame["dataset_meta_n_classes"].notna()].iloc[0:1]
+    row = task_row({"primary_metric": "accuracy"}, {"name": known["dataset_name"].iloc[0]},
+                   dataset_meta=_meta(known))
+    for n, rows_per_pair in ((3, 1), (40, 1), (600, features.ROWS_PER_PAIR)):
+        monkeypatch.setattr(features, "ROWS_PER_PAIR", rows_per_pair)  # small requests take the paired path too
+        built = candidate_columns(row, parse_candidates(sample_candidates(n, seed=n)))
+        rows, pairs = as_frame(built), built.pairs
+        assert len(np.unique(pairs)) * rows_per_pair <= n and (n == 3 or len(np.unique(pairs)) < n)
+        expected = featurizer.transform_array(rows, pairs=None)
+        relabeled = np.random.default_rng(n).permutation(1000)[pairs]
+        for codes in (pairs, relabeled):
+            np.testing.assert_array_equal(featurizer.transform_array(rows, pairs=codes), expected)
+        _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+        assert config_keys(rows, shared=(rows.iloc[first], inverse)).tolist() == config_keys(rows).tolist()
+    with pytest.raises(ValueError, match="codes for"):
+        featurizer.transform_array(rows, pairs=pairs[:-1])
+
+
+def _meta(first: pd.DataFrame) -> Any:
+    from collector.schema import DatasetMeta
+
+    values = {c[len("dataset_meta_"):]: first[c].iloc[0] for c in first if c.startswith("dataset_meta_")}
+    return DatasetMeta.model_validate({k: v for k, v in values.items() if pd.notna(v)})

@@ -397,3 +397,25 @@ def test_train_can_leave_uploaded_sources_out(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("METAML_EXCLUDE_SOURCES", "upload:alice, upload")
     assert main(args) == 1
     assert "holds no runs" in capsys.readouterr().err
+
+
+def test_the_app_collects_garbage_less_often_while_it_serves(tmp_path: Path) -> None:
+    """While the app serves, the cyclic collector runs at GC_THRESHOLDS (at CPython's default a request with 1,000
+    candidate objects ran full collections over the loaded model and snapshot); the thresholds come back after."""
+    import asyncio
+    import gc
+
+    from service.api import create_app
+    from service.api.main import GC_THRESHOLDS
+    from service.settings import Settings
+
+    app = create_app(Settings(kb=tmp_path / "kb.duckdb"))
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS
+
+    async def serve() -> tuple[int, ...]:
+        async with app.router.lifespan_context(app):
+            return gc.get_threshold()
+
+    assert asyncio.run(serve()) == GC_THRESHOLDS
+    assert gc.get_threshold() == before

@@ -192,6 +192,10 @@ def test_columnar_candidates_answer_as_objects_do(client: httpx.Client) -> None:
     lr = list(good["hparams.learning_rate"])
     lr[3] = -1.0
     assert error({**good, "hparams.learning_rate": lr})["loc"] == ["body", "columns", "hparams.learning_rate", 3]
+    lr[1] = -1.0  # the first candidate holding an invalid value, also where values of several types mix
+    assert error({**good, "hparams.learning_rate": lr})["loc"] == ["body", "columns", "hparams.learning_rate", 1]
+    mixed = [1, 1.0, "x", -1.0, 1]
+    assert error({**good, "hparams.learning_rate": mixed})["loc"] == ["body", "columns", "hparams.learning_rate", 2]
     names = list(good["method.name"])
     names[2] = "no-such-method"
     detail = error({**good, "method.name": names})

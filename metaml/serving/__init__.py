@@ -6,6 +6,7 @@ from metaml._similarity import DATASET_SIMILARITY
 from metaml.serving._candidates import (
     HPARAM_COLUMNS,
     PAIR_ROWS,
+    CandidateColumns,
     PairRows,
     SpaceCandidates,
     as_frame,
@@ -33,6 +34,7 @@ __all__ = [
     "HPARAM_COLUMNS",
     "MAX_PAIR_RUNS",
     "PAIR_ROWS",
+    "CandidateColumns",
     "KnowledgeIndex",
     "KnowledgeSnapshot",
     "PairRows",

@@ -21,12 +21,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -136,10 +137,19 @@ class PairRows:
 PAIR_ROWS = PairRows()
 
 
+class CandidateColumns(NamedTuple):
+    """Runs-table columns of candidates (:data:`~metaml._data.LEARN_COLUMNS`, object arrays) and each candidate's
+    (model, method) pair: candidates of one pair hold the same values in every column but the hyperparameters (what
+    ``RunFeaturizer.transform_array(..., pairs=...)`` computes once per pair)."""
+
+    columns: Columns
+    pairs: np.ndarray
+
+
 def assemble(task: Mapping[str, Any], pairs: Sequence[tuple[Model, Method]], pair_index: np.ndarray,
-             hparams: Mapping[str, Sequence[Any]], *, loc: str = "candidates") -> Columns:
-    """Runs-table columns (:data:`~metaml._data.LEARN_COLUMNS`, object arrays) of candidates given as distinct
-    (model, method) pairs, the pair of each candidate, and hyperparameter columns (validated values, None unset)."""
+             hparams: Mapping[str, Sequence[Any]], *, loc: str = "candidates") -> CandidateColumns:
+    """Runs-table columns of candidates given as distinct (model, method) pairs, the pair of each candidate, and
+    hyperparameter columns (validated values, None unset)."""
     rows = PAIR_ROWS.rows(task, pairs, loc=loc)
     n = len(pair_index)
     out: Columns = {}
@@ -154,7 +164,7 @@ def assemble(task: Mapping[str, Any], pairs: Sequence[tuple[Model, Method]], pai
             distinct[:] = [r.get(col) for r in rows]
             column = distinct[pair_index]
         out[col] = column
-    return out
+    return CandidateColumns(out, np.asarray(pair_index, dtype=np.int64))
 
 
 class CandidateParts(Protocol):
@@ -166,20 +176,31 @@ class CandidateParts(Protocol):
 
 
 def candidate_columns(task: Mapping[str, Any], candidates: Sequence[CandidateParts], *,
-                      loc: str = "candidates") -> Columns:
+                      loc: str = "candidates") -> CandidateColumns:
     """Runs-table columns of validated candidates."""
-    keys: dict[str, int] = {}
+    keys: dict[Any, int] = {}
     pairs: list[tuple[Model, Method]] = []
     index = np.empty(len(candidates), dtype=np.int64)
     for i, c in enumerate(candidates):
-        key = c.model.model_dump_json(exclude_none=True) + c.method.model_dump_json(exclude_none=True)
+        key = (_part_key(c.model), _part_key(c.method))
         j = keys.get(key)
         if j is None:
             j = keys[key] = len(pairs)
             pairs.append((c.model, c.method))
         index[i] = j
-    hp = {name: [getattr(c.hparams, name) for c in candidates] for name in HPARAM_COLUMNS}
+    hparams = [c.hparams for c in candidates]
+    hp = {name: list(map(operator.attrgetter(name), hparams)) for name in HPARAM_COLUMNS}
     return assemble(task, pairs, index, hp, loc=loc)
+
+
+def _part_key(part: Model | Method) -> Any:
+    """A validated part's values as a hashable key (its JSON where a value is a list or an object)."""
+    values = tuple(part.__dict__.values())
+    try:
+        hash(values)
+    except TypeError:
+        return part.model_dump_json(exclude_none=True)
+    return values
 
 
 #: The parts a columnar candidate field names (``<part>.<field>``) and the record model of each.
@@ -191,7 +212,7 @@ def _hashable(value: Any) -> Any:
 
 
 def columnar_candidates(task: Mapping[str, Any], columns: Mapping[str, Sequence[Any]], *,
-                        loc: str = "columns") -> Columns:
+                        loc: str = "columns") -> CandidateColumns:
     """Runs-table columns of candidates given as one array per field: ``model.id`` (required), other ``model.*``
     and ``method.*`` fields (``method.name`` missing or null: full fine-tuning) and ``hparams.*``, all of one length.
 
@@ -224,8 +245,7 @@ def columnar_candidates(task: Mapping[str, Any], columns: Mapping[str, Sequence[
     where: dict[tuple[Any, ...], int] = {}
     pairs: list[tuple[Model, Method]] = []
     index = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        key = tuple(_hashable(values[i]) for values in series)
+    for i, key in enumerate(_row_keys(series, n)):
         j = where.get(key)
         if j is None:
             parts: dict[str, dict[str, Any]] = {"model": {}, "method": {}}
@@ -243,22 +263,50 @@ def columnar_candidates(task: Mapping[str, Any], columns: Mapping[str, Sequence[
             j = where[key] = len(pairs)
             pairs.append((validated_parts[0], validated_parts[1]))
         index[i] = j
-    # each hyperparameter column, validated once per distinct value
-    hp: dict[str, list[Any]] = {}
-    for field, values in fields["hparams"].items():
-        seen: dict[Any, Any] = {}
-        out = []
-        for i, value in enumerate(values):
-            key = (type(value), _hashable(value))
-            if key not in seen:
-                try:
-                    seen[key] = getattr(Hyperparameters.model_validate({field: value}), field)
-                except ValidationError as e:
-                    raise InvalidCandidates([{"loc": (loc, f"hparams.{field}", i), "msg": err["msg"],
-                                              "type": err["type"]} for err in e.errors()]) from None
-            out.append(seen[key])
-        hp[field] = out
+    hp = {field: _validated_hparam(field, values, loc) for field, values in fields["hparams"].items()}
     return assemble(task, pairs, index, {name: hp[name] for name in HPARAM_COLUMNS if name in hp}, loc=loc)
+
+
+def _row_keys(series: Sequence[Sequence[Any]], n: int) -> list[tuple[Any, ...]]:
+    """Each row's values of ``series`` as a hashable tuple (objects and lists as JSON texts); equal tuples are equal
+    values (1, 1.0 and True are told apart where a field mixes them)."""
+    if all(len(types := set(map(type, values)) - {type(None)}) <= 1 and not types & {dict, list} for values in series):
+        return list(zip(*series, strict=True))
+    return [tuple((type(values[i]), _hashable(values[i])) for values in series) for i in range(n)]
+
+
+def _validated_hparam(field: str, values: Sequence[Any], loc: str) -> list[Any]:
+    """A hyperparameter column, each distinct value validated once (by type and value: 1, 1.0 and True apart).
+
+    Raises:
+        InvalidCandidates: at the first candidate holding an invalid value.
+    """
+    values = list(values)
+    seen: dict[Any, Any] = {}
+
+    def check(value: Any) -> Any:
+        try:
+            return getattr(Hyperparameters.model_validate({field: value}), field)
+        except ValidationError as e:
+            i = next(i for i, v in enumerate(values)
+                     if v is value or (type(v) is type(value) and _hashable(v) == _hashable(value)))
+            raise InvalidCandidates([{"loc": (loc, f"hparams.{field}", i), "msg": err["msg"], "type": err["type"]}
+                                     for err in e.errors()]) from None
+
+    if len(set(map(type, values)) - {type(None)}) <= 1:  # one type (the usual column): its values are the keys
+        try:
+            for value in dict.fromkeys(values):
+                seen[value] = check(value)
+            return list(map(seen.__getitem__, values))
+        except TypeError:  # unhashable values (lists, objects)
+            seen.clear()
+    out = []
+    for value in values:
+        key = (type(value), _hashable(value))
+        if key not in seen:
+            seen[key] = check(value)
+        out.append(seen[key])
+    return out
 
 
 @dataclass
@@ -292,9 +340,9 @@ def parse_candidates(configs: Sequence[Mapping[str, Any]], *, loc: str = "candid
     return out
 
 
-def as_frame(columns: Columns) -> pd.DataFrame:
-    """The columns as a runs-table frame (dtypes inferred from the values)."""
-    return pd.DataFrame({c: v.tolist() for c, v in columns.items()})
+def as_frame(candidates: CandidateColumns) -> pd.DataFrame:
+    """The candidates as a runs-table frame (dtypes inferred from the values)."""
+    return pd.DataFrame({c: v.tolist() for c, v in candidates.columns.items()})
 
 
 def candidate_rows(task: Mapping[str, Any], configs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -363,6 +411,8 @@ class SpaceCandidates:
     models: dict[str, Model]
     methods: dict[str, Method]
     fixed: dict[str, Any]
+    #: each row's (model, method) pair (:class:`CandidateColumns`)
+    pairs: np.ndarray
 
     def config(self, i: int) -> dict[str, Any]:
         """Candidate ``i`` as a plain configuration (model, method and the hyperparameters the space sets)."""
@@ -458,7 +508,8 @@ def enumerate_space(task: Mapping[str, Any], space: SpaceLike, *, max_candidates
         columns[name] = [values[i] for i in digits[:, d]]
     for name, choice in ranges.items():
         columns[name] = _draw(choice, name, n, rng).tolist()
-    frame = as_frame(assemble(task, pairs, pair_of, columns, loc="space"))
+    built = assemble(task, pairs, pair_of, columns, loc="space")
+    frame = as_frame(built)
     frame["search_model"] = [model_labels[i] for i in digits[:, 0]]
     frame["search_method"] = [method_labels[i] for i in digits[:, 1]]
     params = {"model": "search_model", "method": "search_method",
@@ -466,4 +517,4 @@ def enumerate_space(task: Mapping[str, Any], space: SpaceLike, *, max_candidates
     return SpaceCandidates(frame=frame, params=params, truncated=truncated,
                            models=dict(zip(model_labels, space.models, strict=True)),
                            methods=dict(zip(method_labels, space.methods, strict=True)),
-                           fixed={k: v for k, v in fixed.items() if k not in space.hparams})
+                           fixed={k: v for k, v in fixed.items() if k not in space.hparams}, pairs=built.pairs)

@@ -3,8 +3,8 @@
 * :func:`resolve_task`: the task part of every row, with the dataset's meta-features from the knowledge base, a
   sample, or the request (a name nothing describes is a 422 ``unknown_dataset``, whether or not the knowledge base
   holds runs for it: send its ``meta`` or a ``sample``).
-* :func:`rows_of` / :func:`columnar_rows`: the candidates' runs-table rows (objects / one array per field), with
-  invalid parts answered as 422 at their place.
+* :func:`rows_of` / :func:`request_rows`: the candidates' runs-table rows (objects; objects or one array per field,
+  with each row's (model, method) pair), with invalid parts answered as 422 at their place.
 * :func:`prediction_items` / :func:`ranked_items`: the answers' items.
 """
 
@@ -119,9 +119,13 @@ def rows_of(task: dict[str, Any], candidates: Sequence[Candidate], *, loc: str =
     return as_frame(validated(candidate_columns, task, candidates, loc=loc))
 
 
-def columnar_rows(task: dict[str, Any], columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
-    """The same for candidates sent as one array per field (invalid values answer 422 at ``columns``)."""
-    return as_frame(validated(columnar_candidates, task, columns))
+def request_rows(task: dict[str, Any], candidates: Sequence[Candidate] | None,
+                 columns: Mapping[str, Sequence[Any]] | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of a request's candidates, sent as objects or as one array per field (invalid parts answer 422 at
+    their place), and each row's (model, method) pair (:class:`~metaml.serving.CandidateColumns`)."""
+    built = validated(candidate_columns, task, candidates) if candidates is not None \
+        else validated(columnar_candidates, task, columns)
+    return as_frame(built), built.pairs
 
 
 # -- answers ----------------------------------------------------------------------------------------------------------

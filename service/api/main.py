@@ -10,6 +10,7 @@ Run it with ``metaml serve``, or ``uvicorn service.api.main:create_app --factory
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -52,6 +53,12 @@ ROUTERS: list[APIRouter] = [
 #: process into ``app.state`` (e.g. a meta-learner artifact into ``app.state.extensions["predictor"]``).
 STATE_LOADERS: list[Callable[[FastAPI, Settings], None]] = [load_predictor, load_experience]
 
+#: The cyclic garbage collector's thresholds while the app serves (CPython's default: 700, 10, 10). A request with
+#: 1,000 candidate objects allocates some 20,000 container objects: at the default that ran about 25 young and 0.2
+#: full collections per request, the full ones over the loaded model and knowledge snapshot (30 of 92 ms in one
+#: process); at these, one young collection and none older. Cycles are still collected, in larger batches.
+GC_THRESHOLDS = (10_000, 50, 50)
+
 #: Seconds the startup waits for the knowledge base's lock to create a missing file.
 STARTUP_LOCK_TIMEOUT_S = 5.0
 
@@ -70,8 +77,8 @@ def _version() -> str:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Open (create when missing) the knowledge base, start the group writer, run the state loaders; on shutdown,
-    store what is queued and stop the writer."""
+    """Open (create when missing) the knowledge base, start the group writer, run the state loaders, collect garbage
+    less often (:data:`GC_THRESHOLDS`); on shutdown, store what is queued and stop the writer."""
     settings: Settings = app.state.settings
     kb: KnowledgeBase = app.state.kb
     try:
@@ -82,9 +89,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     writer: GroupWriter = app.state.writer.start()
     for loader in STATE_LOADERS:
         await run_in_threadpool(loader, app, settings)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         yield
     finally:
+        gc.set_threshold(*thresholds)
         await run_in_threadpool(writer.close)
 
 

@@ -26,11 +26,11 @@ from metaml.search import EngineSettings, Observation, SearchEngine, TaskKnowled
 from metaml.serving import KnowledgeIndex, SampleFeatures, enumerate_space, task_row
 from service.api._json import FastJSONResponse, jsonable
 from service.api.candidates import (
-    columnar_rows,
     finite,
     plain,
     prediction_items,
     ranked_items,
+    request_rows,
     resolve_task,
     rows_of,
     validated,
@@ -115,9 +115,9 @@ def _predict(body: PredictRequest, loaded: LoadedModel, experience: KnowledgeInd
              settings: Settings) -> dict[str, Any]:
     ctx = resolve_task(body.task, body.dataset, body.source, experience=experience, samples=samples,
                        max_sample_rows=settings.max_sample_rows)
-    rows = rows_of(ctx.row, body.candidates) if body.candidates is not None else columnar_rows(ctx.row, body.columns)
+    rows, pairs = request_rows(ctx.row, body.candidates, body.columns)
     started = time.perf_counter()
-    out = loaded.model.predict_arrays(rows, outputs=set(body.outputs))
+    out = loaded.model.predict_arrays(rows, outputs=set(body.outputs), pairs=pairs)
     model_ms = _ms(started)
     n = len(rows)
     support = ctx.snapshot.support(ctx.meta, ctx.name, rows, body.support) if ctx.snapshot is not None \
@@ -149,7 +149,7 @@ def _recommend(body: RecommendRequest, loaded: LoadedModel, experience: Knowledg
                       samples_per_point=body.samples_per_point, seed=body.seed)
     started = time.perf_counter()
     rec = recommend_space(loaded.model, space.frame, space.params, budget=body.budget,
-                          temperature=body.temperature)
+                          temperature=body.temperature, pairs=space.pairs)
     model_ms = _ms(started)
     params = {name: ("hparams." + col[len("hparams_"):] if col.startswith("hparams_") else name)
               for name, col in space.params.items()}
@@ -223,15 +223,15 @@ def _suggest(body: SuggestRequest, loaded: LoadedModel, experience: KnowledgeInd
                        max_sample_rows=settings.max_sample_rows)
     space = None
     if body.candidates is not None:
-        rows = rows_of(ctx.row, body.candidates)
+        rows, pairs = request_rows(ctx.row, body.candidates, None)
     else:
         space = validated(enumerate_space, ctx.row, body.space,
                           max_candidates=min(body.max_candidates, settings.max_suggest_candidates),
                           samples_per_point=body.samples_per_point, seed=body.seed)
-        rows = space.frame
+        rows, pairs = space.frame, space.pairs
     started = time.perf_counter()
     observations = _observations(body, ctx.row, rows)
-    pred = loaded.model.predict_arrays(rows)
+    pred = loaded.model.predict_arrays(rows, pairs=pairs)
     knowledge = TaskKnowledge.from_model(loaded.model, rows, pred)
     result = SearchEngine(knowledge, EngineSettings(max_false_skip=body.max_false_skip)).suggest(observations, body.k)
     model_ms = _ms(started)
