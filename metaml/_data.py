@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -169,25 +169,28 @@ CONFIG_COLUMNS: tuple[str, ...] = (
 _FEW_KEYS = 16
 
 
-def config_keys(df: pd.DataFrame, *, shared: tuple[pd.DataFrame, np.ndarray] | None = None) -> pd.Series:
+def config_keys(df: pd.DataFrame, *, hashes: Mapping[str, np.ndarray] | None = None) -> pd.Series:
     """One key per distinct configuration: runs that differ only by seed or data split share it.
 
     Args:
-        shared: the distinct rows of ``df``'s columns but the hyperparameters, and the position of each row's among
-            them (rows of one model and method for one task): those columns are hashed once per distinct row.
+        hashes: :func:`config_column_hashes` of some of the columns, already computed (a request's candidates share
+            their model and method columns).
     """
     cols = [c for c in CONFIG_COLUMNS if c in df]
+    hashes = hashes or {}
     # pandas' hash of a frame of the columns' canonical texts (hash_pandas_object), from one hash array per column
-    if shared is not None and len(df) > _FEW_KEYS:
-        firsts, inverse = shared
-        per_column = (_text_hash(df[c]) if c.startswith("hparams_") else _text_hash(firsts[c])[inverse] for c in cols)
-    elif len(df) <= _FEW_KEYS:  # hashed at once: the hash is elementwise, one call costs more than a few rows
+    computed = iter(config_column_hashes(df, [c for c in cols if c not in hashes]))
+    per_column = (hashes[c] if c in hashes else next(computed) for c in cols)
+    return pd.Series(combine_hash_arrays(per_column, len(cols)), index=df.index).astype(str)
+
+
+def config_column_hashes(df: pd.DataFrame, cols: Sequence[str]) -> list[np.ndarray]:
+    """The hash of each of ``cols``' canonical texts (:func:`config_keys` combines them)."""
+    if len(df) <= _FEW_KEYS and cols:  # hashed at once: the hash is elementwise, one call costs more than a few rows
         texts = np.concatenate([_canonical_text(df[c].to_numpy(), boolean=pd.api.types.is_bool_dtype(df[c]))
                                 for c in cols])
-        per_column = iter(pd.util.hash_array(texts, categorize=False).reshape(len(cols), len(df)))
-    else:
-        per_column = (_text_hash(df[c]) for c in cols)
-    return pd.Series(combine_hash_arrays(per_column, len(cols)), index=df.index).astype(str)
+        return list(pd.util.hash_array(texts, categorize=False).reshape(len(cols), len(df)))
+    return [_text_hash(df[c]) for c in cols]
 
 
 def _text_hash(values: pd.Series) -> np.ndarray:

@@ -31,7 +31,7 @@ task, the standing of each candidate (:meth:`Experience.task_profiles`) that the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -66,9 +66,9 @@ def _method(rows: pd.DataFrame) -> np.ndarray:
     return _text(rows, "method_name", "?")
 
 
-def config_key_texts(rows: pd.DataFrame, shared: tuple[pd.DataFrame, np.ndarray] | None = None) -> np.ndarray:
-    """The ``config`` key of each row (:func:`metaml._data.config_keys`; ``shared`` as it reads it)."""
-    keys = rows["config_key"] if "config_key" in rows else config_keys(rows, shared=shared)
+def config_key_texts(rows: pd.DataFrame, hashes: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """The ``config`` key of each row (:func:`metaml._data.config_keys`; ``hashes`` as it reads them)."""
+    keys = rows["config_key"] if "config_key" in rows else config_keys(rows, hashes=hashes)
     return np.asarray(keys, dtype=str).astype(object)
 
 

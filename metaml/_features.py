@@ -23,11 +23,15 @@ missing values NaN, which LightGBM routes, so runs from sources that lack a feat
   and in classes, text length and size), where the training runs describe the upstream dataset.
 
 The recipe (:meth:`RunFeaturizer.transform_array`) is numpy from the raw columns to the matrix; :meth:`transform`
-returns the same matrix as a named DataFrame. Serving and training run the same code, so they cannot drift.
+returns the same matrix as a named DataFrame. Serving and training run the same code, so they cannot drift. A served
+request's candidates share their task and, many at a time, their model and method: given each row's (model, method)
+pair, the features that read no hyperparameter are computed once per pair, and the matrix is the same.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,7 +40,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from metaml._data import positions, source_family, text_values
+from metaml._data import CONFIG_COLUMNS, config_column_hashes, positions, source_family, text_values
 from metaml._experience import KEYS, SCOPES, Experience, config_key_texts
 from metaml._similarity import distances, meta_vectors
 
@@ -107,10 +111,9 @@ TRANSFER = ("up_same", "up_dist", "up_d_classes", "up_d_tokens", "up_d_samples")
 #: Experience keys that describe one checkpoint, blanked together for ``model_dropout``.
 MODEL_SPECIFIC = ("ckpt", "ckpt_method", "config", "base", "base_method", "upstream")
 _REGIME_CODES = {"f": 0.0, "k": 1.0, "n": 2.0}
-#: Rows per (model, method) pair from which :meth:`RunFeaturizer.transform_array` computes the features that read no
-#: hyperparameter once per pair (each step's fixed cost is paid twice: on the pairs and on the rows; measured even at
-#: about 6 rows per pair, 30% faster at 60).
-ROWS_PER_PAIR = 16
+#: Distinct (task, model, method) parts whose features that read no hyperparameter one featurizer remembers (a served
+#: model's: an AutoML system asks about the same task and models again and again).
+PAIR_CACHE_SIZE = 4096
 
 
 def _floats(rows: Mapping[str, Any], col: str) -> np.ndarray:
@@ -183,6 +186,7 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
             keys: :meth:`metaml._experience.Experience.keys_of` the rows, when already computed.
         """
         X = _check_frame(X)
+        self.__dict__.pop("_pair_cache", None)  # what a previous fit remembered
         self.categories_ = {}
         for col, name in CATEGORICAL_COLUMNS.items():
             counts = pd.Series(_labels(X, col)).value_counts()
@@ -216,18 +220,17 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
 
         Args:
             pairs: a code per row, equal for rows that hold the same values in every column but the hyperparameters
-                (``hparams_*``; a request's candidates of one model and method for one task): with at least
-                :data:`ROWS_PER_PAIR` rows per code, the features that read no hyperparameter are computed once per
-                code. The matrix is the same.
+                (``hparams_*``; a request's candidates of one model and method for one task): the features that read
+                no hyperparameter are computed once per code, and remembered by the values of those columns for
+                the next call (up to :data:`PAIR_CACHE_SIZE` of them). The matrix is the same.
         """
         check_is_fitted(self, "feature_names_out_")
         X = _check_frame(X)
         if pairs is not None and len(pairs) != len(X):
             raise ValueError(f"pairs holds {len(pairs)} codes for {len(X)} rows")
-        if pairs is not None:
+        if pairs is not None and len(X):
             _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-            if len(first) * ROWS_PER_PAIR <= len(X):
-                return self._stack(self._paired_columns(X, first, inverse), len(X))
+            return self._stack(self._paired_columns(X, first, inverse), len(X))
         return self._stack(self._columns(X, training=False), len(X))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -251,21 +254,54 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
     def _paired_columns(self, X: pd.DataFrame, first: np.ndarray, inverse: np.ndarray) -> dict[str, np.ndarray]:
         """:meth:`_columns` of new rows where the rows ``first`` hold the distinct values of every column but the
         hyperparameters and ``inverse`` is each row's among them: what does not read a hyperparameter is computed
-        once per distinct row."""
-        firsts = X.iloc[first]
-        out = {name: values[inverse] for name, values in self._plain_columns(firsts, reads_hparams=False).items()}
-        out.update(self._plain_columns(X, reads_hparams=True))
+        once per distinct row, or remembered (:meth:`_shared`)."""
+        shared = {group: {name: values[inverse] for name, values in part.items()}
+                  for group, part in self._shared(X.iloc[first]).items()}
+        out = {**shared["plain"], **self._plain_columns(X, reads_hparams=True)}
         if self.experience_ is not None:  # the configuration is the one key that reads the hyperparameters
-            per_pair = [k for k in self.experience_.keys if k != "config"]
-            feats = {name: values[inverse]
-                     for name, values in self.experience_.features(firsts, names=per_pair).items()}
+            feats = shared["experience"]
             if "config" in self.experience_.keys:
-                keys = {"config": config_key_texts(X, shared=(firsts, inverse))}
+                keys = {"config": config_key_texts(X, hashes=shared["hashes"])}
                 feats.update(self.experience_.features(X, names=["config"], keys=keys))
             out.update(self._experience_columns(X, feats))
-        if getattr(self, "dataset_meta_", None) is not None:
-            out.update({name: values[inverse] for name, values in self._transfer(firsts).items()})
         return {name: out[name] for name in self.feature_names_out_}
+
+    def _shared(self, firsts: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+        """Per row of ``firsts``: the features that read no hyperparameter (``plain``, transfer included), the
+        standings of the experience keys that read none (``experience``) and the hash of each configuration column
+        that is no hyperparameter (``hashes``), remembered by the row's values (:class:`_PairCache`)."""
+        cache = self.__dict__.get("_pair_cache")
+        if cache is None:
+            cache = self.__dict__.setdefault("_pair_cache", _PairCache(PAIR_CACHE_SIZE))
+        keys = _content_keys(firsts)
+        entries = [cache.get(k) for k in keys]
+        missing = [i for i, e in enumerate(entries) if e is None]
+        if missing:
+            rows = firsts.iloc[missing]
+            plain = self._plain_columns(rows, reads_hparams=False)
+            if getattr(self, "dataset_meta_", None) is not None:
+                plain.update(self._transfer(rows))
+            experience = {} if self.experience_ is None else self.experience_.features(
+                rows, names=[k for k in self.experience_.keys if k != "config"])
+            cols = [c for c in CONFIG_COLUMNS if c in rows and not c.startswith("hparams_")]
+            fresh = {"plain": plain, "experience": experience,
+                     "hashes": dict(zip(cols, config_column_hashes(rows, cols), strict=True))}
+            # each group as its names and one matrix (rows x names): an entry is a row of each
+            groups = {group: (tuple(part), np.column_stack(list(part.values())) if part else np.empty((len(rows), 0)))
+                      for group, part in fresh.items()}
+            for j, i in enumerate(missing):
+                entries[i] = {group: (names, matrix[j].copy()) for group, (names, matrix) in groups.items()}
+                cache.put(keys[i], entries[i])
+        out = {}
+        for group, (names, _) in entries[0].items():
+            matrix = np.stack([e[group][1] for e in entries])
+            out[group] = {name: matrix[:, j] for j, name in enumerate(names)}
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_pair_cache", None)  # remembered features are the serving process's own
+        return state
 
     def _plain_columns(self, X: pd.DataFrame, reads_hparams: bool | None = None) -> dict[str, np.ndarray]:
         """The features read from the row's own columns (all but experience and transfer); ``reads_hparams``: only
@@ -353,6 +389,54 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
         """Positions of ``names`` in the feature matrix (those present)."""
         pos = {n: i for i, n in enumerate(self.feature_names_out_)}
         return [pos[n] for n in names if n in pos]
+
+
+class _PairCache:
+    """A bounded, thread-safe map from a row's values to its remembered features (least recently used first out)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+def _content_keys(frame: pd.DataFrame) -> list[Any]:
+    """Each row's values of every column but the hyperparameters, as a key (missing values alike, types apart); a
+    fresh object that equals nothing for a row holding a value that cannot be a key."""
+    cols = [i for i, c in enumerate(frame.columns) if not c.startswith("hparams_")]
+    names = tuple(frame.columns[cols])
+    out: list[Any] = []
+    for row in frame.to_numpy(dtype=object)[:, cols].tolist():
+        key = (names, *(_key_value(v) for v in row))
+        try:
+            hash(key)
+        except TypeError:
+            key = object()  # never found, and forgotten when it ages out
+        out.append(key)
+    return out
+
+
+def _key_value(v: Any) -> Any:
+    """A value as part of a key: missing values alike, 1, 1.0 and True apart, 0.0 and -0.0 apart (configuration keys
+    tell them apart)."""
+    if v is None or v is pd.NA:
+        return None
+    if isinstance(v, float):
+        return None if v != v else (type(v), repr(v))
+    return type(v), v
 
 
 def _check_frame(X: Any) -> pd.DataFrame:

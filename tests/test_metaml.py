@@ -175,13 +175,15 @@ def test_text_and_position_lookups_agree_with_pandas_for_few_and_many_values() -
         assert positions(index, values).tolist() == index.get_indexer(values).tolist()
 
 
-def test_featurizer_computes_what_a_pair_shares_once_with_the_same_matrix(runs: pd.DataFrame,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_featurizer_computes_what_a_pair_shares_once_with_the_same_matrix(runs: pd.DataFrame) -> None:
     """Candidates given with their (model, method) pair: the features that read no hyperparameter are computed once
-    per pair, and the matrix is the one computed row by row (any labels for the pairs, few or many rows per pair);
-    configuration keys hashed once per pair equal those hashed per row; pairs of another length are refused."""
-    from metaml import _features as features
-    from metaml._data import config_keys
+    per pair and remembered for the next call, and the matrix is the one computed row by row (any labels for the
+    pairs, one or many rows per pair, remembered or not); configuration keys from remembered column hashes equal
+    those hashed per row; a pickled featurizer leaves what it remembered behind; pairs of another length are
+    refused."""
+    import pickle
+
+    from metaml._data import config_column_hashes, config_keys
     from metaml.serving import as_frame, candidate_columns, parse_candidates, task_row
     from service.testing import sample_candidates
 
@@ -190,17 +192,26 @@ def test_featurizer_computes_what_a_pair_shares_once_with_the_same_matrix(runs: 
     known = frame.loc[frame["dataset_meta_n_classes"].notna()].iloc[0:1]
     row = task_row({"primary_metric": "accuracy"}, {"name": known["dataset_name"].iloc[0]},
                    dataset_meta=_meta(known))
-    for n, rows_per_pair in ((3, 1), (40, 1), (600, features.ROWS_PER_PAIR)):
-        monkeypatch.setattr(features, "ROWS_PER_PAIR", rows_per_pair)  # small requests take the paired path too
+    for n in (1, 3, 40, 600):
         built = candidate_columns(row, parse_candidates(sample_candidates(n, seed=n)))
         rows, pairs = as_frame(built), built.pairs
-        assert len(np.unique(pairs)) * rows_per_pair <= n and (n == 3 or len(np.unique(pairs)) < n)
-        expected = featurizer.transform_array(rows, pairs=None)
+        assert n < 40 or len(np.unique(pairs)) < n / 3
+        expected = RunFeaturizer().fit(frame, frame["points"]).transform_array(rows)  # nothing remembered
+        np.testing.assert_array_equal(featurizer.transform_array(rows), expected)
         relabeled = np.random.default_rng(n).permutation(1000)[pairs]
-        for codes in (pairs, relabeled):
+        for codes in (pairs, relabeled, pairs):  # computed, then remembered
             np.testing.assert_array_equal(featurizer.transform_array(rows, pairs=codes), expected)
-        _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-        assert config_keys(rows, shared=(rows.iloc[first], inverse)).tolist() == config_keys(rows).tolist()
+        cols = [c for c in rows if c in ("model_id", "method_name", "method_lora_r")]
+        hashes = dict(zip(cols, config_column_hashes(rows, cols), strict=True))
+        assert config_keys(rows, hashes=hashes).tolist() == config_keys(rows).tolist()
+    assert len(featurizer._pair_cache._entries) >= len(np.unique(pairs))
+    from metaml._features import _content_keys
+
+    signed = rows.iloc[[0, 0, 0]].copy()  # remembered by value: 0.0 and -0.0 apart (configuration keys differ)
+    signed["method_lora_dropout"] = pd.Series([0.0, -0.0, 0.0], dtype=object).to_numpy()
+    first, negative, again = _content_keys(signed)
+    assert first == again and first != negative
+    assert "_pair_cache" not in pickle.loads(pickle.dumps(featurizer)).__dict__
     with pytest.raises(ValueError, match="codes for"):
         featurizer.transform_array(rows, pairs=pairs[:-1])
 
