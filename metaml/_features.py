@@ -222,12 +222,14 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
             pairs: a code per row, equal for rows that hold the same values in every column but the hyperparameters
                 (``hparams_*``; a request's candidates of one model and method for one task): the features that read
                 no hyperparameter are computed once per code, and remembered by the values of those columns for
-                the next call (up to :data:`PAIR_CACHE_SIZE` of them). The matrix is the same.
+                the next call (up to :data:`PAIR_CACHE_SIZE` of them). One row is one pair. The matrix is the same.
         """
         check_is_fitted(self, "feature_names_out_")
         X = _check_frame(X)
         if pairs is not None and len(pairs) != len(X):
             raise ValueError(f"pairs holds {len(pairs)} codes for {len(X)} rows")
+        if pairs is None and len(X) == 1:  # one row is one pair (a decision on one candidate)
+            pairs = np.zeros(1, dtype=np.int64)
         if pairs is not None and len(X):
             _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
             return self._stack(self._paired_columns(X, first, inverse), len(X))

@@ -196,7 +196,9 @@ def test_featurizer_computes_what_a_pair_shares_once_with_the_same_matrix(runs: 
         built = candidate_columns(row, parse_candidates(sample_candidates(n, seed=n)))
         rows, pairs = as_frame(built), built.pairs
         assert n < 40 or len(np.unique(pairs)) < n / 3
-        expected = RunFeaturizer().fit(frame, frame["points"]).transform_array(rows)  # nothing remembered
+        expected = featurizer._stack(featurizer._columns(rows, training=False), n)  # row by row
+        np.testing.assert_array_equal(RunFeaturizer().fit(frame, frame["points"]).transform_array(rows, pairs=pairs),
+                                      expected)  # nothing remembered
         np.testing.assert_array_equal(featurizer.transform_array(rows), expected)
         relabeled = np.random.default_rng(n).permutation(1000)[pairs]
         for codes in (pairs, relabeled, pairs):  # computed, then remembered
