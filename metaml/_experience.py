@@ -188,9 +188,9 @@ class Experience:
 
     # -- features ------------------------------------------------------------------------------------------------
 
-    def keys_of(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Each key of each row (object arrays; None where the key does not apply)."""
-        return {name: KEYS[name](rows) for name in self.keys}
+    def keys_of(self, rows: pd.DataFrame, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Each key (``names`` of them: default all) of each row (object arrays; None where it does not apply)."""
+        return {name: KEYS[name](rows) for name in (self.keys if names is None else names)}
 
     def features(self, rows: pd.DataFrame, *, leave_own_dataset: bool = False,
                  keys: dict[str, np.ndarray] | None = None,
@@ -205,7 +205,7 @@ class Experience:
             names: only these of the keys (default: all).
         """
         names = self.keys if names is None else tuple(n for n in self.keys if n in names)
-        keys = keys if keys is not None else {name: KEYS[name](rows) for name in names}
+        keys = keys if keys is not None else self.keys_of(rows, names)
         src = positions(self.sources_, source_family(_strings(rows["provenance_source"])))
         dst = positions(self.datasets_, _strings(rows["dataset_name"])) if leave_own_dataset else None
         lang = positions(self.languages_, _languages(rows))

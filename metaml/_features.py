@@ -30,8 +30,6 @@ pair, the features that read no hyperparameter are computed once per pair, and t
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,6 +40,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from metaml._data import CONFIG_COLUMNS, config_column_hashes, positions, source_family, text_values
 from metaml._experience import KEYS, SCOPES, Experience, config_key_texts
+from metaml._lru import BoundedCache
 from metaml._similarity import distances, meta_vectors
 
 LOG_COLUMNS = {
@@ -271,10 +270,10 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
     def _shared(self, firsts: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
         """Per row of ``firsts``: the features that read no hyperparameter (``plain``, transfer included), the
         standings of the experience keys that read none (``experience``) and the hash of each configuration column
-        that is no hyperparameter (``hashes``), remembered by the row's values (:class:`_PairCache`)."""
+        that is no hyperparameter (``hashes``), remembered by the row's values (:class:`~metaml._lru.BoundedCache`)."""
         cache = self.__dict__.get("_pair_cache")
         if cache is None:
-            cache = self.__dict__.setdefault("_pair_cache", _PairCache(PAIR_CACHE_SIZE))
+            cache = self.__dict__.setdefault("_pair_cache", BoundedCache(PAIR_CACHE_SIZE))
         keys = _content_keys(firsts)
         entries = [cache.get(k) for k in keys]
         missing = [i for i, e in enumerate(entries) if e is None]
@@ -391,28 +390,6 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
         """Positions of ``names`` in the feature matrix (those present)."""
         pos = {n: i for i, n in enumerate(self.feature_names_out_)}
         return [pos[n] for n in names if n in pos]
-
-
-class _PairCache:
-    """A bounded, thread-safe map from a row's values to its remembered features (least recently used first out)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._entries[key] = value
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
 
 
 def _content_keys(frame: pd.DataFrame) -> list[Any]:

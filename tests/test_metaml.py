@@ -206,7 +206,7 @@ def test_featurizer_computes_what_a_pair_shares_once_with_the_same_matrix(runs: 
         cols = [c for c in rows if c in ("model_id", "method_name", "method_lora_r")]
         hashes = dict(zip(cols, config_column_hashes(rows, cols), strict=True))
         assert config_keys(rows, hashes=hashes).tolist() == config_keys(rows).tolist()
-    assert len(featurizer._pair_cache._entries) >= len(np.unique(pairs))
+    assert len(featurizer._pair_cache) >= len(np.unique(pairs))
     from metaml._features import _content_keys
 
     signed = rows.iloc[[0, 0, 0]].copy()  # remembered by value: 0.0 and -0.0 apart (configuration keys differ)

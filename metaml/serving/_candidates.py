@@ -22,8 +22,6 @@ import itertools
 import json
 import math
 import operator
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -36,6 +34,7 @@ from pydantic import ValidationError
 from collector.features import ModelRegistry
 from collector.schema import Dataset, DatasetMeta, Hyperparameters, Method, Model, Task
 from metaml._data import LEARN_COLUMNS
+from metaml._lru import BoundedCache
 from metaml.errors import InvalidCandidates
 
 #: The hyperparameters the runs table (and so the model) holds: ``hparams_<name>`` columns.
@@ -93,9 +92,7 @@ class PairRows:
     candidate."""
 
     def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: BoundedCache[str, dict[str, Any]] = BoundedCache(size)
 
     def rows(self, task: Mapping[str, Any], pairs: Sequence[tuple[Model, Method]], *,
              loc: str = "candidates") -> list[dict[str, Any]]:
@@ -107,10 +104,7 @@ class PairRows:
         prefix = json.dumps(task, sort_keys=True, default=str)
         keys = [prefix + m.model_dump_json(exclude_none=True) + me.model_dump_json(exclude_none=True)
                 for m, me in pairs]
-        with self._lock:
-            found = {k: self._cache[k] for k in keys if k in self._cache}
-            for k in found:
-                self._cache.move_to_end(k)
+        found = {k: hit for k in keys if (hit := self._cache.get(k)) is not None}
         missing = [i for i, k in enumerate(keys) if k not in found]
         registry = model_registry()
         for i in missing:
@@ -126,11 +120,7 @@ class PairRows:
                 row["method_config"] = json.dumps(row["method_config"], sort_keys=True) if row["method_config"] \
                     else None
             found[keys[i]] = row
-        with self._lock:
-            for i in missing:
-                self._cache[keys[i]] = found[keys[i]]
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
+            self._cache.put(keys[i], row)
         return [found[k] for k in keys]
 
 

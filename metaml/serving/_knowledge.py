@@ -35,7 +35,6 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from collector.features import compute_meta_features
 from collector.schema import DatasetMeta, source_matches
 from collector.store import KnowledgeBase
 from metaml._data import text_values
+from metaml._lru import BoundedCache
 from metaml._similarity import DATASET_SIMILARITY, distances, meta_vectors
 
 log = logging.getLogger("metaml.serving")
@@ -310,9 +310,7 @@ class SampleFeatures:
     AutoML loop sends the same sample with every request of one task)."""
 
     def __init__(self, size: int = 64) -> None:
-        self.size = size
-        self._cache: OrderedDict[str, DatasetMeta] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: BoundedCache[str, DatasetMeta] = BoundedCache(size)
 
     def get(self, texts: Sequence[str], labels: Sequence[Any] | None, text_pairs: Sequence[str] | None, *,
             landmark_sample: int, seed: int, domain: str | None) -> DatasetMeta:
@@ -324,14 +322,9 @@ class SampleFeatures:
         blob = json.dumps([texts, labels, text_pairs, landmark_sample, seed, domain], sort_keys=True,
                           ensure_ascii=False, default=str)
         key = hashlib.sha256(blob.encode()).hexdigest()
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        meta = compute_meta_features(texts, labels, text_pairs=text_pairs, landmark_sample=landmark_sample, seed=seed,
-                                     domain=domain)
-        with self._lock:
-            self._cache[key] = meta
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
+        meta = self._cache.get(key)
+        if meta is None:
+            meta = compute_meta_features(texts, labels, text_pairs=text_pairs, landmark_sample=landmark_sample,
+                                         seed=seed, domain=domain)
+            self._cache.put(key, meta)
         return meta
