@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -356,6 +357,18 @@ def test_metrics_exposition(client: httpx.Client, keys: dict[str, str]) -> None:
     assert all(runs[(("outcome", o),)] >= 1 for o in ("accepted", "duplicate", "rejected"))
     gauge = _series(r.text, "metaml_kb_runs")[()]
     assert gauge == client.get("/v1/stats").json()["runs"]
+
+
+def test_every_answer_tells_the_servers_time(client: httpx.Client, keys: dict[str, str]) -> None:
+    """Answers, errors included, carry ``Server-Timing: app;dur=<ms>``: positive, and within the client's own
+    measure of the round trip."""
+    for send in (lambda: client.get("/healthz"), lambda: client.get("/v2/nothing"),
+                 lambda: _upload(client, keys["writer"], [record(960)])):
+        started = time.perf_counter()
+        r = send()
+        round_trip_ms = (time.perf_counter() - started) * 1000.0
+        name, _, duration = r.headers["server-timing"].partition(";dur=")
+        assert name == "app" and 0.0 < float(duration) <= round_trip_ms, (r.status_code, r.headers["server-timing"])
 
 
 def test_unknown_routes_and_methods_use_the_error_body(client: httpx.Client) -> None:

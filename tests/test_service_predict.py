@@ -543,6 +543,58 @@ def test_batch_predictions_equal_one_row_at_a_time_on_real_runs(world: dict[str,
     np.testing.assert_allclose(batch.to_numpy(dtype=float), alone.to_numpy(dtype=float), atol=1e-9, rtol=0)
 
 
+def test_candidate_objects_validated_once_per_part_are_the_candidates_validated_one_by_one() -> None:
+    """``/v1/predict``'s candidate objects, validated once per distinct part from the decoded JSON, give the rows
+    and pairs of the same objects validated one by one as ``Candidate``s; an invalid one answers the error pydantic
+    gives that candidate, at its place and with its type."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from metaml.errors import InvalidCandidates
+    from metaml.serving import as_frame, candidate_columns, object_candidates
+    from service.api.schemas import Candidate
+
+    configs: list[Any] = [
+        *sample_candidates(200, seed=3),
+        {"model": {"id": "gpt2", "n_params": 124_000_000, "revision": "main"}},
+        {"model": {"id": "roberta-base"}, "method": {"name": "LoRA", "lora_r": 8, "lora_alpha": None,
+                                                     "target_modules": ["query", "value"], "config": {"bias": "none"}},
+         "hparams": {"lr_scheduler": "Cosine", "batch_size": "16", "extra": {"note": 1}}},
+        {"model": {"id": "roberta-base"}, "method": {"name": "lora", "lora_r": 8, "target_modules": ["query", "value"],
+                                                     "config": {"bias": "none"}}, "hparams": {"batch_size": 16}},
+        {"model": {"id": "roberta-base"}, "hparams": {"learning_rate": 1, "epochs": True}},
+    ]
+    row = task_row({"primary_metric": "accuracy"}, {"name": "glue/sst2"}, source="upload")
+    parts = TypeAdapter(list[Candidate])
+    ours = object_candidates(row, configs)
+    theirs = candidate_columns(row, parts.validate_python(configs))
+    frame = as_frame(ours)
+    pd.testing.assert_frame_equal(frame, as_frame(theirs))
+    shared = frame[[c for c in frame if not c.startswith("hparams_")]].astype(str)
+    # one pair, one set of values but the hyperparameters
+    assert (shared.groupby(ours.pairs).nunique(dropna=False) == 1).all().all()
+    assert len(set(ours.pairs)) == len(set(theirs.pairs)) + 1  # "LoRA" with a null and "lora" without: two sendings
+
+    good = sample_candidates(2, seed=4)
+    for bad in (5, {"model": {"id": "roberta-base"}, "extra": 1}, {"method": {"name": "full"}},
+                {"model": {"id": "roberta-base"}, "method": {"lora_r": 8}},
+                {"model": {"id": "roberta-base"}, "method": None},
+                {"model": {"id": "roberta-base", "colour": "red"}}, {"model": {"id": None}}, {"model": []},
+                {"model": {"id": "roberta-base"}, "hparams": {"learning_rate": -1}},
+                {"model": {"id": "roberta-base"}, "method": {"name": "no-such-method"}},
+                {"model": {"id": "roberta-base"}, "method": {"name": "full", "config": None}},
+                {"model": {"id": "roberta-base"}, "hparams": {"extra": None}},
+                {"model": {"id": "roberta-base"}, "hparams": {"batch_size": "many"}},
+                {"model": {"id": "roberta-base"}, "hparams": []}):
+        batch = [*good, bad, *good]
+        with pytest.raises(ValidationError) as expected:
+            parts.validate_python(batch)
+        with pytest.raises(InvalidCandidates) as got:
+            object_candidates(row, batch)
+        first = expected.value.errors()[0]
+        assert (got.value.errors[0]["loc"], got.value.errors[0]["type"]) == (("candidates", *first["loc"]),
+                                                                              first["type"]), bad
+
+
 def test_candidate_rows_fill_the_registry_and_survive_the_cache(world: dict[str, Any]) -> None:
     """Candidate rows get model features from the shipped registry where the configuration gives none (and keep
     those it gives); a second, cached build of the same batch is identical; a bad method answers with its place."""

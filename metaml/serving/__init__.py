@@ -18,6 +18,7 @@ from metaml.serving._candidates import (
     method_config,
     method_label,
     model_registry,
+    object_candidates,
     parse_candidates,
     task_row,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "method_config",
     "method_label",
     "model_registry",
+    "object_candidates",
     "parse_candidates",
     "task_row",
 ]

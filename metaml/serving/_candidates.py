@@ -7,7 +7,8 @@ features are filled from the registry where missing, and every candidate becomes
 
 * :func:`task_row`: the task part every row shares.
 * :func:`columnar_candidates`: the same from candidates sent as one array per field (``model.id``,
-  ``hparams.learning_rate``...), each distinct value validated once.
+  ``hparams.learning_rate``...), each distinct value validated once; :func:`object_candidates` the same from
+  candidate objects as decoded from JSON.
 * :func:`candidate_columns`: one row per candidate, as columns. The model and method parts go through the record's
   models once per distinct (task, model, method) (remembered in :data:`PAIR_ROWS`), every candidate's hyperparameters
   fill the ``hparams_*`` columns; :func:`candidate_rows` is the same as a DataFrame from plain dicts.
@@ -25,7 +26,7 @@ import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, get_args
 
 import numpy as np
 import pandas as pd
@@ -257,6 +258,82 @@ def columnar_candidates(task: Mapping[str, Any], columns: Mapping[str, Sequence[
     return assemble(task, pairs, index, {name: hp[name] for name in HPARAM_COLUMNS if name in hp}, loc=loc)
 
 
+def object_candidates(task: Mapping[str, Any], candidates: Sequence[Any], *,
+                      loc: str = "candidates") -> CandidateColumns:
+    """Runs-table columns of candidates sent as objects (``{"model": {...}, "method": {...}, "hparams": {...}}``, as
+    decoded from JSON; ``method`` missing: full fine-tuning): the validation of :class:`CandidateParts`, done as
+    :func:`columnar_candidates` does it, once per distinct value, instead of once per candidate.
+
+    Raises:
+        InvalidCandidates: at ``(loc, i, part, field)``, ``i`` the first candidate holding the invalid value.
+    """
+    n = len(candidates)
+    fields: dict[str, dict[str, list[Any]]] = {part: {} for part in COLUMN_PARTS}
+    shapes: dict[tuple[str, tuple[str, ...]], tuple[str, ...] | None] = {}  # a part's keys: fields null cannot fill
+    for i, candidate in enumerate(candidates):
+        if type(candidate) is not dict and not isinstance(candidate, Mapping):
+            raise InvalidCandidates([{"loc": (loc, i), "type": "model_type",
+                                      "msg": "Input should be an object: {\"model\": {...}, \"method\": {...}, "
+                                             "\"hparams\": {...}}"}])
+        if "model" not in candidate:
+            raise InvalidCandidates([{"loc": (loc, i, "model"), "type": "missing", "msg": "Field required"}])
+        if not candidate.keys() <= COLUMN_PARTS.keys():
+            key = next(k for k in candidate if k not in COLUMN_PARTS)
+            raise InvalidCandidates([{"loc": (loc, i, key), "type": "extra_forbidden",
+                                      "msg": "Extra inputs are not permitted"}])
+        for part, columns in fields.items():
+            values = candidate.get(part, _OBJECT_DEFAULTS.get(part))
+            shape = (part, tuple(values)) if type(values) is dict else None
+            checked = shapes.get(shape) if shape is not None else None
+            if checked is None and shape is not None and shape not in shapes:
+                checked = shapes[shape] = _checked_fields(COLUMN_PARTS[part], values)
+            if checked is None or (checked and None in map(values.__getitem__, checked)):
+                try:  # the part's own error (not an object, an unknown field, a null or missing required field)
+                    COLUMN_PARTS[part].model_validate(values)
+                except ValidationError as e:
+                    raise _invalid((loc, i, part), e) from None
+            for field, value in values.items():
+                column = columns.get(field)
+                if column is None:
+                    column = columns[field] = [None] * n
+                column[i] = value
+    columns = {f"{part}.{field}": values for part, by_field in fields.items() for field, values in by_field.items()}
+    try:
+        return columnar_candidates(task, columns, loc=loc)
+    except InvalidCandidates as e:  # (loc, "part.field", i) -> (loc, i, part, field)
+        raise InvalidCandidates([{**err, "loc": _object_loc(err["loc"])} for err in e.errors]) from None
+
+
+#: What a candidate object's missing part means.
+_OBJECT_DEFAULTS: dict[str, dict[str, Any]] = {"method": {"name": "full"}, "hparams": {}}
+
+
+@cache
+def _part_fields(cls: type) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """A record part's fields, its required ones, and those null does not fill (required ones, and those whose type
+    excludes None)."""
+    fields = cls.model_fields  # type: ignore[attr-defined]
+    required = {name for name, f in fields.items() if f.is_required()}
+    no_null = required | {name for name, f in fields.items() if type(None) not in get_args(f.annotation)}
+    return frozenset(fields), frozenset(required), frozenset(no_null)
+
+
+def _checked_fields(cls: type, values: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """For a part's keys: the fields of them null does not fill (what the columns read as unset), or None where the
+    keys are not the part's (an unknown field, a required one missing)."""
+    fields, required, no_null = _part_fields(cls)
+    if not values.keys() <= fields or not required <= values.keys():
+        return None
+    return tuple(values.keys() & no_null)
+
+
+def _object_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A :func:`columnar_candidates` error's place (``(loc, "part.field", i)``) as a candidate object's."""
+    if len(loc) == 3 and isinstance(loc[1], str) and isinstance(loc[2], int):
+        return (loc[0], loc[2], *loc[1].split(".", 1))
+    return loc
+
+
 def _row_keys(series: Sequence[Sequence[Any]], n: int) -> list[tuple[Any, ...]]:
     """Each row's values of ``series`` as a hashable tuple (objects and lists as JSON texts); equal tuples are equal
     values (1, 1.0 and True are told apart where a field mixes them)."""
@@ -266,13 +343,14 @@ def _row_keys(series: Sequence[Sequence[Any]], n: int) -> list[tuple[Any, ...]]:
 
 
 def _validated_hparam(field: str, values: Sequence[Any], loc: str) -> list[Any]:
-    """A hyperparameter column, each distinct value validated once (by type and value: 1, 1.0 and True apart).
+    """A hyperparameter column, each distinct value validated once (by type and value: 1, 1.0 and True apart); null
+    is unset.
 
     Raises:
         InvalidCandidates: at the first candidate holding an invalid value.
     """
     values = list(values)
-    seen: dict[Any, Any] = {}
+    seen: dict[Any, Any] = {None: None}
 
     def check(value: Any) -> Any:
         try:
@@ -286,10 +364,12 @@ def _validated_hparam(field: str, values: Sequence[Any], loc: str) -> list[Any]:
     if len(set(map(type, values)) - {type(None)}) <= 1:  # one type (the usual column): its values are the keys
         try:
             for value in dict.fromkeys(values):
-                seen[value] = check(value)
+                if value is not None:
+                    seen[value] = check(value)
             return list(map(seen.__getitem__, values))
         except TypeError:  # unhashable values (lists, objects)
-            seen.clear()
+            pass
+    seen = {(type(None), None): None}
     out = []
     for value in values:
         key = (type(value), _hashable(value))

@@ -29,6 +29,7 @@ from metaml.serving import (
     as_frame,
     candidate_columns,
     columnar_candidates,
+    object_candidates,
     task_row,
 )
 from service.api.errors import UnknownDataset
@@ -119,12 +120,19 @@ def rows_of(task: dict[str, Any], candidates: Sequence[Candidate], *, loc: str =
     return as_frame(validated(candidate_columns, task, candidates, loc=loc))
 
 
-def request_rows(task: dict[str, Any], candidates: Sequence[Candidate] | None,
+def request_rows(task: dict[str, Any], candidates: Sequence[Any] | None,
                  columns: Mapping[str, Sequence[Any]] | None) -> tuple[pd.DataFrame, np.ndarray]:
-    """The rows of a request's candidates, sent as objects or as one array per field (invalid parts answer 422 at
-    their place), and each row's (model, method) pair (:class:`~metaml.serving.CandidateColumns`)."""
-    built = validated(candidate_columns, task, candidates) if candidates is not None \
+    """The rows of a request's candidates, sent as objects (as decoded from JSON: each distinct part validated once,
+    :func:`~metaml.serving.object_candidates`) or as one array per field (invalid parts answer 422 at their place),
+    and each row's (model, method) pair (:class:`~metaml.serving.CandidateColumns`)."""
+    built = validated(object_candidates, task, candidates) if candidates is not None \
         else validated(columnar_candidates, task, columns)
+    return as_frame(built), built.pairs
+
+
+def parts_rows(task: dict[str, Any], candidates: Sequence[Candidate]) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`request_rows` of candidates already validated into their parts."""
+    built = validated(candidate_columns, task, candidates)
     return as_frame(built), built.pairs
 
 

@@ -3,9 +3,9 @@ dataset meta-features are its :class:`~collector.schema.DatasetMeta`."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator, model_validator
 
 from collector.schema import SOURCE_PATTERN, DatasetMeta, Hyperparameters, Method, Model, Name, RunRecord, Task
 
@@ -205,9 +205,10 @@ CandidateValue = str | int | float | bool | dict[str, Any] | None
 class PredictRequest(_TaskRequest):
     """A task and a batch of candidate configurations to score."""
 
-    candidates: list[Candidate] | None = Field(
+    candidates: list[Annotated[Candidate, SkipValidation]] | None = Field(
         None, min_length=1, description="The candidates as objects; at most the server's max_predict_candidates. "
-                                        "Send these or `columns`.")
+                                        "Send these or `columns`. Validated as `Candidate`s once per distinct part "
+                                        "when scored (`metaml.serving.object_candidates`).")
     columns: dict[str, list[CandidateValue]] | None = Field(
         None, max_length=64,
         description="The same candidates as one array per field, all of one length: `model.id` (required), other "

@@ -27,6 +27,7 @@ from metaml.serving import KnowledgeIndex, SampleFeatures, enumerate_space, task
 from service.api._json import FastJSONResponse, jsonable
 from service.api.candidates import (
     finite,
+    parts_rows,
     plain,
     prediction_items,
     ranked_items,
@@ -223,7 +224,7 @@ def _suggest(body: SuggestRequest, loaded: LoadedModel, experience: KnowledgeInd
                        max_sample_rows=settings.max_sample_rows)
     space = None
     if body.candidates is not None:
-        rows, pairs = request_rows(ctx.row, body.candidates, None)
+        rows, pairs = parts_rows(ctx.row, body.candidates)
     else:
         space = validated(enumerate_space, ctx.row, body.space,
                           max_candidates=min(body.max_candidates, settings.max_suggest_candidates),
