@@ -8,11 +8,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from collector.ingest import ingest_path
+from collector.progress import PROGRESS_INTERVAL_S, every, progress_interval
 from collector.store import KnowledgeBase
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,3 +93,19 @@ def test_ingest_that_rejects_says_where_the_reasons_are(public_data: Path, tmp_p
     top = out.split("top reasons:\n", 1)[1].splitlines()
     assert re.match(r"^\s+55 x outcome\.score: no score", top[0]) and re.match(r"^\s+4 x model: malformed", top[1])
     assert len((tmp_path / "two.jsonl").read_text().splitlines()) == 60
+
+
+def test_progress_ticks_while_the_block_runs_and_stops_with_it() -> None:
+    """``every`` calls its function at the interval while the block runs, and never after it; the interval comes from
+    METAML_PROGRESS_INTERVAL_S (at least 0.1 s), the default where it is not a number."""
+    ticks: list[float] = []
+    with every(0.05, lambda: ticks.append(time.perf_counter())):
+        time.sleep(0.4)
+    ended, seen = time.perf_counter(), len(ticks)
+    time.sleep(0.2)
+    assert 3 <= seen == len(ticks) and all(t <= ended for t in ticks)
+    with pytest.raises(RuntimeError), every(0.05, lambda: None):
+        raise RuntimeError("the block's error goes through")
+    assert progress_interval({"METAML_PROGRESS_INTERVAL_S": "2.5"}) == 2.5
+    assert progress_interval({"METAML_PROGRESS_INTERVAL_S": "0"}) == 0.1
+    assert progress_interval({"METAML_PROGRESS_INTERVAL_S": "often"}) == progress_interval({}) == PROGRESS_INTERVAL_S

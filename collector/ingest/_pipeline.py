@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -33,12 +32,11 @@ from collector.formats import (
     plan_inputs,
     uri_format,
 )
+from collector.progress import PROGRESS_INTERVAL_S, every
 from collector.schema import DEFAULT_LIMITS, FieldError, RecordLimits, RowBuffer, RunRecord
 from collector.store import KnowledgeBase
 
 DEFAULT_CHUNK_SIZE = 20_000
-PROGRESS_INTERVAL_S = 10.0
-"""Seconds between progress lines when stderr is not a terminal (a log, a CI job)."""
 
 
 @dataclass
@@ -335,18 +333,16 @@ class LineProgress:
         self.seen = 0
         self.report: IngestReport | None = None
         self._started = time.perf_counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._tick, name="ingest-progress", daemon=True)
+        self._ticking = every(interval, lambda: self._write(self.line()), name="ingest-progress")
 
     def __enter__(self) -> LineProgress:
         self._write(f"ingest {self.label}: started")
         self._started = time.perf_counter()
-        self._thread.start()
+        self._ticking.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._ticking.__exit__(None, None, None)
         self._write(self.line(done=True))
 
     def update(self, report: IngestReport) -> None:
@@ -362,10 +358,6 @@ class LineProgress:
         rate = self.seen / seconds if seconds > 0 else 0.0
         return (f"ingest {self.label}: {'done, ' if done else ''}read {self.seen:,}, stored {stored:,}, "
                 f"duplicates {dupes:,}, rejected {rejected:,}, {rate:,.0f} rec/s, {seconds:.0f}s")
-
-    def _tick(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._write(self.line())
 
     def _write(self, text: str) -> None:
         stream = self.stream or sys.stderr

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,12 +24,11 @@ import click
 
 from collector.errors import CollectorError
 from collector.ingest import IngestReport, top_reasons
+from collector.progress import every, progress_interval
 from collector.sources import PUBLIC_DATA_ENV, public_data_root
 from collector.store import parse_kb_location
 
 DEFAULT_KB = Path("metaml-data") / "kb.duckdb"
-#: Seconds between the progress lines of long steps, unless ``METAML_PROGRESS_INTERVAL_S`` says otherwise.
-PROGRESS_INTERVAL_S = 10.0
 
 
 class ExitCode(IntEnum):
@@ -137,31 +135,15 @@ __all__ = ["DEFAULT_KB", "KB_HELP", "PUBLIC_DATA_ENV", "ExitCode", "check_kb_loc
            "default_public_text_root", "emit_json", "fail", "json_option", "kb_option", "rejects_lines"]
 
 
-def progress_interval() -> float:
-    """Seconds between progress lines (``METAML_PROGRESS_INTERVAL_S``, default :data:`PROGRESS_INTERVAL_S`)."""
-    try:
-        return max(0.1, float(os.environ.get("METAML_PROGRESS_INTERVAL_S", PROGRESS_INTERVAL_S)))
-    except ValueError:
-        return PROGRESS_INTERVAL_S
-
-
 @contextmanager
 def heartbeat(label: str, *, indent: str = "      ") -> Iterator[None]:
-    """While the block runs, print ``<label>: still working (Ns)`` on stderr every :func:`progress_interval` seconds,
-    from a background thread: a step with no progress of its own (fitting a model, attaching features) never leaves a
-    log, a CI job or a terminal silent for longer than that."""
-    interval = progress_interval()
+    """While the block runs, print ``<label>: still working (Ns)`` on stderr every
+    :func:`~collector.progress.progress_interval` seconds: a step with no progress of its own (fitting a model,
+    attaching features) never leaves a log, a CI job or a terminal silent for longer than that."""
     started = time.perf_counter()
-    stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(interval):
-            click.echo(f"{indent}{label}: still working ({time.perf_counter() - started:.0f}s)", err=True)
+        click.echo(f"{indent}{label}: still working ({time.perf_counter() - started:.0f}s)", err=True)
 
-    thread = threading.Thread(target=beat, name="metaml-heartbeat", daemon=True)
-    thread.start()
-    try:
+    with every(progress_interval(), beat, name="metaml-heartbeat"):
         yield
-    finally:
-        stop.set()
-        thread.join()

@@ -29,7 +29,8 @@ from typing import Any
 import click
 
 from collector.errors import CollectorError
-from service.cli._common import check_kb_location, default_public_data, heartbeat, progress_interval, rejects_lines
+from collector.progress import progress_interval
+from service.cli._common import check_kb_location, default_public_data, heartbeat, rejects_lines
 from service.errors import KeyStoreError
 from service.settings import get_settings
 
