@@ -2,7 +2,7 @@
 
 Setup (in a temporary directory): a knowledge base from the public TransferGraph and OPDA files (SST-2's meta-features
 computed from its text), the meta-model ``metaml train`` fits (default parameters), logged and promoted in a SQLite
-MLflow registry. Two servers on 127.0.0.1, one process each:
+MLflow registry. Two servers on 127.0.0.1, one process each (``--workers N``: N each):
 
 * **metaml**: ``metaml serve`` (``service.testing.ServerProcess``), loading the promoted version. A request carries
   the task (``glue/sst2``, meta-features from the knowledge base) and N candidate configurations in the record's
@@ -24,6 +24,7 @@ over loopback.
 
 Usage:
     python bench/service_predict.py [--clients 8] [--seconds 10] [--batch-sizes 1 1000] [--lightgbm-trees]
+                                    [--workers 1]
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ ROOT = Path(__file__).resolve().parents[1]
 async def _load(spec: dict[str, Any]) -> dict[str, Any]:
     body = Path(spec["body_file"]).read_bytes()
     headers = {"Content-Type": "application/json"}
+    if spec.get("fresh_connections"):  # each request on its own connection, so the kernel spreads them on the workers
+        headers["Connection"] = "close"
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=spec["clients"], max_keepalive_connections=spec["clients"])
@@ -81,12 +84,14 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_load(url: str, path: str, body: bytes, *, clients: int, seconds: float, warmup: float,
-             work: Path) -> dict[str, Any]:
-    """Drive ``url + path`` with ``body`` from a separate process; requests/s and latency percentiles."""
+             work: Path, fresh_connections: bool = False) -> dict[str, Any]:
+    """Drive ``url + path`` with ``body`` from a separate process; requests/s and latency percentiles.
+    ``fresh_connections``: a connection per request (a server of several worker processes gets each connection on
+    whichever worker accepts it first, and a kept-alive one stays there)."""
     body_file = work / f"body-{abs(hash((url, path, len(body))))}.json"
     body_file.write_bytes(body)
     spec = {"url": url, "path": path, "body_file": str(body_file), "clients": clients, "seconds": seconds,
-            "warmup": warmup}
+            "warmup": warmup, "fresh_connections": fresh_connections}
     done = subprocess.run([sys.executable, __file__, "--load", json.dumps(spec)], capture_output=True, text=True,
                           timeout=seconds + warmup + 300, check=True)
     raw = json.loads(done.stdout)
@@ -124,9 +129,10 @@ def build(public_data: Path, work: Path) -> dict[str, Any]:
 class MlflowServer:
     """``mlflow models serve`` of a model URI on 127.0.0.1, in its own process group."""
 
-    def __init__(self, model_uri: str, log_path: Path) -> None:
+    def __init__(self, model_uri: str, log_path: Path, *, workers: int = 1) -> None:
         self.model_uri = model_uri
         self.log_path = log_path
+        self.workers = workers
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -140,7 +146,7 @@ class MlflowServer:
         self._log = open(self.log_path, "wb")  # closed in __exit__
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", self.model_uri, "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(self.port), "-w", "1"],
+             "-h", "127.0.0.1", "-p", str(self.port), "-w", str(self.workers)],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_until_answering(self.proc, f"{self.url}/ping", timeout=180, log_path=self.log_path, poll=0.2)
@@ -174,18 +180,21 @@ def mlflow_body(model: Any, answer: dict[str, Any], configs: list[dict[str, Any]
     return json.dumps({"dataframe_split": {"columns": list(frame.columns), "data": data}}).encode()
 
 
-def wait_for_trees(url: str, compiled: bool, timeout: float = 900.0) -> bool:
-    """Wait until the server at ``url`` serves compiled trees (when ``compiled``); whether it does."""
+def wait_for_trees(url: str, compiled: bool, timeout: float = 900.0, *, workers: int = 1) -> bool:
+    """Wait until the server at ``url`` serves compiled trees (when ``compiled``); whether it does. With several
+    worker processes, until 20 answers in a row on fresh connections (any worker may take one) say so."""
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=url, timeout=30.0) as c:
-        while True:
-            served = c.get("/v1/models").json()
-            current = served.get("loaded") or {}
-            if not compiled or current.get("compiled_trees"):
-                return bool(current.get("compiled_trees"))
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not compile its trees in {timeout:.0f}s")
-            time.sleep(1.0)
+    in_a_row = 0
+    while True:
+        current = httpx.get(f"{url}/v1/models", timeout=30.0).json().get("loaded") or {}
+        if not compiled:
+            return bool(current.get("compiled_trees"))
+        in_a_row = in_a_row + 1 if current.get("compiled_trees") else 0
+        if in_a_row >= (1 if workers == 1 else 20):
+            return True
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not compile its trees in {timeout:.0f}s")
+        time.sleep(1.0 if in_a_row == 0 else 0.05)
 
 
 def same_answers(model: Any, answer: dict[str, Any], configs: list[dict[str, Any]],
@@ -220,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--public-data", type=Path,
                     default=Path(os.environ.get("METAML_PUBLIC_DATA", ROOT.parent / "shared" / "data")))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker processes of each server (metaml serve --workers, mlflow models serve -w); above "
+                         "1, each request of the load opens its own connection, so the workers share the load")
     ap.add_argument("--lightgbm-trees", action="store_true",
                     help="serve LightGBM's own trees (default: wait until the server has compiled them)")
     ap.add_argument("--load", help=argparse.SUPPRESS)
@@ -245,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{setup['train_runs']:,} training runs, trees {trees}", file=sys.stderr)
         settings = {"tracking_uri": setup["uri"], "compile_trees": not args.lightgbm_trees,
                     "compiled_cache": args.out / "compiled"}
-        ours_server = ServerProcess(setup["kb"], settings=settings, log_path=work / "metaml.log")
-        with ours_server as ours, MlflowServer(setup["outcome_uri"], work / "mlflow.log") as theirs:
-            compiled = wait_for_trees(ours.url, not args.lightgbm_trees)
+        ours_server = ServerProcess(setup["kb"], settings=settings, log_path=work / "metaml.log",
+                                    workers=args.workers)
+        with ours_server as ours, MlflowServer(setup["outcome_uri"], work / "mlflow.log",
+                                               workers=args.workers) as theirs:
+            compiled = wait_for_trees(ours.url, not args.lightgbm_trees, workers=args.workers)
             print(f"metaml serves {'compiled' if compiled else 'LightGBM'} trees", file=sys.stderr)
             for n in args.batch_sizes:
                 configs = sample_candidates(n, seed=n)
@@ -287,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 for name, body in ours_bodies.items()),
                                               ("mlflow", theirs.url, "/invocations", theirs_body)):
                     res = run_load(url, path, body, clients=args.clients, seconds=args.seconds,
-                                   warmup=args.warmup, work=work)
+                                   warmup=args.warmup, work=work, fresh_connections=args.workers > 1)
                     res.update(server=name, batch_size=n, rows_per_s=round(res["requests_per_s"] * n, 1),
                                request_bytes=len(body))
                     if name in model_ms:
@@ -332,8 +346,10 @@ def main(argv: list[str] | None = None) -> int:
                "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                "load_average": os.getloadavg(), "mlflow": mlflow.__version__,
                                "lightgbm": lightgbm.__version__, "clients": args.clients,
-                               "seconds": args.seconds, "server_processes": 1,
-                               "transport": "HTTP/1.1 over loopback, JSON bodies encoded before timing"}}
+                               "seconds": args.seconds, "server_processes": args.workers,
+                               "transport": "HTTP/1.1 over loopback, JSON bodies encoded before timing"
+                                            + (", a connection per request" if args.workers > 1 else
+                                               ", kept-alive connections")}}
     (args.out / "service_predict.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {args.out / 'service_predict.json'}")
     ok = all(c["identical_1e-9"] for c in checks) and all(r["errors"] == 0 for r in results)

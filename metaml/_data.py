@@ -187,8 +187,9 @@ def config_keys(df: pd.DataFrame, *, hashes: Mapping[str, np.ndarray] | None = N
 def config_column_hashes(df: pd.DataFrame, cols: Sequence[str]) -> list[np.ndarray]:
     """The hash of each of ``cols``' canonical texts (:func:`config_keys` combines them)."""
     if len(df) <= _FEW_KEYS and cols:  # hashed at once: the hash is elementwise, one call costs more than a few rows
-        texts = np.concatenate([_canonical_text(df[c].to_numpy(), boolean=pd.api.types.is_bool_dtype(df[c]))
-                                for c in cols])
+        columns = [df[c] for c in cols]
+        texts = np.concatenate([_canonical_text(s.to_numpy(), boolean=pd.api.types.is_bool_dtype(s.dtype))
+                                for s in columns])
         return list(pd.util.hash_array(texts, categorize=False).reshape(len(cols), len(df)))
     return [_text_hash(df[c]) for c in cols]
 

@@ -289,9 +289,11 @@ def object_candidates(task: Mapping[str, Any], candidates: Sequence[Any], *,
                 checked = shapes[shape] = _checked_fields(COLUMN_PARTS[part], values)
             if checked is None or (checked and None in map(values.__getitem__, checked)):
                 try:  # the part's own error (not an object, an unknown field, a null or missing required field)
-                    COLUMN_PARTS[part].model_validate(values)
+                    part_model = COLUMN_PARTS[part].model_validate(values)
                 except ValidationError as e:
                     raise _invalid((loc, i, part), e) from None
+                if not isinstance(values, Mapping):  # a part given as its model
+                    values = part_model.model_dump(exclude_none=True)
             for field, value in values.items():
                 column = columns.get(field)
                 if column is None:
