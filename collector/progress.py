@@ -2,7 +2,7 @@
 
 A step with no progress of its own (fitting a model, attaching features, a slow chunk commit) must not leave a
 terminal, a log or a CI job silent for long: :func:`every` calls a function every :func:`progress_interval` seconds
-while a block runs, from a daemon thread, and once more when it ends if asked.
+while a block runs, from a daemon thread (ingest's line progress and the command line's heartbeat both use it).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -333,16 +334,16 @@ class LineProgress:
         self.seen = 0
         self.report: IngestReport | None = None
         self._started = time.perf_counter()
-        self._ticking = every(interval, lambda: self._write(self.line()), name="ingest-progress")
+        self._ticking = ExitStack()
 
     def __enter__(self) -> LineProgress:
         self._write(f"ingest {self.label}: started")
         self._started = time.perf_counter()
-        self._ticking.__enter__()
+        self._ticking.enter_context(every(self.interval, lambda: self._write(self.line()), name="ingest-progress"))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._ticking.__exit__(None, None, None)
+        self._ticking.close()
         self._write(self.line(done=True))
 
     def update(self, report: IngestReport) -> None:
