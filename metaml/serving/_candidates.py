@@ -25,7 +25,7 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple, Protocol, get_args
 
 import numpy as np
@@ -269,7 +269,6 @@ def object_candidates(task: Mapping[str, Any], candidates: Sequence[Any], *,
     """
     n = len(candidates)
     fields: dict[str, dict[str, list[Any]]] = {part: {} for part in COLUMN_PARTS}
-    shapes: dict[tuple[str, tuple[str, ...]], tuple[str, ...] | None] = {}  # a part's keys: fields null cannot fill
     for i, candidate in enumerate(candidates):
         if type(candidate) is not dict and not isinstance(candidate, Mapping):
             raise InvalidCandidates([{"loc": (loc, i), "type": "model_type",
@@ -282,11 +281,8 @@ def object_candidates(task: Mapping[str, Any], candidates: Sequence[Any], *,
             raise InvalidCandidates([{"loc": (loc, i, key), "type": "extra_forbidden",
                                       "msg": "Extra inputs are not permitted"}])
         for part, columns in fields.items():
-            values = candidate.get(part, _OBJECT_DEFAULTS.get(part))
-            shape = (part, tuple(values)) if type(values) is dict else None
-            checked = shapes.get(shape) if shape is not None else None
-            if checked is None and shape is not None and shape not in shapes:
-                checked = shapes[shape] = _checked_fields(COLUMN_PARTS[part], values)
+            values = candidate.get(part, PART_DEFAULTS.get(part))
+            checked = _checked_fields(part, tuple(values)) if type(values) is dict else None
             if checked is None or (checked and None in map(values.__getitem__, checked)):
                 try:  # the part's own error (not an object, an unknown field, a null or missing required field)
                     part_model = COLUMN_PARTS[part].model_validate(values)
@@ -307,26 +303,18 @@ def object_candidates(task: Mapping[str, Any], candidates: Sequence[Any], *,
 
 
 #: What a candidate object's missing part means.
-_OBJECT_DEFAULTS: dict[str, dict[str, Any]] = {"method": {"name": "full"}, "hparams": {}}
+PART_DEFAULTS: dict[str, dict[str, Any]] = {"method": {"name": "full"}, "hparams": {}}
 
 
-@cache
-def _part_fields(cls: type) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """A record part's fields, its required ones, and those null does not fill (required ones, and those whose type
-    excludes None)."""
-    fields = cls.model_fields  # type: ignore[attr-defined]
+@lru_cache(maxsize=1024)
+def _checked_fields(part: str, keys: tuple[str, ...]) -> tuple[str, ...] | None:
+    """For a part's keys: those null does not fill (required fields, and those whose type excludes None: what the
+    columns read as unset), or None where the keys are not the part's (an unknown field, a required one missing)."""
+    fields = COLUMN_PARTS[part].model_fields  # type: ignore[attr-defined]
     required = {name for name, f in fields.items() if f.is_required()}
-    no_null = required | {name for name, f in fields.items() if type(None) not in get_args(f.annotation)}
-    return frozenset(fields), frozenset(required), frozenset(no_null)
-
-
-def _checked_fields(cls: type, values: Mapping[str, Any]) -> tuple[str, ...] | None:
-    """For a part's keys: the fields of them null does not fill (what the columns read as unset), or None where the
-    keys are not the part's (an unknown field, a required one missing)."""
-    fields, required, no_null = _part_fields(cls)
-    if not values.keys() <= fields or not required <= values.keys():
+    if not set(keys) <= fields.keys() or not required <= set(keys):
         return None
-    return tuple(values.keys() & no_null)
+    return tuple(k for k in keys if k in required or type(None) not in get_args(fields[k].annotation))
 
 
 def _object_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -395,13 +383,12 @@ def parse_candidates(configs: Sequence[Mapping[str, Any]], *, loc: str = "candid
         InvalidCandidates: a part is invalid (unknown method, negative learning rate...), with its place.
     """
     out = []
-    defaults = {"method": {"name": "full"}, "hparams": {}}
     for i, config in enumerate(configs):
         if not isinstance(config, Mapping) or "model" not in config:
             raise _invalid((loc, i), ValueError("a configuration needs a `model` (and may have `method`, `hparams`)"))
         parts = []
         for part, cls in (("model", Model), ("method", Method), ("hparams", Hyperparameters)):
-            value = config.get(part) or defaults.get(part)
+            value = config.get(part) or PART_DEFAULTS.get(part)
             try:
                 parts.append(cls.model_validate(dict(value)))
             except ValidationError as e:

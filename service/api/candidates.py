@@ -117,7 +117,7 @@ def resolve_task(task: Any, dataset: DatasetSpec, source: str, *, experience: Kn
 
 def rows_of(task: dict[str, Any], candidates: Sequence[Candidate], *, loc: str = "candidates") -> pd.DataFrame:
     """The candidates' runs-table rows for the task's row (invalid parts answer 422 at ``loc``)."""
-    return as_frame(validated(candidate_columns, task, candidates, loc=loc))
+    return parts_rows(task, candidates, loc=loc)[0]
 
 
 def request_rows(task: dict[str, Any], candidates: Sequence[Any] | None,
@@ -130,9 +130,10 @@ def request_rows(task: dict[str, Any], candidates: Sequence[Any] | None,
     return as_frame(built), built.pairs
 
 
-def parts_rows(task: dict[str, Any], candidates: Sequence[Candidate]) -> tuple[pd.DataFrame, np.ndarray]:
+def parts_rows(task: dict[str, Any], candidates: Sequence[Candidate], *,
+               loc: str = "candidates") -> tuple[pd.DataFrame, np.ndarray]:
     """:func:`request_rows` of candidates already validated into their parts."""
-    built = validated(candidate_columns, task, candidates)
+    built = validated(candidate_columns, task, candidates, loc=loc)
     return as_frame(built), built.pairs
 
 
