@@ -75,6 +75,24 @@ UPLOAD_SOURCE = "upload"
 _FEW_TEXTS = 32
 
 
+#: Runs-table rows as the featurizer reads them: a DataFrame, or one array per column (all of one length; the
+#: serving path's candidate columns, :class:`metaml.serving.CandidateColumns`).
+Rows = pd.DataFrame | Mapping[str, Any]
+
+
+def row_count(rows: Rows) -> int:
+    """How many rows ``rows`` holds."""
+    if isinstance(rows, pd.DataFrame):
+        return len(rows)
+    return len(next(iter(rows.values()))) if rows else 0
+
+
+def frame_of(columns: Mapping[str, Any], rows: np.ndarray | None = None) -> pd.DataFrame:
+    """One array per column as a frame (dtypes inferred from the values); ``rows``: only those rows."""
+    return pd.DataFrame({c: (np.asarray(v, dtype=object) if rows is None else np.asarray(v, dtype=object)[rows])
+                         .tolist() for c, v in columns.items()})
+
+
 def text_values(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarray:
     """A column as text: each value spelled as pandas' ``astype("string")`` spells it (``str`` of the value; numbers
     as the shortest text that reads back to the same float64, e.g. ``3.0``, ``1e-05``), None where missing (None,
@@ -169,7 +187,7 @@ CONFIG_COLUMNS: tuple[str, ...] = (
 _FEW_KEYS = 16
 
 
-def config_keys(df: pd.DataFrame, *, hashes: Mapping[str, np.ndarray] | None = None) -> pd.Series:
+def config_keys(df: Rows, *, hashes: Mapping[str, np.ndarray] | None = None) -> pd.Series:
     """One key per distinct configuration: runs that differ only by seed or data split share it.
 
     Args:
@@ -181,24 +199,26 @@ def config_keys(df: pd.DataFrame, *, hashes: Mapping[str, np.ndarray] | None = N
     # pandas' hash of a frame of the columns' canonical texts (hash_pandas_object), from one hash array per column
     computed = iter(config_column_hashes(df, [c for c in cols if c not in hashes]))
     per_column = (hashes[c] if c in hashes else next(computed) for c in cols)
-    return pd.Series(combine_hash_arrays(per_column, len(cols)), index=df.index).astype(str)
+    index = df.index if isinstance(df, pd.DataFrame) else None
+    return pd.Series(combine_hash_arrays(per_column, len(cols)), index=index).astype(str)
 
 
-def config_column_hashes(df: pd.DataFrame, cols: Sequence[str]) -> list[np.ndarray]:
+def config_column_hashes(df: Rows, cols: Sequence[str]) -> list[np.ndarray]:
     """The hash of each of ``cols``' canonical texts (:func:`config_keys` combines them)."""
-    if len(df) <= _FEW_KEYS and cols:  # hashed at once: the hash is elementwise, one call costs more than a few rows
+    n = row_count(df)
+    if n <= _FEW_KEYS and cols:  # hashed at once: the hash is elementwise, one call costs more than a few rows
         columns = [df[c] for c in cols]
-        texts = np.concatenate([_canonical_text(s.to_numpy(), boolean=pd.api.types.is_bool_dtype(s.dtype))
+        texts = np.concatenate([_canonical_text(np.asarray(s), boolean=pd.api.types.is_bool_dtype(s.dtype))
                                 for s in columns])
-        return list(pd.util.hash_array(texts, categorize=False).reshape(len(cols), len(df)))
+        return list(pd.util.hash_array(texts, categorize=False).reshape(len(cols), n))
     return [_text_hash(df[c]) for c in cols]
 
 
-def _text_hash(values: pd.Series) -> np.ndarray:
+def _text_hash(values: pd.Series | np.ndarray) -> np.ndarray:
     """pandas' ``hash_array`` of the column's canonical text (:func:`_canonical_text`), spelled and hashed once per
     distinct value (a request's candidates share most of theirs, and the runs of a source their hyperparameters)."""
-    arr = values.to_numpy()
-    boolean = pd.api.types.is_bool_dtype(values)
+    arr = np.asarray(values)
+    boolean = pd.api.types.is_bool_dtype(values.dtype)
     if not boolean:
         codes, uniques = pd.factorize(arr)  # missing values (None, NaN) get code -1
         distinct = np.asarray(uniques, dtype=arr.dtype if arr.dtype.kind in "iuf" else object)

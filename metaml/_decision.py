@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from metaml._estimators import MetaModel
+from metaml._features import PairCodes
 
 
 @dataclass
@@ -179,7 +180,7 @@ def _plain(v: Any) -> Any:
 
 
 def recommend(model: MetaModel, candidates: pd.DataFrame, params: dict[str, str], *, budget: int | None = None,
-              temperature: float = 1.0, pairs: np.ndarray | None = None) -> Recommendation:
+              temperature: float = 1.0, pairs: np.ndarray | PairCodes | None = None) -> Recommendation:
     """Rank ``candidates`` (runs-table rows) and derive priors over each choice.
 
     Args:

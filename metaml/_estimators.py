@@ -32,8 +32,8 @@ from sklearn.model_selection import GroupKFold
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from metaml._data import learning_frame, source_family, within_task_z
-from metaml._features import TASK_COLUMNS, RunFeaturizer
+from metaml._data import Rows, fill_missing, learning_frame, source_family, text_values, within_task_z
+from metaml._features import TASK_COLUMNS, PairCodes, RunFeaturizer
 
 warnings.filterwarnings("ignore", message=".*X does not have valid feature names.*")
 
@@ -442,16 +442,17 @@ class MetaModel(BaseEstimator):
         self.train_datasets_ = sorted(df["dataset_name"].unique())
         return self
 
-    def predict_arrays(self, runs: pd.DataFrame, outputs: Sequence[str] = ("rank_score", "runtime_s", "p_fail"), *,
-                       pairs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def predict_arrays(self, runs: Rows, outputs: Sequence[str] = ("rank_score", "runtime_s", "p_fail"), *,
+                       pairs: np.ndarray | PairCodes | None = None) -> dict[str, np.ndarray]:
         """Per row: ``points``, ``lo``, ``hi`` (80% interval), and those of ``rank_score``, ``runtime_s`` (NaN
         without a cost model) and ``p_fail`` that ``outputs`` names, as arrays. Points and intervals are clipped to
-        each row's metric range. ``pairs``: as :meth:`RunFeaturizer.transform_array` reads it (the same answer)."""
+        each row's metric range. ``runs`` and ``pairs``: as :meth:`RunFeaturizer.transform_array` reads them (the
+        same answer)."""
         check_is_fitted(self, "outcome_")
         X = self.featurizer_.transform_array(runs, pairs=pairs)
         rank = self.outcome_.rank_score(X)
-        low, high = metric_range(runs["task_metric_scale"].fillna("unit") if "task_metric_scale" in runs
-                                 else np.full(len(runs), "unit"))
+        low, high = metric_range(fill_missing(text_values(runs["task_metric_scale"]), "unit")
+                                 if "task_metric_scale" in runs else np.full(len(X), "unit"))
         points = self.outcome_.predict(X, rank_score=rank)
         lo, hi = self.outcome_.predict_interval(X, points=points, bins=source_bins(runs["provenance_source"]))
         out = {"points": np.clip(points, low, high), "lo": np.clip(lo, low, high), "hi": np.clip(hi, low, high)}
@@ -463,7 +464,7 @@ class MetaModel(BaseEstimator):
             out["p_fail"] = self.failure_.p_fail(X) if self.failure_ is not None else np.full(len(X), np.nan)
         return out
 
-    def predict(self, runs: pd.DataFrame, *, pairs: np.ndarray | None = None) -> pd.DataFrame:
+    def predict(self, runs: pd.DataFrame, *, pairs: np.ndarray | PairCodes | None = None) -> pd.DataFrame:
         """Per row: points, 80% interval (lo, hi), rank_score, runtime_s (NaN without cost data), p_fail (``pairs``:
         as :meth:`predict_arrays` reads it)."""
         out = self.predict_arrays(runs, pairs=pairs)

@@ -37,21 +37,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metaml._data import config_keys, fill_missing, positions, source_family, text_values, within_task_z
+from metaml._data import (
+    Rows,
+    config_keys,
+    fill_missing,
+    positions,
+    row_count,
+    source_family,
+    text_values,
+    within_task_z,
+)
 
 
-def _text(rows: pd.DataFrame, col: str, fill: Any = None) -> np.ndarray:
+def _text(rows: Rows, col: str, fill: Any = None) -> np.ndarray:
     """A column as text (:func:`metaml._data.text_values`), ``fill`` where missing."""
     out = text_values(rows[col])
     return out if fill is None else fill_missing(out, fill)
 
 
-def checkpoint_keys(rows: pd.DataFrame) -> np.ndarray:
+def checkpoint_keys(rows: Rows) -> np.ndarray:
     """``model_id@upstream_task`` (``model_id@`` for a checkpoint not fine-tuned upstream)."""
     return _text(rows, "model_id", "?") + "@" + _text(rows, "model_upstream_task", "")
 
 
-def _base(rows: pd.DataFrame) -> np.ndarray:
+def _base(rows: Rows) -> np.ndarray:
     return fill_missing(_text(rows, "model_base_model", _text(rows, "model_id")), "?")
 
 
@@ -62,11 +71,11 @@ def _join(*parts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _method(rows: pd.DataFrame) -> np.ndarray:
+def _method(rows: Rows) -> np.ndarray:
     return _text(rows, "method_name", "?")
 
 
-def config_key_texts(rows: pd.DataFrame, hashes: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+def config_key_texts(rows: Rows, hashes: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """The ``config`` key of each row (:func:`metaml._data.config_keys`; ``hashes`` as it reads them)."""
     keys = rows["config_key"] if "config_key" in rows else config_keys(rows, hashes=hashes)
     return np.asarray(keys, dtype=str).astype(object)
@@ -188,11 +197,11 @@ class Experience:
 
     # -- features ------------------------------------------------------------------------------------------------
 
-    def keys_of(self, rows: pd.DataFrame, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def keys_of(self, rows: Rows, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Each key (``names`` of them: default all) of each row (object arrays; None where it does not apply)."""
         return {name: KEYS[name](rows) for name in (self.keys if names is None else names)}
 
-    def features(self, rows: pd.DataFrame, *, leave_own_dataset: bool = False,
+    def features(self, rows: Rows, *, leave_own_dataset: bool = False,
                  keys: dict[str, np.ndarray] | None = None,
                  names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Per row and key, in each scope: the smoothed standing, the tasks behind it, their spread (column name ->
@@ -229,13 +238,13 @@ class Experience:
                 out.update(_standing(f"{scope}_{name}", total[:, 0], total[:, 1], total[:, 2], self.smoothing))
         return out
 
-    def lookup(self, rows: pd.DataFrame, *, leave_own_dataset: bool = False,
+    def lookup(self, rows: Rows, *, leave_own_dataset: bool = False,
                features: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """The lookup baseline: the row's standing at the most specific key with experience (:data:`LOOKUP_ORDER`:
         same-source configuration, (checkpoint, method) in the same source then anywhere, checkpoint, base model
         and method, model family and method, method), 0 without any."""
         feats = features if features is not None else self.features(rows, leave_own_dataset=leave_own_dataset)
-        out = np.full(len(rows), np.nan)
+        out = np.full(row_count(rows), np.nan)
         for scope, name in LOOKUP_ORDER:
             col = f"{scope}_{name}"
             if col in feats:
@@ -288,10 +297,10 @@ def _strings(values: pd.Series) -> np.ndarray:
     return fill_missing(text_values(values), "None")
 
 
-def _languages(rows: pd.DataFrame) -> np.ndarray:
+def _languages(rows: Rows) -> np.ndarray:
     """Each row's dataset language (None where unknown)."""
     if "dataset_meta_language" not in rows:
-        return np.full(len(rows), None, dtype=object)
+        return np.full(row_count(rows), None, dtype=object)
     return text_values(rows["dataset_meta_language"])
 
 

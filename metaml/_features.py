@@ -25,20 +25,31 @@ missing values NaN, which LightGBM routes, so runs from sources that lack a feat
 The recipe (:meth:`RunFeaturizer.transform_array`) is numpy from the raw columns to the matrix; :meth:`transform`
 returns the same matrix as a named DataFrame. Serving and training run the same code, so they cannot drift. A served
 request's candidates share their task and, many at a time, their model and method: given each row's (model, method)
-pair, the features that read no hyperparameter are computed once per pair, and the matrix is the same.
+pair, the features that read no hyperparameter are computed once per pair (and remembered by the pair's key,
+:class:`PairCodes`), and the matrix is the same. Its rows may come as one array per column (the candidates' columns)
+instead of a DataFrame: for one candidate, building the 68-column frame cost more than scoring it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from metaml._data import CONFIG_COLUMNS, config_column_hashes, positions, source_family, text_values
+from metaml._data import (
+    CONFIG_COLUMNS,
+    Rows,
+    config_column_hashes,
+    frame_of,
+    positions,
+    row_count,
+    source_family,
+    text_values,
+)
 from metaml._experience import KEYS, SCOPES, Experience, config_key_texts
 from metaml._lru import BoundedCache
 from metaml._similarity import distances, meta_vectors
@@ -113,6 +124,19 @@ _REGIME_CODES = {"f": 0.0, "k": 1.0, "n": 2.0}
 #: Distinct (task, model, method) parts whose features that read no hyperparameter one featurizer remembers (a served
 #: model's: an AutoML system asks about the same task and models again and again).
 PAIR_CACHE_SIZE = 4096
+
+
+class PairCodes(NamedTuple):
+    """Each row's pair (``codes``: ``0..len(keys)-1``) and what identifies each pair's values (``keys[code]``): rows
+    of equal keys hold equal values in every column but the hyperparameters, in any call (the serving path's
+    remembered pair rows, :class:`metaml.serving.PairRows`), so the features remembered for a pair are found by its
+    key without reading its values."""
+
+    codes: np.ndarray
+    keys: Sequence[Hashable]
+
+    def __len__(self) -> int:  # one code per row, as the array of codes alone
+        return len(self.codes)
 
 
 def _floats(rows: Mapping[str, Any], col: str) -> np.ndarray:
@@ -214,25 +238,30 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
         """The feature matrix as a DataFrame named by :meth:`get_feature_names_out` (categories as codes)."""
         return self._frame(self.transform_array(X), X.index)
 
-    def transform_array(self, X: pd.DataFrame, *, pairs: np.ndarray | None = None) -> np.ndarray:
+    def transform_array(self, X: Rows, *, pairs: np.ndarray | PairCodes | None = None) -> np.ndarray:
         """The feature matrix (rows x :meth:`get_feature_names_out`) of new rows.
 
         Args:
+            X: a DataFrame, or one array per column (read without building a frame when ``pairs`` are given; the
+                pairs not remembered yet are read as a frame of their first rows).
             pairs: a code per row, equal for rows that hold the same values in every column but the hyperparameters
                 (``hparams_*``; a request's candidates of one model and method for one task): the features that read
                 no hyperparameter are computed once per code, and remembered by the values of those columns for
-                the next call (up to :data:`PAIR_CACHE_SIZE` of them). One row is one pair. The matrix is the same.
+                the next call (up to :data:`PAIR_CACHE_SIZE` of them), or by the pair's key (:class:`PairCodes`).
+                One row is one pair. The matrix is the same.
         """
         check_is_fitted(self, "feature_names_out_")
-        X = _check_frame(X)
-        if pairs is not None and len(pairs) != len(X):
-            raise ValueError(f"pairs holds {len(pairs)} codes for {len(X)} rows")
-        if pairs is None and len(X) == 1:  # one row is one pair (a decision on one candidate)
+        n = row_count(_check_rows(X))
+        if pairs is not None and len(pairs) != n:
+            raise ValueError(f"pairs holds {len(pairs)} codes for {n} rows")
+        if pairs is None and n == 1:  # one row is one pair (a decision on one candidate)
             pairs = np.zeros(1, dtype=np.int64)
-        if pairs is not None and len(X):
-            _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-            return self._stack(self._paired_columns(X, first, inverse), len(X))
-        return self._stack(self._columns(X, training=False), len(X))
+        if pairs is not None and n:
+            codes = pairs.codes if isinstance(pairs, PairCodes) else pairs
+            distinct, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+            keys = [("pair", pairs.keys[c]) for c in distinct.tolist()] if isinstance(pairs, PairCodes) else None
+            return self._stack(self._paired_columns(X, first, inverse, keys), n)
+        return self._stack(self._columns(_taken(X, None), training=False), n)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_out_")
@@ -252,12 +281,13 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
             return {name: out[name] for name in self.feature_names_out_}
         return out
 
-    def _paired_columns(self, X: pd.DataFrame, first: np.ndarray, inverse: np.ndarray) -> dict[str, np.ndarray]:
+    def _paired_columns(self, X: Rows, first: np.ndarray, inverse: np.ndarray,
+                        keys: list[Any] | None) -> dict[str, np.ndarray]:
         """:meth:`_columns` of new rows where the rows ``first`` hold the distinct values of every column but the
         hyperparameters and ``inverse`` is each row's among them: what does not read a hyperparameter is computed
-        once per distinct row, or remembered (:meth:`_shared`)."""
+        once per distinct row, or remembered (:meth:`_shared`; by ``keys`` when given, one per distinct row)."""
         shared = {group: {name: values[inverse] for name, values in part.items()}
-                  for group, part in self._shared(X.iloc[first]).items()}
+                  for group, part in self._shared(X, first, keys).items()}
         out = {**shared["plain"], **self._plain_columns(X, reads_hparams=True)}
         if self.experience_ is not None:  # the configuration is the one key that reads the hyperparameters
             feats = shared["experience"]
@@ -267,18 +297,20 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
             out.update(self._experience_columns(X, feats))
         return {name: out[name] for name in self.feature_names_out_}
 
-    def _shared(self, firsts: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
-        """Per row of ``firsts``: the features that read no hyperparameter (``plain``, transfer included), the
+    def _shared(self, X: Rows, first: np.ndarray, keys: list[Any] | None) -> dict[str, dict[str, np.ndarray]]:
+        """Per row ``first`` of ``X``: the features that read no hyperparameter (``plain``, transfer included), the
         standings of the experience keys that read none (``experience``) and the hash of each configuration column
-        that is no hyperparameter (``hashes``), remembered by the row's values (:class:`~metaml._lru.BoundedCache`)."""
+        that is no hyperparameter (``hashes``), remembered (:class:`~metaml._lru.BoundedCache`) by ``keys`` or else
+        by the row's values."""
         cache = self.__dict__.get("_pair_cache")
         if cache is None:
             cache = self.__dict__.setdefault("_pair_cache", BoundedCache(PAIR_CACHE_SIZE))
-        keys = _content_keys(firsts)
+        if keys is None:
+            keys = _content_keys(_taken(X, first))
         entries = [cache.get(k) for k in keys]
         missing = [i for i, e in enumerate(entries) if e is None]
         if missing:
-            rows = firsts.iloc[missing]
+            rows = _taken(X, first[missing])
             plain = self._plain_columns(rows, reads_hparams=False)
             if getattr(self, "dataset_meta_", None) is not None:
                 plain.update(self._transfer(rows))
@@ -304,9 +336,9 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
         state.pop("_pair_cache", None)  # remembered features are the serving process's own
         return state
 
-    def _plain_columns(self, X: pd.DataFrame, reads_hparams: bool | None = None) -> dict[str, np.ndarray]:
+    def _plain_columns(self, X: Rows, reads_hparams: bool | None = None) -> dict[str, np.ndarray]:
         """The features read from the row's own columns (all but experience and transfer); ``reads_hparams``: only
-        those that read a hyperparameter (True) or only those that do not (False)."""
+        those that read a hyperparameter (True) or only those that do not (False; a frame)."""
 
         def wanted(*cols: str) -> bool:
             return reads_hparams is None or reads_hparams == any(c.startswith("hparams_") for c in cols)
@@ -355,7 +387,7 @@ class RunFeaturizer(TransformerMixin, BaseEstimator):
                     feats[col + "_n"][dropped] = 0.0
                     feats[col + "_sd"][dropped] = np.nan
 
-    def _experience_columns(self, X: pd.DataFrame, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _experience_columns(self, X: Rows, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The standings of the wanted scopes, and the lookup they give."""
         wanted = set(self.experience_scopes)
         out = {col: values for col, values in feats.items() if col.split("_", 1)[0] in wanted}
@@ -422,3 +454,16 @@ def _check_frame(X: Any) -> pd.DataFrame:
     if not isinstance(X, pd.DataFrame):
         raise TypeError(f"expected a DataFrame of runs-table rows, got {type(X).__name__}")
     return X
+
+
+def _check_rows(X: Any) -> Rows:
+    if not isinstance(X, pd.DataFrame | Mapping):
+        raise TypeError(f"expected runs-table rows (a DataFrame or one array per column), got {type(X).__name__}")
+    return X
+
+
+def _taken(X: Rows, rows: np.ndarray | None) -> pd.DataFrame:
+    """``rows`` of ``X`` (all when None) as a frame."""
+    if isinstance(X, pd.DataFrame):
+        return X if rows is None else X.iloc[rows]
+    return frame_of(X, rows)

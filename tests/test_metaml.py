@@ -178,7 +178,8 @@ def test_text_and_position_lookups_agree_with_pandas_for_few_and_many_values() -
 def test_featurizer_computes_what_a_pair_shares_once_with_the_same_matrix(runs: pd.DataFrame) -> None:
     """Candidates given with their (model, method) pair: the features that read no hyperparameter are computed once
     per pair and remembered for the next call, and the matrix is the one computed row by row (any labels for the
-    pairs, one or many rows per pair, remembered or not); configuration keys from remembered column hashes equal
+    pairs or their keys, one or many rows per pair, remembered or not, the rows as a frame or as the candidates'
+    columns); configuration keys from remembered column hashes equal
     those hashed per row; a pickled featurizer leaves what it remembered behind; pairs of another length are
     refused."""
     import pickle
@@ -194,15 +195,22 @@ def test_featurizer_computes_what_a_pair_shares_once_with_the_same_matrix(runs: 
                    dataset_meta=_meta(known))
     for n in (1, 3, 40, 600):
         built = candidate_columns(row, parse_candidates(sample_candidates(n, seed=n)))
-        rows, pairs = as_frame(built), built.pairs
+        rows, pairs = as_frame(built), built.pairs.codes
         assert n < 40 or len(np.unique(pairs)) < n / 3
+        assert len(set(built.pairs.keys)) == len(built.pairs.keys) == len(np.unique(pairs))
         expected = featurizer._stack(featurizer._columns(rows, training=False), n)  # row by row
-        np.testing.assert_array_equal(RunFeaturizer().fit(frame, frame["points"]).transform_array(rows, pairs=pairs),
-                                      expected)  # nothing remembered
+        for fresh_codes in (pairs, built.pairs):  # nothing remembered: by value, by the pairs' keys
+            np.testing.assert_array_equal(RunFeaturizer().fit(frame, frame["points"]).transform_array(
+                rows, pairs=fresh_codes), expected)
+        np.testing.assert_array_equal(RunFeaturizer().fit(frame, frame["points"]).transform_array(
+            built.columns, pairs=built.pairs), expected)  # the columns without a frame
         np.testing.assert_array_equal(featurizer.transform_array(rows), expected)
+        np.testing.assert_array_equal(featurizer.transform_array(built.columns), expected)
         relabeled = np.random.default_rng(n).permutation(1000)[pairs]
-        for codes in (pairs, relabeled, pairs):  # computed, then remembered
+        # computed, then remembered by value; then by key, computed and remembered (from a frame or the columns)
+        for codes in (pairs, relabeled, pairs, built.pairs, built.pairs):
             np.testing.assert_array_equal(featurizer.transform_array(rows, pairs=codes), expected)
+            np.testing.assert_array_equal(featurizer.transform_array(built.columns, pairs=codes), expected)
         cols = [c for c in rows if c in ("model_id", "method_name", "method_lora_r")]
         hashes = dict(zip(cols, config_column_hashes(rows, cols), strict=True))
         assert config_keys(rows, hashes=hashes).tolist() == config_keys(rows).tolist()

@@ -571,8 +571,10 @@ def test_candidate_objects_validated_once_per_part_are_the_candidates_validated_
     pd.testing.assert_frame_equal(frame, as_frame(theirs))
     shared = frame[[c for c in frame if not c.startswith("hparams_")]].astype(str)
     # one pair, one set of values but the hyperparameters
-    assert (shared.groupby(ours.pairs).nunique(dropna=False) == 1).all().all()
-    assert len(set(ours.pairs)) == len(set(theirs.pairs)) + 1  # "LoRA" with a null and "lora" without: two sendings
+    assert (shared.groupby(ours.pairs.codes).nunique(dropna=False) == 1).all().all()
+    # "LoRA" with a null and "lora" without: two sendings of one validated pair (one key, the same row)
+    assert len(set(ours.pairs.codes)) == len(set(theirs.pairs.codes)) + 1
+    assert set(ours.pairs.keys) == set(theirs.pairs.keys) and len(set(ours.pairs.keys)) == len(set(theirs.pairs.codes))
 
     good = sample_candidates(2, seed=4)
     for bad in (5, {"model": {"id": "roberta-base"}, "extra": 1}, {"method": {"name": "full"}},

@@ -2,6 +2,7 @@
 configurations and search spaces, the knowledge base's snapshot (dataset meta-features, the past runs that support a
 prediction), and the search engine's proposals for a task."""
 
+from metaml._features import PairCodes
 from metaml._similarity import DATASET_SIMILARITY
 from metaml.serving._candidates import (
     HPARAM_COLUMNS,
@@ -38,6 +39,7 @@ __all__ = [
     "CandidateColumns",
     "KnowledgeIndex",
     "KnowledgeSnapshot",
+    "PairCodes",
     "PairRows",
     "SampleFeatures",
     "SpaceCandidates",

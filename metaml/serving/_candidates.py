@@ -34,7 +34,8 @@ from pydantic import ValidationError
 
 from collector.features import ModelRegistry
 from collector.schema import Dataset, DatasetMeta, Hyperparameters, Method, Model, Task
-from metaml._data import LEARN_COLUMNS
+from metaml._data import LEARN_COLUMNS, frame_of
+from metaml._features import PairCodes
 from metaml._lru import BoundedCache
 from metaml.errors import InvalidCandidates
 
@@ -96,8 +97,8 @@ class PairRows:
         self._cache: BoundedCache[str, dict[str, Any]] = BoundedCache(size)
 
     def rows(self, task: Mapping[str, Any], pairs: Sequence[tuple[Model, Method]], *,
-             loc: str = "candidates") -> list[dict[str, Any]]:
-        """One row per pair.
+             loc: str = "candidates") -> tuple[list[str], list[dict[str, Any]]]:
+        """One key and one row per pair (equal keys, equal rows: the key is the task, model and method as sent).
 
         Raises:
             InvalidCandidates: a registry-completed model fails validation (at ``loc``).
@@ -122,7 +123,7 @@ class PairRows:
                     else None
             found[keys[i]] = row
             self._cache.put(keys[i], row)
-        return [found[k] for k in keys]
+        return keys, [found[k] for k in keys]
 
 
 PAIR_ROWS = PairRows()
@@ -130,18 +131,19 @@ PAIR_ROWS = PairRows()
 
 class CandidateColumns(NamedTuple):
     """Runs-table columns of candidates (:data:`~metaml._data.LEARN_COLUMNS`, object arrays) and each candidate's
-    (model, method) pair: candidates of one pair hold the same values in every column but the hyperparameters (what
-    ``RunFeaturizer.transform_array(..., pairs=...)`` computes once per pair)."""
+    (model, method) pair with the pair's key in :data:`PAIR_ROWS`: candidates of one pair hold the same values in
+    every column but the hyperparameters (what ``RunFeaturizer.transform_array(..., pairs=...)`` computes once per
+    pair, and remembers by its key)."""
 
     columns: Columns
-    pairs: np.ndarray
+    pairs: PairCodes
 
 
 def assemble(task: Mapping[str, Any], pairs: Sequence[tuple[Model, Method]], pair_index: np.ndarray,
              hparams: Mapping[str, Sequence[Any]], *, loc: str = "candidates") -> CandidateColumns:
     """Runs-table columns of candidates given as distinct (model, method) pairs, the pair of each candidate, and
     hyperparameter columns (validated values, None unset)."""
-    rows = PAIR_ROWS.rows(task, pairs, loc=loc)
+    keys, rows = PAIR_ROWS.rows(task, pairs, loc=loc)
     n = len(pair_index)
     out: Columns = {}
     for col in LEARN_COLUMNS:
@@ -155,7 +157,7 @@ def assemble(task: Mapping[str, Any], pairs: Sequence[tuple[Model, Method]], pai
             distinct[:] = [r.get(col) for r in rows]
             column = distinct[pair_index]
         out[col] = column
-    return CandidateColumns(out, np.asarray(pair_index, dtype=np.int64))
+    return CandidateColumns(out, PairCodes(np.asarray(pair_index, dtype=np.int64), keys))
 
 
 class CandidateParts(Protocol):
@@ -401,7 +403,7 @@ def parse_candidates(configs: Sequence[Mapping[str, Any]], *, loc: str = "candid
 
 def as_frame(candidates: CandidateColumns) -> pd.DataFrame:
     """The candidates as a runs-table frame (dtypes inferred from the values)."""
-    return pd.DataFrame({c: v.tolist() for c, v in candidates.columns.items()})
+    return frame_of(candidates.columns)
 
 
 def candidate_rows(task: Mapping[str, Any], configs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -471,7 +473,7 @@ class SpaceCandidates:
     methods: dict[str, Method]
     fixed: dict[str, Any]
     #: each row's (model, method) pair (:class:`CandidateColumns`)
-    pairs: np.ndarray
+    pairs: PairCodes
 
     def config(self, i: int) -> dict[str, Any]:
         """Candidate ``i`` as a plain configuration (model, method and the hyperparameters the space sets)."""

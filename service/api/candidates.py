@@ -22,8 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from collector.schema import DatasetMeta, canonical_dataset
 from metaml.errors import InvalidCandidates
 from metaml.serving import (
+    CandidateColumns,
     KnowledgeIndex,
     KnowledgeSnapshot,
+    PairCodes,
     SampleFeatures,
     SpaceCandidates,
     as_frame,
@@ -121,17 +123,17 @@ def rows_of(task: dict[str, Any], candidates: Sequence[Candidate], *, loc: str =
 
 
 def request_rows(task: dict[str, Any], candidates: Sequence[Any] | None,
-                 columns: Mapping[str, Sequence[Any]] | None) -> tuple[pd.DataFrame, np.ndarray]:
-    """The rows of a request's candidates, sent as objects (as decoded from JSON: each distinct part validated once,
-    :func:`~metaml.serving.object_candidates`) or as one array per field (invalid parts answer 422 at their place),
-    and each row's (model, method) pair (:class:`~metaml.serving.CandidateColumns`)."""
-    built = validated(object_candidates, task, candidates) if candidates is not None \
+                 columns: Mapping[str, Sequence[Any]] | None) -> CandidateColumns:
+    """The runs-table columns of a request's candidates, sent as objects (as decoded from JSON: each distinct part
+    validated once, :func:`~metaml.serving.object_candidates`) or as one array per field (invalid parts answer 422
+    at their place), and each row's (model, method) pair (:class:`~metaml.serving.CandidateColumns`: the model
+    reads them without a frame)."""
+    return validated(object_candidates, task, candidates) if candidates is not None \
         else validated(columnar_candidates, task, columns)
-    return as_frame(built), built.pairs
 
 
 def parts_rows(task: dict[str, Any], candidates: Sequence[Candidate], *,
-               loc: str = "candidates") -> tuple[pd.DataFrame, np.ndarray]:
+               loc: str = "candidates") -> tuple[pd.DataFrame, PairCodes]:
     """:func:`request_rows` of candidates already validated into their parts."""
     built = validated(candidate_columns, task, candidates, loc=loc)
     return as_frame(built), built.pairs
