@@ -4,6 +4,7 @@ predict, recommend, decide, the model list, promotion with a hot swap, and the 5
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -205,6 +206,30 @@ def test_columnar_candidates_answer_as_objects_do(client: httpx.Client) -> None:
     neither = client.post("/v1/predict", json=base)
     assert both.status_code == neither.status_code == 422
     assert "one of the two" in both.json()["error"]["details"][0]["msg"]
+
+
+def test_bodies_past_strict_json_reach_validation_and_malformed_ones_answer_where(client: httpx.Client) -> None:
+    """Bodies are decoded by orjson, falling back to the standard library for what only it reads: a bare NaN
+    learning rate and a seed past 64 bits answer 422 at their field (as before), malformed JSON 422 json_invalid
+    with its place."""
+    h = {"Content-Type": "application/json"}
+    configs = sample_candidates(3)
+    strict = json.dumps({"dataset": {"name": "glue/sst2"}, "candidates": configs}).encode()
+    configs[1]["hparams"]["learning_rate"] = float("nan")
+    configs[2]["hparams"]["seed"] = 2**64
+    loose = json.dumps({"dataset": {"name": "glue/sst2"}, "candidates": configs}).encode()  # NaN as a bare literal
+    assert b"NaN" in loose
+    err = client.post("/v1/predict", content=loose, headers=h).json()["error"]
+    assert err["code"] == "validation_error"
+    assert {tuple(d["loc"][2:]) for d in err["details"]} >= {(1, "hparams", "learning_rate")}
+    configs[1]["hparams"]["learning_rate"] = 1e-5
+    err = client.post("/v1/predict", content=json.dumps({"dataset": {"name": "glue/sst2"}, "candidates": configs}),
+                      headers=h).json()["error"]
+    assert err["details"][0]["loc"] == ["body", "candidates", 2, "hparams", "seed"]
+    bad = client.post("/v1/predict", content=strict[:-5], headers=h)
+    assert bad.status_code == 422 and bad.json()["error"]["details"][0]["type"] == "json_invalid"
+    assert bad.json()["error"]["details"][0]["loc"][0] == "body"
+    assert client.post("/v1/predict", content=strict, headers=h).status_code == 200
 
 
 def test_invalid_candidates_answer_422_with_the_field(client: httpx.Client) -> None:

@@ -10,11 +10,12 @@ from fastapi.responses import JSONResponse
 
 from collector.errors import CollectorError
 from collector.store import KnowledgeBase
+from service.api._json import FastJSONRoute
 from service.api.deps import KB, MetricsDep
 from service.api.metrics import CONTENT_TYPE_LATEST
 from service.api.schemas import Health, Readiness
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=FastJSONRoute)
 
 #: Seconds readiness and the metrics scrape wait for the knowledge base's lock.
 PROBE_LOCK_TIMEOUT_S = 1.0

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 
-from service.api._json import jsonable
+from service.api._json import FastJSONRoute, jsonable
 from service.api.deps import ReadKey, SettingsDep, require
 from service.api.predictor import Holder, compile_later, load_registered, tracking_uri
 from service.api.routes._common import ERROR_RESPONSES
@@ -15,7 +15,7 @@ from service.api.schemas import ErrorBody, ModelList, PromoteResult
 from service.errors import NotFound
 from service.keys import ApiKey
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJSONRoute)
 
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
 _RESPONSES: dict[int | str, dict[str, Any]] = {

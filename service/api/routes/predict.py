@@ -24,7 +24,7 @@ from metaml._decision import recommend as recommend_space
 from metaml._estimators import metric_range
 from metaml.search import EngineSettings, Observation, SearchEngine, TaskKnowledge
 from metaml.serving import KnowledgeIndex, SampleFeatures, enumerate_space, task_row
-from service.api._json import FastJSONResponse, jsonable
+from service.api._json import FastJSONResponse, FastJSONRoute, jsonable
 from service.api.candidates import (
     finite,
     parts_rows,
@@ -56,7 +56,7 @@ from service.api.schemas import (
 from service.errors import BatchTooLarge
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1", tags=["meta-learner"])
+router = APIRouter(prefix="/v1", tags=["meta-learner"], route_class=FastJSONRoute)
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,

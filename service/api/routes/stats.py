@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from service.api._json import FastJSONRoute
 from service.api.deps import KB, ReadKey
 from service.api.routes._common import ERROR_RESPONSES
 from service.api.schemas import KbStats
 
-router = APIRouter(prefix="/v1", tags=["knowledge base"])
+router = APIRouter(prefix="/v1", tags=["knowledge base"], route_class=FastJSONRoute)
 
 
 @router.get("/stats", operation_id="kb_stats", response_model=KbStats, responses=ERROR_RESPONSES)
