@@ -145,7 +145,7 @@ def curve_runs(runs: pd.DataFrame, *, min_points: int = 2) -> pd.DataFrame:
 
 def load_curve_runs(kb: Any) -> pd.DataFrame:
     """:func:`curve_runs` of a knowledge base (a :class:`~collector.store.KnowledgeBase`)."""
-    return curve_runs(kb.scan(list(CURVE_COLUMNS)).to_pandas())
+    return curve_runs(kb.scan(list(CURVE_COLUMNS), ordered=True).to_pandas())
 
 
 # ------------------------------------------------------------------------------------------------------- features

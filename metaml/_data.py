@@ -50,7 +50,8 @@ ACCURACY_LIKE = ("accuracy", "balanced_accuracy", "f1", "f1_macro", "f1_micro", 
 
 def load_runs(kb: KnowledgeBase, *, sources: Sequence[str] | None = None,
               exclude_sources: Sequence[str] | None = None) -> pd.DataFrame:
-    """The runs the meta-learner reads, as a DataFrame (one row per run).
+    """The runs the meta-learner reads, as a DataFrame (one row per run, ordered by run id: what is learned does not
+    depend on the order the knowledge base stored them in).
 
     Args:
         kb: the knowledge base.
@@ -60,7 +61,7 @@ def load_runs(kb: KnowledgeBase, *, sources: Sequence[str] | None = None,
             :func:`collector.schema.source_matches`.
     """
     filters = {"provenance_source": list(sources)} if sources else None
-    runs = kb.scan(list(LEARN_COLUMNS), filters=filters).to_pandas()
+    runs = kb.scan(list(LEARN_COLUMNS), filters=filters, ordered=True).to_pandas()
     if exclude_sources:
         dropped = runs["provenance_source"].map(lambda s: source_matches(str(s), exclude_sources)).astype(bool)
         runs = runs.loc[~dropped].reset_index(drop=True)

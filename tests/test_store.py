@@ -70,8 +70,10 @@ def test_append_is_all_or_nothing(kb: KnowledgeBase) -> None:
 
 
 def test_scan_filters_ranges_and_keyset_pagination(kb: KnowledgeBase) -> None:
-    """Filters, inclusive ranges and run_id pagination return exactly the matching runs, each once."""
-    kb.append(_batch(range(50)))
+    """Filters, inclusive ranges and run_id pagination return exactly the matching runs, each once; an ordered scan
+    returns them by run id whatever order they were written in."""
+    kb.append(_batch(range(30, 50)))
+    kb.append(_batch(range(30)))
     assert kb.scan(filters={"hparams_seed": [1, 2, 3]}).num_rows == 3
     scores = kb.scan(["outcome_score"], ranges={"outcome_score": (0.51, 0.52)}).column(0).to_pylist()
     assert scores and all(0.51 <= s <= 0.52 for s in scores)
@@ -83,6 +85,9 @@ def test_scan_filters_ranges_and_keyset_pagination(kb: KnowledgeBase) -> None:
         seen += page.column(0).to_pylist()
         after = seen[-1]
     assert len(seen) == 50 == len(set(seen)) and seen == sorted(seen)
+    assert kb.scan(["run_id"], ordered=True).column(0).to_pylist() == seen
+    assert kb.scan(["run_id"], filters={"hparams_seed": [3, 1, 2]}, ordered=True).column(0).to_pylist() == sorted(
+        kb.scan(["run_id"], filters={"hparams_seed": [1, 2, 3]}).column(0).to_pylist())
     with pytest.raises(StoreError, match="unknown column"):
         kb.scan(["nope"])
 

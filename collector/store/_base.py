@@ -472,6 +472,7 @@ class KnowledgeBase(ABC):
         ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
         after: str | None = None,
         limit: int | None = None,
+        ordered: bool = False,
     ) -> pa.Table:
         """Read runs as Arrow.
 
@@ -482,6 +483,8 @@ class KnowledgeBase(ABC):
             after: only runs whose ``run_id`` sorts after this one (keyset pagination); results are then ordered by
                 ``run_id``.
             limit: at most this many rows.
+            ordered: order by ``run_id`` (also without ``after`` or ``limit``): the same rows in the same order
+                whatever the backend and however they were written (a parallel insert stores rows in any order).
         """
         known = {c.name for c in record_columns()}
         cols = list(columns) if columns else [c.name for c in record_columns()]
@@ -509,7 +512,7 @@ class KnowledgeBase(ABC):
         query = f"SELECT {', '.join(cols)} FROM runs"
         if where:
             query += " WHERE " + " AND ".join(where)
-        if after is not None or limit is not None:
+        if ordered or after is not None or limit is not None:
             query += " ORDER BY run_id"
         if limit is not None:
             query += f" LIMIT {int(limit)}"

@@ -193,7 +193,7 @@ def load_snapshot(location: str | Path, *, lock_timeout: float = LOAD_LOCK_TIMEO
     """
     kb = KnowledgeBase(location, lock_timeout=lock_timeout)
     signature = kb.version()
-    frame = kb.scan(_RUN_COLUMNS, filters={"outcome_status": "ok"}).to_pandas()
+    frame = kb.scan(_RUN_COLUMNS, filters={"outcome_status": "ok"}, ordered=True).to_pandas()
     keep = frame["outcome_score"].notna()
     if exclude_sources:
         keep &= ~frame["provenance_source"].map(lambda src: source_matches(str(src), exclude_sources)).astype(bool)
