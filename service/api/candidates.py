@@ -3,8 +3,9 @@
 * :func:`resolve_task`: the task part of every row, with the dataset's meta-features from the knowledge base, a
   sample, or the request (a name nothing describes is a 422 ``unknown_dataset``, whether or not the knowledge base
   holds runs for it: send its ``meta`` or a ``sample``).
-* :func:`rows_of` / :func:`request_rows`: the candidates' runs-table rows (objects; objects or one array per field,
-  with each row's (model, method) pair), with invalid parts answered as 422 at their place.
+* :func:`rows_of` / :func:`request_rows`: the candidates' runs-table rows (objects, as a frame; objects or one array
+  per field, as the columns the model reads, with each row's (model, method) pair), with invalid parts answered as
+  422 at their place.
 * :func:`prediction_items` / :func:`ranked_items`: the answers' items.
 """
 
