@@ -72,10 +72,6 @@ def load_runs(kb: KnowledgeBase, *, sources: Sequence[str] | None = None,
 UPLOAD_SOURCE = "upload"
 
 
-#: From this many values, :func:`text_values` spells an object column once per distinct value.
-_FEW_TEXTS = 32
-
-
 #: Runs-table rows as the featurizer reads them: a DataFrame, or one array per column (all of one length; the
 #: serving path's candidate columns, :class:`metaml.serving.CandidateColumns`).
 Rows = pd.DataFrame | Mapping[str, Any]
@@ -92,6 +88,10 @@ def frame_of(columns: Mapping[str, Any], rows: np.ndarray | None = None) -> pd.D
     """One array per column as a frame (dtypes inferred from the values); ``rows``: only those rows."""
     return pd.DataFrame({c: (np.asarray(v, dtype=object) if rows is None else np.asarray(v, dtype=object)[rows])
                          .tolist() for c, v in columns.items()})
+
+
+#: From this many values, :func:`text_values` spells an object column once per distinct value.
+_FEW_TEXTS = 32
 
 
 def text_values(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarray:
