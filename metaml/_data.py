@@ -86,8 +86,8 @@ def row_count(rows: Rows) -> int:
 
 def frame_of(columns: Mapping[str, Any], rows: np.ndarray | None = None) -> pd.DataFrame:
     """One array per column as a frame (dtypes inferred from the values); ``rows``: only those rows."""
-    return pd.DataFrame({c: (np.asarray(v, dtype=object) if rows is None else np.asarray(v, dtype=object)[rows])
-                         .tolist() for c, v in columns.items()})
+    take = slice(None) if rows is None else rows
+    return pd.DataFrame({c: np.asarray(v, dtype=object)[take].tolist() for c, v in columns.items()})
 
 
 #: From this many values, :func:`text_values` spells an object column once per distinct value.

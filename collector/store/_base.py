@@ -50,8 +50,6 @@ from collector.store._uri import KbLocation, backend_class, parse_kb_location
 
 #: Column that numbers a batch's rows while its first row per run is picked.
 _POSITION = "__metaml_position"
-#: Up to this many rows, :func:`first_rows` looks for a repeated run id in Python before grouping.
-_FEW_ROWS = 1_000
 #: Memory a sandboxed query may use inside DuckDB, and the size of its answer, by default.
 DEFAULT_SQL_MEMORY_MB = 512
 DEFAULT_SQL_MAX_BYTES = 64 * 1024 * 1024
@@ -80,11 +78,11 @@ _T = TypeVar("_T")
 
 _DATASET_FIELDS = list(DatasetMeta.model_fields)
 _MODEL_FIELDS = [name for name in Model.model_fields if name not in ("id", "revision")]
-_PLAIN_INSERT = "INSERT INTO runs BY NAME SELECT * FROM {source}"
-#: Inserts the runs of the view ``{source}`` with their missing features filled from the side tables (as
-#: ``_attach`` does).
+#: Inserts the runs of the view ``{source}`` (``{verb}``: ``INSERT``, or ``INSERT OR IGNORE`` to skip the runs present).
+_PLAIN_INSERT = "{verb} INTO runs BY NAME SELECT * FROM {source}"
+#: The same with the runs' missing features filled from the side tables (as ``_attach`` does).
 _ATTACHING_INSERT = (
-    "INSERT INTO runs BY NAME SELECT f.* REPLACE ("
+    "{verb} INTO runs BY NAME SELECT f.* REPLACE ("
     + ", ".join([f"coalesce(f.dataset_meta_{c}, d.{c}) AS dataset_meta_{c}" for c in _DATASET_FIELDS]
                 + [f"coalesce(f.model_{c}, m.{c}) AS model_{c}" for c in _MODEL_FIELDS])
     + ") FROM {source} f LEFT JOIN datasets d ON d.name = f.dataset_name LEFT JOIN models m ON m.model_id = f.model_id")
@@ -115,12 +113,10 @@ class SqlResult:
 
 def first_rows(batch: pa.Table) -> pa.Table:
     """``batch`` without the rows that repeat an earlier row's ``run_id`` (order kept)."""
-    if batch.num_rows <= _FEW_ROWS and len(set(ids := batch.column("run_id").to_pylist())) == len(ids):
-        return batch  # no repeat (a group of single-run uploads): nothing to group
+    if pc.count_distinct(batch.column("run_id")).as_py() == batch.num_rows:
+        return batch  # no run repeated (the usual batch): nothing to group
     numbered = batch.append_column(_POSITION, pa.array(range(batch.num_rows), pa.int64()))
     first = numbered.group_by("run_id", use_threads=False).aggregate([(_POSITION, "min")]).column(f"{_POSITION}_min")
-    if len(first) == batch.num_rows:
-        return batch
     return batch.take(pc.take(first, pc.sort_indices(first)))
 
 
@@ -325,11 +321,10 @@ class KnowledgeBase(ABC):
                 if models:  # before the insert that attaches their features (kept when no run is new)
                     self._add_models(con, models)
                 inserted = {r[0] for r in con.execute(
-                    insert.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1).format(source="incoming")
-                    + " RETURNING run_id").fetchall()}
+                    insert.format(verb="INSERT OR IGNORE", source="incoming") + " RETURNING run_id").fetchall()}
                 if inserted:
                     self._guard_append(con)
-                return {rid for rid in batch.column("run_id").to_pylist() if rid not in inserted}
+                return inserted
             finally:
                 con.unregister("incoming")
 
@@ -348,18 +343,17 @@ class KnowledgeBase(ABC):
                         self._add_models(con, models)
                     if present:
                         con.register("fresh", fresh)
-                        con.execute(insert.format(source="fresh"))
+                        con.execute(insert.format(verb="INSERT", source="fresh"))
                         con.unregister("fresh")
                     else:  # the common case: every run is new, ``incoming`` is what to insert
-                        con.execute(insert.format(source="incoming"))
+                        con.execute(insert.format(verb="INSERT", source="incoming"))
                     self._guard_append(con)
-                return present
+                return {rid for rid in batch.column("run_id").to_pylist() if rid not in present}
             finally:
                 con.unregister("incoming")
                 con.unregister("incoming_ids")
 
-        present = self._write(keyed if self.primary_keys else probed)
-        fresh = {rid for rid in batch.column("run_id").to_pylist() if rid not in present}
+        fresh = self._write(keyed if self.primary_keys else probed)  # the ids inserted
         for rid in ids:
             if rid in fresh:
                 result.inserted.append(rid)

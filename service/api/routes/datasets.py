@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -16,14 +16,13 @@ from collector.errors import CollectorError
 from collector.features import compute_meta_features, load_text_dataset
 from collector.schema import DatasetMeta, canonical_dataset
 from collector.store import KnowledgeBase
-from service.api._json import FastJSONRoute
 from service.api.deps import KB, AnyKeyWhenReadsClosed, SettingsDep, StreamedBody, check_scope
-from service.api.routes._common import ERROR_RESPONSES, MULTIPART, is_json, media_type
+from service.api.routes._common import ERROR_RESPONSES, MULTIPART, api_router, is_json, media_type
 from service.api.schemas import DescribeRequest, DescribeResult
 from service.errors import BadRequest, UnsupportedMediaType
 from service.uploads import safe_filename
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=FastJSONRoute)
+router = api_router(prefix="/v1/datasets", tags=["datasets"])
 
 _FORM_FIELDS = ("name", "store", "domain", "landmark_sample", "seed", "split", "text_column", "label_column",
                 "text_pair_column")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from contextlib import suppress
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from collector.errors import CollectorError
 from collector.store import KnowledgeBase
-from service.api._json import FastJSONRoute
 from service.api.deps import KB, MetricsDep
 from service.api.metrics import CONTENT_TYPE_LATEST
+from service.api.routes._common import api_router
 from service.api.schemas import Health, Readiness
 
-router = APIRouter(tags=["health"], route_class=FastJSONRoute)
+router = api_router(tags=["health"])
 
 #: Seconds readiness and the metrics scrape wait for the knowledge base's lock.
 PROBE_LOCK_TIMEOUT_S = 1.0

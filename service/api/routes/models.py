@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import Depends, Path
 from fastapi.responses import JSONResponse
 
-from service.api._json import FastJSONRoute, jsonable
+from service.api._json import jsonable
 from service.api.deps import ReadKey, SettingsDep, require
 from service.api.predictor import Holder, compile_later, load_registered, tracking_uri
-from service.api.routes._common import ERROR_RESPONSES
+from service.api.routes._common import ERROR_RESPONSES, api_router
 from service.api.schemas import ErrorBody, ModelList, PromoteResult
 from service.errors import NotFound
 from service.keys import ApiKey
 
-router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FastJSONRoute)
+router = api_router(prefix="/v1/models", tags=["models"])
 
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
 _RESPONSES: dict[int | str, dict[str, Any]] = {

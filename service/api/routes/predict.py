@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -24,7 +24,7 @@ from metaml._decision import recommend as recommend_space
 from metaml._estimators import metric_range
 from metaml.search import EngineSettings, Observation, SearchEngine, TaskKnowledge
 from metaml.serving import KnowledgeIndex, SampleFeatures, enumerate_space, task_row
-from service.api._json import FastJSONResponse, FastJSONRoute, jsonable
+from service.api._json import FastJSONResponse, jsonable
 from service.api.candidates import (
     finite,
     parts_rows,
@@ -40,7 +40,7 @@ from service.api.deps import ReadKey, SettingsDep
 from service.api.errors import CurveModelUnavailable, UnknownDataset
 from service.api.experience import Experience, Samples
 from service.api.predictor import CORES, Holder, LoadedModel
-from service.api.routes._common import ERROR_RESPONSES
+from service.api.routes._common import ERROR_RESPONSES, api_router
 from service.api.schemas import (
     CurveDecideRequest,
     CurveDecideResult,
@@ -56,7 +56,7 @@ from service.api.schemas import (
 from service.errors import BatchTooLarge
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1", tags=["meta-learner"], route_class=FastJSONRoute)
+router = api_router(prefix="/v1", tags=["meta-learner"])
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,

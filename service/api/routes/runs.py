@@ -8,7 +8,7 @@ import binascii
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
@@ -24,14 +24,14 @@ from collector.schema import (
     from_row,
 )
 from collector.store import rows_within
-from service.api._json import FastJSONRoute, jsonable
+from service.api._json import jsonable
 from service.api.deps import KB, MetricsDep, ReadKey, SettingsDep, StreamedBody, WriteKey, Writer
-from service.api.routes._common import ERROR_RESPONSES, MULTIPART, is_json, media_type
+from service.api.routes._common import ERROR_RESPONSES, MULTIPART, api_router, is_json, media_type
 from service.api.schemas import ErrorBody, RunPage, RunRecord, UploadResult
 from service.errors import BadRequest, NotFound, UnsupportedMediaType
 from service.uploads import BodyReader, Upload, read_file
 
-router = APIRouter(prefix="/v1", tags=["runs"], route_class=FastJSONRoute)
+router = api_router(prefix="/v1", tags=["runs"])
 
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from service.api._json import FastJSONRoute, jsonable
+from service.api._json import jsonable
 from service.api.deps import KB, AnalystKey, SettingsDep
-from service.api.routes._common import ERROR_RESPONSES
+from service.api.routes._common import ERROR_RESPONSES, api_router
 from service.api.schemas import SqlRequest, SqlResult
 
-router = APIRouter(prefix="/v1", tags=["sql"], route_class=FastJSONRoute)
+router = api_router(prefix="/v1", tags=["sql"])
 
 
 @router.post("/sql", operation_id="run_sql", response_model=SqlResult, responses=ERROR_RESPONSES)

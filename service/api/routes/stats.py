@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
-from service.api._json import FastJSONRoute
 from service.api.deps import KB, ReadKey
-from service.api.routes._common import ERROR_RESPONSES
+from service.api.routes._common import ERROR_RESPONSES, api_router
 from service.api.schemas import KbStats
 
-router = APIRouter(prefix="/v1", tags=["knowledge base"], route_class=FastJSONRoute)
+router = api_router(prefix="/v1", tags=["knowledge base"])
 
 
 @router.get("/stats", operation_id="kb_stats", response_model=KbStats, responses=ERROR_RESPONSES)
