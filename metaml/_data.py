@@ -122,23 +122,35 @@ def text_values(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarray:
 #: Up to this many values, :func:`positions` looks them up in a dict (pandas' ``get_indexer`` costs about 0.15 ms
 #: per call whatever the length; the dict is faster up to a few thousand values).
 _FEW_POSITIONS = 2048
-#: The dict of each index :func:`positions` has read, by ``id`` (forgotten with the index).
-_POSITION_TABLES: dict[int, dict[Any, int]] = {}
+#: The dict of each index :func:`positions` has read, by ``id`` (forgotten with the index), and the position of its
+#: missing value (None, NaN; -1 when it holds none), where every missing value is found.
+_POSITION_TABLES: dict[int, tuple[dict[Any, int], int]] = {}
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def positions(index: pd.Index, values: Sequence[Any] | np.ndarray) -> np.ndarray:
     """``index.get_indexer(values)`` as int64 (-1 where absent), for an index of distinct values. A few values (a
-    served request's) are looked up in a dict made once per index: the serving path reads a dozen category and
-    experience indexes per request."""
+    served request's) are looked up in a dict made once per index, each distinct value once: the serving path reads a
+    dozen category and experience indexes per request, for candidates that repeat most of their values."""
     if len(values) > _FEW_POSITIONS:
         return index.get_indexer(values).astype(np.int64)
-    table = _POSITION_TABLES.get(id(index))
-    if table is None:
-        table = {v: i for i, v in enumerate(index.tolist())}
-        _POSITION_TABLES[id(index)] = table
+    found = _POSITION_TABLES.get(id(index))
+    if found is None:
+        keys = index.tolist()
+        missing_at = next((i for i, v in enumerate(keys) if _is_missing(v)), -1)
+        found = _POSITION_TABLES[id(index)] = ({v: i for i, v in enumerate(keys) if not _is_missing(v)}, missing_at)
         weakref.finalize(index, _POSITION_TABLES.pop, id(index), None)
-    values = values.tolist() if isinstance(values, np.ndarray) else values
-    return np.fromiter((table.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+    table, missing_at = found
+    if len(values) <= _FEW_TEXTS:
+        values = values.tolist() if isinstance(values, np.ndarray) else values
+        return np.fromiter((missing_at if _is_missing(v) else table.get(v, -1) for v in values), dtype=np.int64,
+                           count=len(values))
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))  # missing values (None, NaN) get code -1
+    return np.fromiter((*(table.get(v, -1) for v in uniques.tolist()), missing_at), dtype=np.int64,
+                       count=len(uniques) + 1)[codes]
 
 
 def fill_missing(text: np.ndarray, fill: Any) -> np.ndarray:
@@ -201,7 +213,9 @@ def config_keys(df: Rows, *, hashes: Mapping[str, np.ndarray] | None = None) -> 
     computed = iter(config_column_hashes(df, [c for c in cols if c not in hashes]))
     per_column = (hashes[c] if c in hashes else next(computed) for c in cols)
     index = df.index if isinstance(df, pd.DataFrame) else None
-    return pd.Series(combine_hash_arrays(per_column, len(cols)), index=index).astype(str)
+    keys = np.empty(row_count(df), dtype=object)
+    keys[:] = list(map(str, combine_hash_arrays(per_column, len(cols)).tolist()))
+    return pd.Series(keys, index=index)
 
 
 def config_column_hashes(df: Rows, cols: Sequence[str]) -> list[np.ndarray]:
@@ -222,6 +236,8 @@ def _text_hash(values: pd.Series | np.ndarray) -> np.ndarray:
     boolean = pd.api.types.is_bool_dtype(values.dtype)
     if not boolean:
         codes, uniques = pd.factorize(arr)  # missing values (None, NaN) get code -1
+        if len(uniques) == 0:
+            return np.full(len(arr), _MISSING_HASH, dtype=np.uint64)
         distinct = np.asarray(uniques, dtype=arr.dtype if arr.dtype.kind in "iuf" else object)
         if not any(isinstance(v, float) and v == 0.0 for v in distinct.tolist()):  # factorize merges 0.0, -0.0
             texts = np.empty(len(distinct) + 1, dtype=object)
@@ -229,6 +245,10 @@ def _text_hash(values: pd.Series | np.ndarray) -> np.ndarray:
             texts[-1] = "\x00"  # code -1: missing
             return pd.util.hash_array(texts, categorize=False)[codes]
     return pd.util.hash_array(_canonical_text(arr, boolean=boolean), categorize=len(arr) > 5000)
+
+
+#: The hash of a missing value's canonical text.
+_MISSING_HASH = pd.util.hash_array(np.array(["\x00"], dtype=object), categorize=False)[0]
 
 
 def _canonical_text(arr: np.ndarray, *, boolean: bool = False) -> np.ndarray:

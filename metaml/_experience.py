@@ -77,8 +77,9 @@ def _method(rows: Rows) -> np.ndarray:
 
 def config_key_texts(rows: Rows, hashes: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """The ``config`` key of each row (:func:`metaml._data.config_keys`; ``hashes`` as it reads them)."""
-    keys = rows["config_key"] if "config_key" in rows else config_keys(rows, hashes=hashes)
-    return np.asarray(keys, dtype=str).astype(object)
+    if "config_key" in rows:
+        return np.asarray(rows["config_key"], dtype=str).astype(object)
+    return config_keys(rows, hashes=hashes).to_numpy()
 
 
 #: key name -> how it is read from runs-table rows (object arrays; None where the key does not apply).

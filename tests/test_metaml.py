@@ -161,8 +161,9 @@ def test_configuration_keys_are_stable_across_dtypes_and_releases() -> None:
 
 
 def test_text_and_position_lookups_agree_with_pandas_for_few_and_many_values() -> None:
-    """The shortcuts of the serving path (texts spelled once per distinct value, positions looked up in a dict)
-    give what pandas gives: missing values of every kind, numbers mixed with texts, absent values."""
+    """The shortcuts of the serving path (texts spelled once per distinct value, positions looked up in a dict once
+    per distinct value) give what pandas gives: missing values of every kind, numbers mixed with texts, absent
+    values; an index holding a missing value finds every missing value there, for few values as for many."""
     from metaml._data import positions, text_values
 
     mixed = np.array(["lora", None, float("nan"), pd.NA, 1, 1.0, True, "1", "lora", -0.0], dtype=object)
@@ -173,6 +174,9 @@ def test_text_and_position_lookups_agree_with_pandas_for_few_and_many_values() -
     index = pd.Index(["full", "lora", "ia3", "1"])
     for values in (mixed, np.tile(mixed, 300), texts):
         assert positions(index, values).tolist() == index.get_indexer(values).tolist()
+    holding = pd.Index(["full", None, "lora"])  # every missing value is found where the index holds one
+    assert positions(holding, mixed).tolist() == [2, 1, 1, 1, -1, -1, -1, -1, 2, -1]
+    assert positions(holding, np.tile(mixed, 10)).tolist() == positions(holding, mixed).tolist() * 10
 
 
 def test_featurizer_computes_what_a_pair_shares_once_with_the_same_matrix(runs: pd.DataFrame) -> None:

@@ -23,13 +23,15 @@ method* as the candidate, nearest by
 * ``d_hparams``: the mean, over the hyperparameters both have, of ``|Δ log10 learning rate|``,
   ``|Δ log2 batch size| / 2`` and ``|Δ epochs| / 3``; 0.5 when they share none.
 
-Ties go to the higher score. For a (model, method) pair with more than :data:`MAX_PAIR_RUNS` runs, the runs on the
-nearest datasets are compared.
+Ties go to the higher score, then to the earlier run id. For a (model, method) pair with more than
+:data:`MAX_PAIR_RUNS` runs, the :data:`MAX_PAIR_RUNS` runs on the nearest datasets are compared (at equal dataset
+distance, the earlier run ids).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -38,16 +40,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from collector.errors import CollectorError
 from collector.features import compute_meta_features
 from collector.schema import DatasetMeta, source_matches
 from collector.store import KnowledgeBase
-from metaml._data import text_values
+from metaml._data import row_count, text_values
 from metaml._lru import BoundedCache
 from metaml._similarity import DATASET_SIMILARITY, distances, meta_vectors
 
@@ -77,6 +80,25 @@ def _hp_terms(lr: np.ndarray, batch: np.ndarray, epochs: np.ndarray) -> np.ndarr
         return np.column_stack([np.log10(lr), np.log2(batch) / 2.0, epochs / 3.0])
 
 
+def _hp_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``d_hparams`` of each row of ``a`` (candidates) to each row of ``b`` (runs), both :func:`_hp_terms`: the mean
+    |difference| over the hyperparameters both have (NaN: missing), 0.5 where they share none."""
+    has_a, has_b = ~np.isnan(a), ~np.isnan(b)
+    shared = has_a.astype(np.float64) @ has_b.T.astype(np.float64)  # hyperparameters both have, per pair
+    total = np.zeros(shared.shape)
+    diff = np.empty(shared.shape)
+    for h in range(a.shape[1]):
+        np.subtract.outer(a[:, h], b[:, h], out=diff)
+        np.abs(diff, out=diff)
+        if not (has_a[:, h].all() and has_b[:, h].all()):
+            diff[np.isnan(diff)] = 0.0
+        total += diff
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total /= shared
+    total[shared == 0] = 0.5
+    return total
+
+
 @dataclass
 class KnowledgeSnapshot:
     """One consistent read of the knowledge base (see the module docstring)."""
@@ -92,6 +114,7 @@ class KnowledgeSnapshot:
     pairs: dict[tuple[str, str], np.ndarray]
     loaded_at: float
     _described: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _json_heads: dict[int, bytes] = field(default_factory=dict)
 
     @property
     def n_runs(self) -> int:
@@ -109,57 +132,40 @@ class KnowledgeSnapshot:
             out[self.ds_index[name]] = 0.0
         return out
 
-    def support(self, meta: DatasetMeta, name: str | None, rows: Mapping[str, Any],
-                k: int) -> list[list[dict[str, Any]]]:
+    def support(self, meta: DatasetMeta, name: str | None, rows: Mapping[str, Any], k: int) -> SupportRuns:
         """The ``k`` nearest past runs of each candidate (runs-table columns or frame; same model and method),
         nearest first."""
-        n_rows = len(rows["model_id"])
-        out: list[list[dict[str, Any]]] = [[] for _ in range(n_rows)]
+        n_rows = row_count(rows)
+        found = SupportRuns(np.full((n_rows, max(k, 0)), -1, dtype=np.int64), np.full((n_rows, max(k, 0)), np.nan))
         if k <= 0 or self.n_runs == 0 or n_rows == 0:
-            return out
+            return found
         d_data = self.dataset_distances(meta, name)[self.run_ds]
         cand_hp = _hp_terms(*(_numbers(rows[c]) for c in
                               ("hparams_learning_rate", "hparams_batch_size", "hparams_epochs")))
-        groups: dict[tuple[Any, Any], list[int]] = {}
-        for i, key in enumerate(zip(text_values(rows["model_id"]).tolist(), text_values(rows["method_name"]).tolist(),
-                                    strict=True)):
-            groups.setdefault(key, []).append(i)
         score = self.runs["outcome_score"]
-        for key, members in groups.items():
+        for key, positions in _groups(text_values(rows["model_id"]), text_values(rows["method_name"])):
             runs = self.pairs.get(key)
             if runs is None:
                 continue
-            if len(runs) > MAX_PAIR_RUNS:
-                runs = runs[np.argpartition(d_data[runs], MAX_PAIR_RUNS)[:MAX_PAIR_RUNS]]
-            positions = np.asarray(members)
-            # the mean |difference| over the hyperparameters both have, one (candidates x runs) matrix at a time
-            total = np.zeros((len(positions), len(runs)))
-            n = np.zeros((len(positions), len(runs)), dtype=np.int64)
-            for a, b in zip(cand_hp[positions].T, self.run_hp[runs].T, strict=True):
-                diff = np.abs(a[:, None] - b[None, :])
-                shared = ~np.isnan(diff)
-                total += np.where(shared, diff, 0.0)
-                n += shared
-            d_hp = np.where(n > 0, total / np.maximum(n, 1), 0.5)
-            dist = d_data[runs][None, :] + 0.5 * d_hp
+            if len(runs) > MAX_PAIR_RUNS:  # those on the nearest datasets (ties: the earlier runs), in run order
+                runs = np.sort(runs[np.argsort(d_data[runs], kind="stable")[:MAX_PAIR_RUNS]])
+            dist = d_data[runs][None, :] + 0.5 * _hp_distances(cand_hp[positions], self.run_hp[runs])
             take = min(k, len(runs))
-            near = np.argpartition(dist, take - 1, axis=1)[:, :take] if len(runs) > take else \
-                np.broadcast_to(np.arange(len(runs)), (len(positions), len(runs)))
-            near_dist = np.take_along_axis(dist, near, axis=1)
-            near_run = runs[near]
-            # nearest first, then the higher score (lexsort: the last key is the primary one)
-            rank = np.lexsort((-score[near_run].ravel(), near_dist.ravel(),
-                               np.repeat(np.arange(len(positions)), take))).reshape(len(positions), take)
-            rank = rank - np.arange(len(positions))[:, None] * take
-            near_run = np.take_along_axis(near_run, rank, axis=1).tolist()
-            near_dist = np.round(np.take_along_axis(near_dist, rank, axis=1), 6).tolist()
-            described = self._described
-            for i, run_ids, dists in zip(positions.tolist(), near_run, near_dist, strict=True):
-                out[i] = [{**(described.get(j) or self._run(j)), "distance": d}
-                          for j, d in zip(run_ids, dists, strict=True)]
-        return out
+            # each candidate's runs no farther than its take-th nearest (more than `take` only where distances tie)
+            near = dist <= np.partition(dist, take - 1, axis=1)[:, take - 1:take] if len(runs) > take else \
+                np.ones(dist.shape, dtype=bool)
+            row, col = np.nonzero(near)
+            # by candidate, nearest first, then the higher score, then the earlier run (the last key is the primary)
+            order = np.lexsort((col, -score[runs[col]], dist[row, col], row))
+            row, col = row[order], col[order]
+            rank = np.arange(len(row)) - np.searchsorted(row, row)  # place among the candidate's runs
+            kept = rank < take
+            row, col, rank = row[kept], col[kept], rank[kept]
+            found.runs[positions[row], rank] = runs[col]
+            found.distance[positions[row], rank] = np.round(dist[row, col], 6)
+        return found
 
-    def _run(self, i: int) -> dict[str, Any]:
+    def describe(self, i: int) -> dict[str, Any]:
         """The answer's description of run ``i`` (built once per run and snapshot)."""
         found = self._described.get(i)
         if found is not None:
@@ -176,6 +182,46 @@ class KnowledgeSnapshot:
                  "epochs": num("hparams_epochs")}
         self._described[i] = found
         return found
+
+    def support_json(self, found: SupportRuns) -> list[orjson.Fragment]:
+        """Each candidate's supporting runs as the answer writes them, a JSON array of objects (:meth:`describe` and
+        ``distance``), for orjson to write as is: each run's description is encoded once per snapshot, which for
+        thousands of candidates costs a fraction of building and encoding their objects."""
+        valid = found.runs >= 0
+        texts = orjson.dumps(found.distance[valid].tolist())[1:-1].split(b",") if valid.any() else []
+        heads = self._json_heads
+        pieces = iter([(heads.get(j) or self._json_head(j)) + text + b"}"
+                       for j, text in zip(found.runs[valid].tolist(), texts, strict=True)])
+        return [orjson.Fragment(b"[" + b",".join(itertools.islice(pieces, n)) + b"]")
+                for n in valid.sum(axis=1).tolist()]
+
+    def _json_head(self, i: int) -> bytes:
+        """Run ``i``'s description as JSON up to its ``distance`` value."""
+        head = self._json_heads[i] = orjson.dumps(self.describe(i))[:-1] + b',"distance":'
+        return head
+
+
+class SupportRuns(NamedTuple):
+    """The past runs nearest each candidate (:meth:`KnowledgeSnapshot.support`): per candidate, up to ``k`` runs of
+    the snapshot (positions, -1 past the last one found) and their distances (NaN there), nearest first."""
+
+    runs: np.ndarray
+    distance: np.ndarray
+
+
+def _groups(models: np.ndarray, methods: np.ndarray) -> list[tuple[tuple[Any, Any], np.ndarray]]:
+    """The candidates of each (model, method) pair (texts, None where missing), in order of first appearance."""
+    model_codes, model_names = pd.factorize(models, use_na_sentinel=False)
+    method_codes, method_names = pd.factorize(methods, use_na_sentinel=False)
+    codes, firsts = pd.factorize(model_codes * len(method_names) + method_codes)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    out = []
+    for code, members in zip(firsts.tolist(), np.split(order, bounds), strict=True):
+        model, method = model_names[code // len(method_names)], method_names[code % len(method_names)]
+        out.append(((None if model is None or model != model else model,
+                     None if method is None or method != method else method), members))
+    return out
 
 
 def load_snapshot(location: str | Path, *, lock_timeout: float = LOAD_LOCK_TIMEOUT_S,

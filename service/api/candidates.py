@@ -154,8 +154,9 @@ def plain(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def prediction_items(out: dict[str, np.ndarray], support: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The ``predictions`` of a predict answer."""
+def prediction_items(out: dict[str, np.ndarray], support: Sequence[Any]) -> list[dict[str, Any]]:
+    """The ``predictions`` of a predict answer (``support``: each candidate's, as a list or as JSON text,
+    :meth:`~metaml.serving.KnowledgeSnapshot.support_json`)."""
     points = out["points"].astype(float)
     absent = [None] * len(points)
     cols = [finite(points), finite(points / 100.0), finite(out["lo"]), finite(out["hi"]),

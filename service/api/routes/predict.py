@@ -121,8 +121,8 @@ def _predict(body: PredictRequest, loaded: LoadedModel, experience: KnowledgeInd
     out = loaded.model.predict_arrays(rows, outputs=set(body.outputs), pairs=pairs)
     model_ms = _ms(started)
     n = len(pairs)
-    support = ctx.snapshot.support(ctx.meta, ctx.name, rows, body.support) if ctx.snapshot is not None \
-        else [[] for _ in range(n)]
+    support = ctx.snapshot.support_json(ctx.snapshot.support(ctx.meta, ctx.name, rows, body.support)) \
+        if ctx.snapshot is not None else [[] for _ in range(n)]
     return {"model": loaded.describe(), "model_ms": model_ms, "n_candidates": n, "task": ctx.info(),
             "predictions": prediction_items(out, support)}
 
