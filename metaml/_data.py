@@ -103,8 +103,12 @@ def text_values(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarray:
     kind = arr.dtype.kind
     if kind in "iub":
         return arr.astype(str).astype(object)
-    if kind == "f":  # numpy spells each float at its own precision, as pandas does (float32 0.1 as "0.1")
-        out = arr.astype(str).astype(object)
+    if kind == "f":  # each float at its own precision, as pandas does (float32 0.1 as "0.1")
+        if arr.dtype == np.float64 and arr.ndim == 1:  # Python's repr: numpy's spelling, at less cost
+            out = np.empty(len(arr), dtype=object)
+            out[:] = list(map(repr, arr.tolist()))
+        else:
+            out = arr.astype(str).astype(object)
         out[np.isnan(arr)] = None
         return out
     if len(arr) > _FEW_TEXTS:  # mostly repeated texts (a request's candidates): spelled once per distinct value
@@ -166,8 +170,11 @@ def source_family(sources: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray
     """Each run's source as the meta-learner sees it: every ``upload:<holder>`` is ``upload`` (one protocol: the
     uploader's own), every other source itself."""
     prefix = UPLOAD_SOURCE + ":"
-    return np.array([UPLOAD_SOURCE if v is not None and v.startswith(prefix) else v for v in text_values(sources)],
-                    dtype=object)
+    codes, distinct = pd.factorize(text_values(sources))  # a few sources, once each; missing: -1
+    families = np.empty(len(distinct) + 1, dtype=object)
+    families[:-1] = [UPLOAD_SOURCE if v.startswith(prefix) else v for v in distinct.tolist()]
+    families[-1] = None
+    return families[codes]
 
 
 def regime(df: pd.DataFrame) -> pd.Series:

@@ -3,6 +3,7 @@ support a prediction."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -95,3 +96,38 @@ def test_support_follows_the_rule_with_ties_and_the_cap(tmp_path: Path, monkeypa
         assert answer[:-2] == [[{**snapshot.describe(j), "distance": d} for j, d in
                                 zip(found.runs[c].tolist(), found.distance[c].tolist(), strict=True) if j >= 0]
                                for c in range(n - 2)]
+
+
+def test_candidate_objects_read_in_one_pass_as_when_checked_one_by_one() -> None:
+    """Candidate objects of known fields become the columns that checking each candidate's parts gives (parts left
+    out, fields only some set, other methods); where a candidate needs its parts checked (not an object, an unknown
+    field, a null model id, a null part), the error names the first such candidate and field."""
+    from metaml.errors import InvalidCandidates
+    from metaml.serving import object_candidates, task_row
+    from metaml.serving._candidates import _object_columns, _plain_object_columns
+    from service.testing import sample_candidates
+
+    configs = sample_candidates(600, seed=7)
+    del configs[3]["method"], configs[5]["hparams"]
+    configs[8]["method"] = {"name": "lora", "lora_r": 16}
+    configs[9]["hparams"]["weight_decay"] = 0.01
+    plain = _plain_object_columns(configs)
+    assert plain is not None and plain == _object_columns(configs, "candidates")
+    assert plain["method.name"][3] == "full" and plain["hparams.learning_rate"][5] is None
+    assert plain["method.lora_r"][8] == 16 and plain["method.lora_r"][7] is None
+    row = task_row({"primary_metric": "accuracy"}, {"name": "glue/sst2"})
+    built = object_candidates(row, configs)
+    assert built.columns["hparams_weight_decay"][9] == 0.01 and len(built.pairs) == 600
+    for place, change, loc in ((400, lambda c: c["model"].update(id=None), (400, "model", "id")),
+                               (250, lambda c: c["hparams"].update(foo=1), (250, "hparams", "foo")),
+                               (10, lambda c: c.update(hparams=None), (10, "hparams")),
+                               (30, lambda c: c.update(extra={}), (30, "extra"))):
+        bad = copy.deepcopy(configs)
+        change(bad[place])
+        assert _plain_object_columns(bad) is None
+        with pytest.raises(InvalidCandidates) as e:
+            object_candidates(row, bad)
+        assert e.value.errors[0]["loc"][:len(loc) + 1] == ("candidates", *loc), e.value.errors
+    with pytest.raises(InvalidCandidates) as e:
+        object_candidates(row, [*configs[:5], ["not", "an", "object"]])
+    assert e.value.errors[0]["loc"] == ("candidates", 5)

@@ -269,6 +269,50 @@ def object_candidates(task: Mapping[str, Any], candidates: Sequence[Any], *,
     Raises:
         InvalidCandidates: at ``(loc, i, part, field)``, ``i`` the first candidate holding the invalid value.
     """
+    columns = _plain_object_columns(candidates)
+    if columns is None:
+        columns = _object_columns(candidates, loc)
+    try:
+        return columnar_candidates(task, columns, loc=loc)
+    except InvalidCandidates as e:  # (loc, "part.field", i) -> (loc, i, part, field)
+        raise InvalidCandidates([{**err, "loc": _object_loc(err["loc"])} for err in e.errors]) from None
+
+
+def _plain_object_columns(candidates: Sequence[Any]) -> dict[str, list[Any]] | None:
+    """Candidate objects as one list per ``part.field`` (None where a candidate leaves the field out) when every
+    candidate and part is a plain object whose fields the part knows, with its required fields, and no null where the
+    part needs a value: one pass per part and field. None otherwise (:func:`_object_columns` says where)."""
+    if not all(type(c) is dict for c in candidates):
+        return None
+    for keys in set(map(tuple, candidates)):
+        if "model" not in keys or not set(keys) <= COLUMN_PARTS.keys():
+            return None
+    columns: dict[str, list[Any]] = {}
+    for part in COLUMN_PARTS:
+        default = PART_DEFAULTS.get(part)
+        values = [c.get(part, default) for c in candidates]
+        if not all(type(v) is dict for v in values):
+            return None
+        needed: set[str] = set()
+        for keys in set(map(tuple, values)):
+            checked = _checked_fields(part, keys)
+            if checked is None:
+                return None
+            needed.update(checked)
+        for field in dict.fromkeys(itertools.chain.from_iterable(values)):
+            column = columns[f"{part}.{field}"] = [v.get(field) for v in values]
+            if field in needed and None in column:  # a null (or a field some leave out) where the part needs a value
+                return None
+    return columns
+
+
+def _object_columns(candidates: Sequence[Any], loc: str) -> dict[str, list[Any]]:
+    """:func:`_plain_object_columns` of any candidates, each part validated where it is not a plain object of known
+    fields.
+
+    Raises:
+        InvalidCandidates: at ``(loc, i, part, field)`` of the first candidate holding an invalid part.
+    """
     n = len(candidates)
     fields: dict[str, dict[str, list[Any]]] = {part: {} for part in COLUMN_PARTS}
     for i, candidate in enumerate(candidates):
@@ -297,11 +341,7 @@ def object_candidates(task: Mapping[str, Any], candidates: Sequence[Any], *,
                 if column is None:
                     column = columns[field] = [None] * n
                 column[i] = value
-    columns = {f"{part}.{field}": values for part, by_field in fields.items() for field, values in by_field.items()}
-    try:
-        return columnar_candidates(task, columns, loc=loc)
-    except InvalidCandidates as e:  # (loc, "part.field", i) -> (loc, i, part, field)
-        raise InvalidCandidates([{**err, "loc": _object_loc(err["loc"])} for err in e.errors]) from None
+    return {f"{part}.{field}": values for part, by_field in fields.items() for field, values in by_field.items()}
 
 
 #: What a candidate object's missing part means.
