@@ -282,16 +282,17 @@ def _plain_object_columns(candidates: Sequence[Any]) -> dict[str, list[Any]] | N
     """Candidate objects as one list per ``part.field`` (None where a candidate leaves the field out) when every
     candidate and part is a plain object whose fields the part knows, with its required fields, and no null where the
     part needs a value: one pass per part and field. None otherwise (:func:`_object_columns` says where)."""
-    if not all(type(c) is dict for c in candidates):
+    n = len(candidates)
+    if set(map(type, candidates)) - {dict}:
         return None
     for keys in set(map(tuple, candidates)):
         if "model" not in keys or not set(keys) <= COLUMN_PARTS.keys():
             return None
     columns: dict[str, list[Any]] = {}
     for part in COLUMN_PARTS:
-        default = PART_DEFAULTS.get(part)
-        values = [c.get(part, default) for c in candidates]
-        if not all(type(v) is dict for v in values):
+        default = itertools.repeat(PART_DEFAULTS.get(part), n)
+        values = list(map(dict.get, candidates, itertools.repeat(part, n), default))
+        if set(map(type, values)) - {dict}:
             return None
         needed: set[str] = set()
         for keys in set(map(tuple, values)):
@@ -300,7 +301,7 @@ def _plain_object_columns(candidates: Sequence[Any]) -> dict[str, list[Any]] | N
                 return None
             needed.update(checked)
         for field in dict.fromkeys(itertools.chain.from_iterable(values)):
-            column = columns[f"{part}.{field}"] = [v.get(field) for v in values]
+            column = columns[f"{part}.{field}"] = list(map(dict.get, values, itertools.repeat(field, n)))
             if field in needed and None in column:  # a null (or a field some leave out) where the part needs a value
                 return None
     return columns
