@@ -142,11 +142,16 @@ class KnowledgeSnapshot:
         d_data = self.dataset_distances(meta, name)[self.run_ds]
         cand_hp = _hp_terms(*(_numbers(rows[c]) for c in
                               ("hparams_learning_rate", "hparams_batch_size", "hparams_epochs")))
+        groups: dict[tuple[Any, Any], list[int]] = {}
+        for i, key in enumerate(zip(text_values(rows["model_id"]).tolist(), text_values(rows["method_name"]).tolist(),
+                                    strict=True)):
+            groups.setdefault(key, []).append(i)
         score = self.runs["outcome_score"]
-        for key, positions in _groups(text_values(rows["model_id"]), text_values(rows["method_name"])):
+        for key, members in groups.items():
             runs = self.pairs.get(key)
             if runs is None:
                 continue
+            positions = np.asarray(members)
             if len(runs) > MAX_PAIR_RUNS:  # those on the nearest datasets (ties: the earlier runs), in run order
                 runs = np.sort(runs[np.argsort(d_data[runs], kind="stable")[:MAX_PAIR_RUNS]])
             dist = d_data[runs][None, :] + 0.5 * _hp_distances(cand_hp[positions], self.run_hp[runs])
@@ -207,21 +212,6 @@ class SupportRuns(NamedTuple):
 
     runs: np.ndarray
     distance: np.ndarray
-
-
-def _groups(models: np.ndarray, methods: np.ndarray) -> list[tuple[tuple[Any, Any], np.ndarray]]:
-    """The candidates of each (model, method) pair (texts, None where missing), in order of first appearance."""
-    model_codes, model_names = pd.factorize(models, use_na_sentinel=False)
-    method_codes, method_names = pd.factorize(methods, use_na_sentinel=False)
-    codes, firsts = pd.factorize(model_codes * len(method_names) + method_codes)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    out = []
-    for code, members in zip(firsts.tolist(), np.split(order, bounds), strict=True):
-        model, method = model_names[code // len(method_names)], method_names[code % len(method_names)]
-        out.append(((None if model is None or model != model else model,
-                     None if method is None or method != method else method), members))
-    return out
 
 
 def load_snapshot(location: str | Path, *, lock_timeout: float = LOAD_LOCK_TIMEOUT_S,
