@@ -33,8 +33,15 @@ def _sorted(table: pa.Table) -> pa.Table:
     return table.sort_by("run_id")
 
 
-def test_append_counts_inserted_and_duplicates(kb: KnowledgeBase) -> None:
-    """A first append inserts all; an overlapping one inserts only the new ids and reports the rest as duplicates."""
+@pytest.mark.parametrize("optimistic_rows", [1_000, 0])
+def test_append_counts_inserted_and_duplicates(kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch,
+                                               optimistic_rows: int) -> None:
+    """A first append inserts all; an overlapping one inserts only the new ids and reports the rest as duplicates,
+    whether a small batch is first inserted whole (and, a run being present, again skipping those) or skips the runs
+    present at once."""
+    from collector.store import _base
+
+    monkeypatch.setattr(_base, "OPTIMISTIC_ROWS", optimistic_rows)
     first = kb.append(_batch(range(10)))
     assert len(first.inserted) == 10 and not first.duplicates
     second = kb.append(_batch(range(5, 15)))
