@@ -115,12 +115,22 @@ def text_values(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarray:
         codes, uniques = pd.factorize(arr)  # missing values get code -1
         distinct = uniques.tolist()
         if all(type(v) is str for v in distinct):  # texts only: factorize would merge 1, 1.0 and True
-            spelled = np.empty(len(distinct) + 1, dtype=object)
-            spelled[:-1] = distinct
-            spelled[-1] = None
-            return spelled[codes]
-    return np.array([None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
-                     for v in arr.tolist()], dtype=object)
+            return by_code(codes, distinct, None)
+    return np.array([None if _is_missing(v) else str(v) for v in arr.tolist()], dtype=object)
+
+
+def _is_missing(value: Any) -> bool:
+    """None, ``pd.NA`` or NaN."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def by_code(codes: np.ndarray, distinct: Sequence[Any], missing: Any, dtype: Any = object) -> np.ndarray:
+    """Each row's value, from the value of its distinct value: ``codes`` as pandas' ``factorize`` numbers the rows
+    (-1, a missing value: ``missing``), ``distinct`` a value per code."""
+    table = np.empty(len(distinct) + 1, dtype=dtype)
+    table[:-1] = distinct
+    table[-1] = missing
+    return table[codes]
 
 
 #: Up to this many values, :func:`positions` looks them up in a dict (pandas' ``get_indexer`` costs about 0.15 ms
@@ -129,10 +139,6 @@ _FEW_POSITIONS = 2048
 #: The dict of each index :func:`positions` has read, by ``id`` (forgotten with the index), and the position of its
 #: missing value (None, NaN; -1 when it holds none), where every missing value is found.
 _POSITION_TABLES: dict[int, tuple[dict[Any, int], int]] = {}
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def positions(index: pd.Index, values: Sequence[Any] | np.ndarray) -> np.ndarray:
@@ -153,8 +159,7 @@ def positions(index: pd.Index, values: Sequence[Any] | np.ndarray) -> np.ndarray
         return np.fromiter((missing_at if _is_missing(v) else table.get(v, -1) for v in values), dtype=np.int64,
                            count=len(values))
     codes, uniques = pd.factorize(np.asarray(values, dtype=object))  # missing values (None, NaN) get code -1
-    return np.fromiter((*(table.get(v, -1) for v in uniques.tolist()), missing_at), dtype=np.int64,
-                       count=len(uniques) + 1)[codes]
+    return by_code(codes, [table.get(v, -1) for v in uniques.tolist()], missing_at, np.int64)
 
 
 def fill_missing(text: np.ndarray, fill: Any) -> np.ndarray:
@@ -171,10 +176,7 @@ def source_family(sources: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray
     uploader's own), every other source itself."""
     prefix = UPLOAD_SOURCE + ":"
     codes, distinct = pd.factorize(text_values(sources))  # a few sources, once each; missing: -1
-    families = np.empty(len(distinct) + 1, dtype=object)
-    families[:-1] = [UPLOAD_SOURCE if v.startswith(prefix) else v for v in distinct.tolist()]
-    families[-1] = None
-    return families[codes]
+    return by_code(codes, [UPLOAD_SOURCE if v.startswith(prefix) else v for v in distinct.tolist()], None)
 
 
 def regime(df: pd.DataFrame) -> pd.Series:
@@ -243,14 +245,10 @@ def _text_hash(values: pd.Series | np.ndarray) -> np.ndarray:
     boolean = pd.api.types.is_bool_dtype(values.dtype)
     if not boolean:
         codes, uniques = pd.factorize(arr)  # missing values (None, NaN) get code -1
-        if len(uniques) == 0:
-            return np.full(len(arr), _MISSING_HASH, dtype=np.uint64)
         distinct = np.asarray(uniques, dtype=arr.dtype if arr.dtype.kind in "iuf" else object)
         if not any(isinstance(v, float) and v == 0.0 for v in distinct.tolist()):  # factorize merges 0.0, -0.0
-            texts = np.empty(len(distinct) + 1, dtype=object)
-            texts[:-1] = _canonical_text(distinct)
-            texts[-1] = "\x00"  # code -1: missing
-            return pd.util.hash_array(texts, categorize=False)[codes]
+            hashes = pd.util.hash_array(_canonical_text(distinct), categorize=False)
+            return by_code(codes, hashes, _MISSING_HASH, np.uint64)
     return pd.util.hash_array(_canonical_text(arr, boolean=boolean), categorize=len(arr) > 5000)
 
 

@@ -353,7 +353,7 @@ class KnowledgeBase(ABC):
                     else:  # the common case: every run is new, ``incoming`` is what to insert
                         con.execute(insert.format(verb="INSERT", source="incoming"))
                     self._guard_append(con)
-                return {rid for rid in batch.column("run_id").to_pylist() if rid not in present}
+                return set(ids) - present
             finally:
                 con.unregister("incoming")
                 con.unregister("incoming_ids")

@@ -12,6 +12,7 @@ from service.api.schemas import ErrorBody
 
 MULTIPART = "multipart/form-data"
 
+
 def api_router(**options: Any) -> APIRouter:
     """A router of the API (``APIRouter`` options): its routes read JSON bodies with orjson (:class:`FastJSONRoute`)."""
     return APIRouter(route_class=FastJSONRoute, **options)
